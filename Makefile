@@ -1,0 +1,96 @@
+# Multilabel text classification pipeline: scrape -> prepare -> train -> compress -> serve.
+# `make help` lists the targets. Every target installs into .venv first (a no-op when nothing changed).
+SHELL := /bin/bash
+PY := .venv/bin/python
+NAME ?= books
+DATA ?= data/sample/books.csv
+PROCESSED := data/processed/$(NAME)
+MODEL := models/$(NAME)
+BUNDLE := $(MODEL)/bundle
+PORT ?= 5000
+HOST ?= 127.0.0.1
+TRAIN_ARGS ?=
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
+        predict scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed bench-scrape \
+        bench-serve clean
+
+help: ## list every target
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@echo "  variables: NAME=$(NAME) DATA=$(DATA) PORT=$(PORT) TRAIN_ARGS='$(TRAIN_ARGS)'"
+
+install: ## create .venv and install everything (idempotent)
+	@bash scripts/install.sh
+
+system-deps: ## Debian packages for the browser test (chromium; needs root)
+	@bash scripts/install-system.sh
+
+run: install $(BUNDLE)/bundle.json ## sample data -> trained model -> int8 bundle -> web site (http://127.0.0.1:5000)
+	@echo "Gradio app: make gradio NAME=$(NAME)   |   production: make serve-prod NAME=$(NAME)"
+	$(PY) -m flask_app --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
+
+$(PROCESSED)/dataset.csv: $(DATA)
+	$(PY) -m training.prepare --input $(DATA) --out $(PROCESSED) --min-label-freq 0.01
+
+$(MODEL)/metrics.json: $(PROCESSED)/dataset.csv
+	$(PY) -m training.train --data $(PROCESSED) --out $(MODEL) $(TRAIN_ARGS)
+
+$(BUNDLE)/bundle.json: $(MODEL)/metrics.json
+	$(PY) -m compression.quantize --model $(MODEL) --out $(BUNDLE)
+
+prepare: install ## clean, deduplicate and split DATA into data/processed/NAME
+	$(PY) -m training.prepare --input $(DATA) --out $(PROCESSED) --min-label-freq 0.01
+
+train: install ## fine-tune the offline backbone on data/processed/NAME into models/NAME
+	$(PY) -m training.train --data $(PROCESSED) --out $(MODEL) $(TRAIN_ARGS)
+
+compress: install ## export models/NAME to an int8 ONNX bundle with a parity/size/speed report
+	$(PY) -m compression.quantize --model $(MODEL) --out $(BUNDLE)
+
+serve: install ## development web site on the existing bundle
+	$(PY) -m flask_app --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
+
+serve-prod: install ## production web site: gunicorn, 2 workers x 4 threads
+	MLTC_BUNDLE=$(BUNDLE) .venv/bin/gunicorn -w 2 --threads 4 -b $(HOST):$(PORT) 'flask_app:create_app()'
+
+gradio: install ## Gradio app on the existing bundle (port 7860)
+	$(PY) -m deployment.app --bundle $(BUNDLE) --port 7860
+
+predict: install ## batch predictions: make predict IN=file.csv OUT=preds.csv
+	$(PY) -m deployment.predict --bundle $(BUNDLE) --input $(IN) --out $(OUT)
+
+scrape-urls: install ## listing pages -> data/raw/SITE_urls.csv (SITE=smashwords|stackoverflow START=url)
+	$(PY) -m scraper.url_scraper --site $(SITE) --start-url $(START) --out data/raw/$(SITE)_urls.csv
+
+scrape-details: install ## detail pages -> data/raw/SITE_details.csv
+	$(PY) -m scraper.details_scraper --site $(SITE) --urls data/raw/$(SITE)_urls.csv --out data/raw/$(SITE)_details.csv
+
+notebooks: install $(BUNDLE)/bundle.json ## execute both notebooks on the sample data with small settings
+	$(PY) notebooks/run.py notebooks/multilabel_text_classification.ipynb -p QUICK=True
+	$(PY) notebooks/run.py notebooks/onnx_inference.ipynb -p BUNDLE=\"$(BUNDLE)\"
+
+test: install system-deps ## install everything and run the whole suite (what CI runs)
+	$(PY) -m pytest
+
+test-fast: install ## the quick suite for iteration (no slow tests)
+	$(PY) -m pytest -m "not slow" -x -q
+
+test-slow: install ## only the slow tests (real training)
+	$(PY) -m pytest -m slow
+
+bench-accuracy: install ## ours vs TF-IDF baseline on ../shared data (long)
+	$(PY) -m bench.accuracy
+
+bench-train-speed: install ## blurr/fastai training step vs a plain PyTorch loop
+	$(PY) -m bench.train_speed
+
+bench-scrape: install ## scraper pages/s vs a naive loop against a local server
+	$(PY) -m bench.scrape
+
+bench-serve: install ## gunicorn throughput and latency vs in-process predictions
+	$(PY) -m bench.serve --bundle $(BUNDLE)
+
+clean: ## remove derived data and models (keeps .venv and data/sample)
+	rm -rf data/processed models test-artifacts bench/results

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Debian packages the test suite uses: chromium for the headless-browser test of the web site.
+# Needs root (or sudo); without it the browser test skips with a reason and everything else still runs.
+set -uo pipefail
+if [ -x /usr/bin/chromium ]; then
+  echo "system: chromium present ($(/usr/bin/chromium --version 2>/dev/null | head -1))"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; else
+    echo "system: chromium missing and no root: the browser test will skip (install: sudo apt-get install chromium)"
+    exit 0
+  fi
+fi
+echo "system: installing Debian chromium ..."
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+  && echo "system: chromium installed" || { echo "error: apt-get install chromium failed" >&2; exit 1; }

@@ -1,0 +1,21 @@
+"""Shared pytest fixtures: paths to the real data in ../shared (skipped with a reason when absent)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ../shared folder; tests that need real data skip when it is missing."""
+    if not config.SHARED_DIR.is_dir():
+        pytest.skip(f"real data not available: {config.SHARED_DIR} does not exist (fresh clone without ../shared)")
+    return config.SHARED_DIR

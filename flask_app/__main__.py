@@ -1,0 +1,38 @@
+"""Development server: `python -m flask_app --bundle models/books/bundle [--host 127.0.0.1] [--port 5000] [--debug]`.
+
+For production use gunicorn (see `flask_app/wsgi.py`); this server is for one person on one machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from flask_app.app import DEFAULT_BUNDLE, create_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flask_app", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help=f"model bundle directory (default: $MLTC_BUNDLE or {DEFAULT_BUNDLE})")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    parser.add_argument("--debug", action="store_true", help="Flask debug mode with reloader: never on a public host")
+    args = parser.parse_args(argv)
+
+    from deployment.predictor import BundleError
+    try:
+        app = create_app(args.bundle, num_threads=args.threads)
+    except BundleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    bundle = args.bundle or os.environ.get("MLTC_BUNDLE") or DEFAULT_BUNDLE
+    print(f"serving {bundle} at http://{args.host}:{args.port}/  (JSON API: POST /api/predict, health: /healthz)")
+    app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=args.debug)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,3 +19,11 @@ def shared_dir() -> Path:
     if not config.SHARED_DIR.is_dir():
         pytest.skip(f"real data not available: {config.SHARED_DIR} does not exist (fresh clone without ../shared)")
     return config.SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A real int8 bundle built by compression.quantize from a random tiny BERT (seconds); labels in TINY_LABELS."""
+    from tests.tiny_bundle import TINY_LABELS, make_tiny_bundle
+
+    return make_tiny_bundle(tmp_path_factory.mktemp("tiny"), TINY_LABELS)

@@ -1,0 +1,188 @@
+"""The three graph steps of compression: export to ONNX, transformer graph optimisation, int8 quantisation.
+
+Plus `read_model_dir`, which checks a `models/<name>/` folder (docs/CONTRACTS.md) before any work starts, so a
+missing or half-written checkpoint fails with the file's name instead of a stack trace from transformers.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OPSET = 17                     # >= 17: LayerNormalization is a real op, which the optimizer fuses cleanly
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class CompressionError(RuntimeError):
+    """Bad input or a failed check; the message names the file."""
+
+
+def _json(path: Path):
+    if not path.is_file():
+        raise CompressionError(f"{path}: file is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CompressionError(f"{path}: not valid JSON, the file may be half-written ({exc})") from exc
+
+
+@dataclass
+class ModelDir:
+    """What compression needs from a trained model folder, already validated."""
+    root: Path
+    checkpoint: Path
+    weights: Path
+    config: dict
+    labels: list[str]
+    thresholds: list[float]
+    global_threshold: float
+    settings: dict
+    metrics: dict
+    command: str
+    linear: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def max_length(self) -> int:
+        return int(self.settings["max_length"])
+
+    @property
+    def uses_token_type_ids(self) -> bool:
+        # BERT-family models (MiniLM included) take segment ids; RoBERTa's single-row type table means it doesn't.
+        return int(self.config.get("type_vocab_size", 0) or 0) > 1
+
+
+def read_model_dir(model_dir: str | Path) -> ModelDir:
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise CompressionError(f"{root}: model directory does not exist (train one with `python -m training.train`)")
+    ckpt = root / "checkpoint"
+    if not ckpt.is_dir():
+        raise CompressionError(f"{ckpt}: checkpoint folder is missing")
+    config = _json(ckpt / "config.json")
+    weights = next((ckpt / n for n in WEIGHT_FILES if (ckpt / n).is_file()), None)
+    if weights is None:
+        raise CompressionError(f"{ckpt / WEIGHT_FILES[0]}: model weights are missing (half-written checkpoint?)")
+    if not (ckpt / "tokenizer.json").is_file() and not (ckpt / "tokenizer_config.json").is_file():
+        raise CompressionError(f"{ckpt / 'tokenizer.json'}: the checkpoint has no tokenizer")
+
+    labels_path = root / "labels.json"
+    raw = _json(labels_path)
+    if not isinstance(raw, dict) or not raw:
+        raise CompressionError(f"{labels_path}: expected {{\"label\": index}}")
+    labels = sorted(raw, key=raw.get)
+    if sorted(raw.values()) != list(range(len(raw))):
+        raise CompressionError(f"{labels_path}: indices must be 0..{len(raw) - 1}, got {sorted(raw.values())}")
+    n_model = len(config.get("id2label") or {}) or config.get("num_labels")
+    if n_model is not None and int(n_model) != len(labels):
+        raise CompressionError(f"{labels_path}: {len(labels)} labels, but {ckpt / 'config.json'} has {n_model} outputs")
+    id2label = config.get("id2label") or {}
+    if id2label and [id2label.get(str(i), id2label.get(i)) for i in range(len(labels))] != labels \
+            and not all(str(v).startswith("LABEL_") for v in id2label.values()):
+        raise CompressionError(f"{labels_path}: label order differs from id2label in {ckpt / 'config.json'}")
+
+    th_path = root / "thresholds.json"
+    th = _json(th_path)
+    per_label = th.get("per_label") if isinstance(th, dict) else None
+    if not isinstance(per_label, dict) or set(per_label) != set(labels):
+        missing = sorted(set(labels) - set(per_label or {}))
+        raise CompressionError(f"{th_path}: 'per_label' must have one threshold per label (missing {missing[:5]})")
+    thresholds = [float(per_label[lab]) for lab in labels]
+    if not all(0.0 <= t <= 1.0 for t in thresholds):
+        raise CompressionError(f"{th_path}: thresholds must lie in [0, 1]")
+
+    settings = _json(root / "settings.json")
+    if not isinstance(settings.get("max_length"), int):
+        raise CompressionError(f"{root / 'settings.json'}: 'max_length' (an integer) is required")
+    warnings = []
+    metrics_path = root / "metrics.json"
+    metrics = _json(metrics_path) if metrics_path.is_file() else {}
+    if not metrics:
+        warnings.append(f"{metrics_path} missing: the bundle carries no training metrics")
+    cmd_path = root / "command.txt"
+    command = cmd_path.read_text(encoding="utf-8").strip() if cmd_path.is_file() else ""
+    linear = root / "linear"
+    if linear.exists():
+        for name in ("linear.json", "linear.npz"):
+            if not (linear / name).is_file():
+                raise CompressionError(f"{linear / name}: file is missing (linear/ needs linear.json + linear.npz)")
+    return ModelDir(root=root, checkpoint=ckpt, weights=weights, config=config, labels=labels,
+                    thresholds=thresholds, global_threshold=float(th.get("global", 0.5)), settings=settings,
+                    metrics=metrics, command=command, linear=linear if linear.exists() else None, warnings=warnings)
+
+
+def load_torch_model(md: ModelDir):
+    """The checkpoint as an eval-mode PyTorch model with eager attention (the pattern the ONNX fusions know)."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(md.checkpoint, attn_implementation="eager")
+    except Exception as exc:  # safetensors/transformers raise many types for truncated or foreign files
+        raise CompressionError(f"{md.weights}: cannot load the checkpoint ({type(exc).__name__}: {exc})") from exc
+    if model.config.num_labels != len(md.labels):
+        raise CompressionError(f"{md.root / 'labels.json'}: {len(md.labels)} labels, model has {model.config.num_labels}")
+    return model.eval()
+
+
+def export_onnx(model, input_names: list[str], out_path: Path, opset: int = OPSET) -> Path:
+    """Legacy (TorchScript) exporter: the dynamo one needs onnxscript and breaks quantize_dynamic (DESIGN.md)."""
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                kwargs["token_type_ids"] = token_type_ids
+            return self.inner(**kwargs).logits
+
+    batch, seq = 2, 16
+    dummy = {"input_ids": torch.randint(1000, 2000, (batch, seq)),
+             "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+             "token_type_ids": torch.zeros(batch, seq, dtype=torch.long)}
+    dummy["attention_mask"][1, seq // 2:] = 0
+    axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    axes["logits"] = {0: "batch"}
+    # A fresh wrapper is in training mode, and the exporter restores that mode afterwards, recursively, which
+    # would switch dropout on in `model` for everything that follows: keep both in eval mode.
+    wrapper = Logits(model).eval()
+    with torch.no_grad():
+        torch.onnx.export(wrapper, tuple(dummy[n] for n in input_names), str(out_path),
+                          input_names=input_names, output_names=["logits"], dynamic_axes=axes,
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    model.eval()
+    import onnx
+
+    onnx.checker.check_model(str(out_path))
+    return out_path
+
+
+def optimize_onnx(in_path: Path, out_path: Path, num_heads: int, hidden_size: int) -> dict:
+    """onnxruntime's transformer optimizer (attention, layer-norm, GELU, skip-layer-norm fusions).
+
+    opt_level=0 keeps only the portable Python fusions, so the saved graph runs on any CPU.
+    Returns the fused-operator counts so the report can show whether the fusions took.
+    """
+    from onnxruntime.transformers import optimizer
+
+    opt = optimizer.optimize_model(str(in_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                                   opt_level=0, use_gpu=False)
+    opt.save_model_to_file(str(out_path))
+    stats = opt.get_fused_operator_statistics()
+    return {k: int(v) for k, v in stats.items() if v}
+
+
+def quantize_int8(in_path: Path, out_path: Path, per_channel: bool) -> Path:
+    """Dynamic int8 quantisation of the weights (activations quantised on the fly)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The legacy exporter's value_info is sound and the fused contrib ops (Attention, SkipLayerNormalization) need
+    # it: onnx shape inference cannot type their outputs. (Clearing it is only needed for dynamo graphs.)
+    # DefaultTensorType covers any tensor that is still untyped: every weight here is float32.
+    quantize_dynamic(str(in_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return out_path

@@ -1,0 +1,471 @@
+"""Compress a trained model folder into a self-describing int8 ONNX bundle, with a parity/size/speed report.
+
+    python -m compression.quantize --model models/books --out models/books/bundle [--bench-rounds 3]
+
+Steps: check the model folder → export fp32 ONNX (legacy exporter, opset 17, dynamic batch/sequence) →
+optimise with onnxruntime's transformer optimizer → quantise to int8 (several candidates) → measure every
+variant on the test split against PyTorch → keep the best int8 variant → write `model.onnx`, the tokenizer,
+`bundle.json`, `eval.json`, `README.md` (+ the optional linear component). Everything is written to a temporary
+folder beside the output and renamed into place at the end, so a failed run leaves no half bundle.
+The fp32 ONNX export must match PyTorch within 1e-4 in probability or the run fails.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import config
+from compression import report as rep
+from compression.export import (OPSET, CompressionError, ModelDir, export_onnx, load_torch_model, optimize_onnx,
+                                quantize_int8, read_model_dir)
+
+PARITY_TOL = 1e-4                     # max |p_onnx_fp32 - p_pytorch| allowed
+F1_TOL = 0.01                         # an int8 candidate may lose at most 1 point of micro/macro-F1
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "vocab.json", "merges.txt", "added_tokens.json")
+CANDIDATES = {                        # int8 candidate: (graph it is quantised from, per-channel weights)
+    "int8": ("onnx-fp32", False),
+    "int8-per-channel": ("onnx-fp32", True),
+    "optimized-int8": ("onnx-optimized", False),
+    "optimized-int8-per-channel": ("onnx-optimized", True),
+}
+BACKBONE_LICENSES = {                 # what the model card says about where the weights came from
+    "minilm": "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2)",
+    "distilroberta": "Apache-2.0 (distilroberta-base)",
+    "roberta": "MIT (roberta-base)",
+    "bert": "Apache-2.0 (BERT)",
+}
+
+
+@dataclass
+class Settings:
+    model: Path = config.MODELS_DIR / "books"   # trained model folder (docs/CONTRACTS.md)
+    out: Path | None = None                     # bundle folder; default <model>/bundle
+    bench_rounds: int = 3                       # timing repetitions per variant (0: skip timing)
+    max_eval_texts: int | None = 2000           # cap on test texts used for parity/F1 (None: all)
+    num_threads: int | None = None              # onnxruntime intra-op threads (None: onnxruntime's default)
+    candidates: list[str] = field(default_factory=lambda: list(CANDIDATES))
+    opset: int = OPSET
+
+
+class Progress:
+    def __init__(self, quiet: bool, total: int):
+        self.quiet, self.total, self.n, self.t0 = quiet, total, 0, time.perf_counter()
+
+    def step(self, msg: str) -> None:
+        self.n += 1
+        self.say(f"[{self.n}/{self.total}] {msg}")
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"{time.perf_counter() - self.t0:6.1f}s  {msg}", flush=True)
+
+
+def _size(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None
+
+
+def _license(backbone: str, model_type: str) -> str:
+    key = (backbone or "").lower()
+    for name, text in BACKBONE_LICENSES.items():
+        if name in key:
+            return text
+    return BACKBONE_LICENSES.get(model_type, "see the backbone's own model card")
+
+
+def _copy_tokenizer(md: ModelDir, dest: Path) -> list[str]:
+    if not (md.checkpoint / "tokenizer.json").is_file():
+        # A checkpoint saved with a slow tokenizer only: convert once here, so serving needs only `tokenizers`.
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(md.checkpoint, use_fast=True).save_pretrained(dest)
+        return sorted(n for n in TOKENIZER_FILES if (dest / n).is_file())
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (md.checkpoint / name).is_file():
+            shutil.copy2(md.checkpoint / name, dest / name)
+            copied.append(name)
+    return copied
+
+
+def _pad_token_id(md: ModelDir, dest: Path) -> int:
+    from tokenizers import Tokenizer
+
+    tok_cfg = json.loads((dest / "tokenizer_config.json").read_text()) if (dest / "tokenizer_config.json").is_file() else {}
+    pad = tok_cfg.get("pad_token")
+    if isinstance(pad, dict):
+        pad = pad.get("content")
+    pad_id = Tokenizer.from_file(str(dest / "tokenizer.json")).token_to_id(pad) if pad else None
+    if pad_id is None:
+        pad_id = md.config.get("pad_token_id")
+    return int(pad_id or 0)
+
+
+def _bundle_info(md: ModelDir, dest: Path, tok_files: list[str], command: str) -> dict:
+    tok_cfg = json.loads((dest / "tokenizer_config.json").read_text()) if (dest / "tokenizer_config.json").is_file() else {}
+    inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if md.uses_token_type_ids else [])
+    linear = None
+    if md.linear is not None:
+        linear = {"weight": float(json.loads((md.linear / "linear.json").read_text())["weight"])}
+    return {
+        "format_version": 1,
+        "labels": md.labels,
+        "thresholds": md.thresholds,
+        "global_threshold": md.global_threshold,
+        "max_length": min(md.max_length, int(md.config.get("max_position_embeddings", md.max_length))),
+        "backbone": md.settings.get("backbone"),
+        "tokenizer": {"kind": tok_cfg.get("tokenizer_class") or md.config.get("model_type"), "files": tok_files,
+                      "uses_token_type_ids": md.uses_token_type_ids, "pad_token_id": _pad_token_id(md, dest)},
+        "inputs": inputs,
+        "source_dataset": md.settings.get("data"),
+        "metrics": {"model": md.metrics.get("model"), "baseline": md.metrics.get("baseline")},
+        "quantization": None,
+        "linear": linear,
+        "label_display": md.settings.get("label_display", "text"),
+        **({"label_colors": md.settings["label_colors"]} if md.settings.get("label_display") == "colors" else {}),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "training_command": md.command,
+    }
+
+
+def _choose(variants: dict, candidates: list[str], have_f1: bool, timed: bool) -> tuple[str, str]:
+    """The int8 candidate with the best report: accurate enough first, then fastest."""
+    ok = [c for c in candidates if c in variants and "error" not in variants[c]]
+    if not ok:
+        raise CompressionError("every int8 candidate failed: " + "; ".join(
+            f"{c}: {variants[c].get('error', 'not built')}" for c in candidates if c in variants))
+    pt = variants["pytorch"]
+
+    def loss(c):  # how much worse than PyTorch the candidate is, in the metric the goals use
+        v = variants[c]
+        if have_f1:
+            return max(pt["micro_f1"] - v["micro_f1"], pt["macro_f1"] - v["macro_f1"], 0.0)
+        return v["mean_abs_prob_diff"]
+
+    if have_f1:
+        eligible = [c for c in ok if loss(c) <= F1_TOL]
+    else:
+        best = min(loss(c) for c in ok)
+        eligible = [c for c in ok if loss(c) <= max(2 * best, 1e-3)]
+    if not eligible:
+        chosen = min(ok, key=loss)
+        return chosen, (f"no candidate kept micro/macro-F1 within {F1_TOL:.2f} of PyTorch; {chosen} lost the least "
+                        f"({loss(chosen):.4f})")
+    if not timed:
+        chosen = min(eligible, key=lambda c: (loss(c), -variants[c].get("label_agreement", 0)))
+        return chosen, "timing skipped (--bench-rounds 0): the most accurate candidate"
+    b1 = min(variants[c]["latency_b1_ms"] for c in eligible)
+    b32 = max(variants[c]["throughput_b32"] for c in eligible)
+
+    def cost(c):  # relative slowdown against the best eligible, summed over the two workloads
+        return variants[c]["latency_b1_ms"] / b1 + b32 / variants[c]["throughput_b32"]
+
+    chosen = min(eligible, key=cost)
+    others = ", ".join(f"{c} {cost(c):.2f}" for c in sorted(eligible, key=cost) if c != chosen)
+    accuracy = (f"within {F1_TOL:.2f} micro/macro-F1 of PyTorch" if have_f1
+                else "closest to PyTorch's probabilities (no test split)")
+    rejected = [c for c in ok if c not in eligible]
+    return chosen, (f"{chosen}: fastest of the candidates {accuracy} (relative cost {cost(chosen):.2f}"
+                    + (f"; others: {others}" if others else "") + ")"
+                    + (f"; rejected for accuracy: {', '.join(rejected)}" if rejected else ""))
+
+
+def _model_card(info: dict, ev: dict) -> str:
+    pt, chosen = ev["variants"]["pytorch"], ev["variants"][ev["chosen"]]
+    lines = [f"# Multilabel text classifier — int8 ONNX bundle", "",
+             f"Predicts {len(info['labels'])} labels from a text (multilabel: any number may apply). "
+             f"Fine-tuned from `{info['backbone']}`, exported to ONNX and quantised to int8 "
+             f"(`{ev['chosen']}`).", "",
+             "## Load it", "", "```python", "from deployment.predictor import Predictor",
+             "pred = Predictor.from_bundle(\"path/to/bundle\")",
+             "pred.predict([\"A young wizard discovers a hidden kingdom...\"], top_k=5)", "```",
+             "Needs only `onnxruntime`, `tokenizers` and `numpy` (no torch). Batch CLI: "
+             "`python -m deployment.predict --bundle DIR --input FILE.csv --out OUT.csv`.", "",
+             "## Labels and tuned thresholds", "", "| label | threshold |", "| --- | --- |"]
+    lines += [f"| {lab} | {th:.3f} |" for lab, th in zip(info["labels"], info["thresholds"])]
+    lines += ["", f"Global threshold: {info['global_threshold']:.3f}. Texts are read up to {info['max_length']} tokens"
+              + (f"; a TF-IDF + logistic-regression component is blended in with weight {info['linear']['weight']}."
+                 if info["linear"] else "."), "", "## Metrics (test split)", ""]
+    model_metrics = (info["metrics"] or {}).get("model") or {}
+    if model_metrics:
+        lines += [f"- training report: " + ", ".join(f"{k} {v:.4f}" for k, v in model_metrics.items()
+                                                     if isinstance(v, (int, float)))]
+    if "micro_f1" in chosen:
+        lines += [f"- PyTorch fp32: micro-F1 {pt['micro_f1']:.4f}, macro-F1 {pt['macro_f1']:.4f}",
+                  f"- this int8 bundle: micro-F1 {chosen['micro_f1']:.4f}, macro-F1 {chosen['macro_f1']:.4f}, "
+                  f"label agreement with PyTorch {chosen['label_agreement']:.4f}"]
+    for w in ev["warnings"]:
+        lines.append(f"- warning: {w}")
+    lines += ["", "## Size and speed", "", "```", ev["table"], "```", "",
+              f"Source data: `{info['source_dataset']}`. Made by `{info['command']}` on {info['created']}.", "",
+              "## License", "", f"Backbone weights: {_license(str(info['backbone']), info['tokenizer']['kind'] or '')}. "
+              "The fine-tuned weights inherit the backbone's license; check the training data's terms before "
+              "redistributing.", ""]
+    return "\n".join(lines)
+
+
+def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_rounds: int = 3,
+                 max_eval_texts: int | None = 2000, num_threads: int | None = None,
+                 candidates: list[str] | None = None, opset: int = OPSET, quiet: bool = False,
+                 command: str | None = None) -> Path:
+    """Run every step and write the bundle atomically; returns its path. Raises CompressionError on bad input."""
+    import torch  # only the compression stage needs torch: the bundle it writes does not
+
+    from deployment.predictor import Predictor, _sigmoid
+
+    candidates = list(candidates or CANDIDATES)
+    unknown = [c for c in candidates if c not in CANDIDATES]
+    if unknown:
+        raise CompressionError(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
+    progress = Progress(quiet, total=7)
+    command = command or "python -m compression.quantize " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    progress.step(f"checking {model_dir}")
+    md = read_model_dir(model_dir)
+    out = Path(out) if out else md.root / "bundle"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    work = tmp / "_work"
+    work.mkdir(parents=True)
+    try:
+        tok_files = _copy_tokenizer(md, tmp)
+        if md.linear is not None:
+            for name in ("linear.json", "linear.npz"):
+                shutil.copy2(md.linear / name, tmp / name)
+        info = _bundle_info(md, tmp, tok_files, command)
+        (tmp / "bundle.json").write_text(json.dumps(info, indent=2))
+        model = load_torch_model(md)
+
+        progress.step(f"exporting fp32 ONNX (opset {opset}, inputs {info['inputs']})")
+        paths = {"onnx-fp32": export_onnx(model, info["inputs"], work / "model.onnx-fp32.onnx", opset)}
+        errors, fusions = {}, {}
+        progress.step("optimising the graph (onnxruntime transformer optimizer)")
+        try:
+            fusions = optimize_onnx(paths["onnx-fp32"], work / "model.onnx-optimized.onnx",
+                                    num_heads=int(md.config.get("num_attention_heads", 0)),
+                                    hidden_size=int(md.config.get("hidden_size", 0)))
+            paths["onnx-optimized"] = work / "model.onnx-optimized.onnx"
+            progress.say(f"fusions: {fusions or 'none'}")
+        except Exception as exc:  # a graph the optimizer can't handle is reported, not fatal: int8 of the plain export remains
+            errors["onnx-optimized"] = f"{type(exc).__name__}: {exc}"
+            progress.say(f"optimisation failed, continuing without it: {errors['onnx-optimized']}")
+        progress.step(f"quantising to int8: {', '.join(candidates)}")
+        for name in candidates:
+            source, per_channel = CANDIDATES[name]
+            if source not in paths:
+                errors[name] = f"{source} not available"
+                continue
+            try:
+                paths[name] = quantize_int8(paths[source], work / f"model.{name}.onnx", per_channel)
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                progress.say(f"{name} failed: {errors[name]}")
+
+        progress.step("evaluating every variant against PyTorch")
+        warnings_ = list(md.warnings)
+        data_dir = rep.resolve_data_dir(md.settings.get("data"))
+        texts, targets, source, warn = rep.load_test_split(data_dir, md.labels, max_eval_texts)
+        if warn:
+            warnings_.append(warn)
+            rep.warn(warn)
+        have_f1 = texts is not None
+        if not have_f1:
+            texts, source = list(rep.PROBE_TEXTS), "built-in probe texts (no test split available)"
+        base = Predictor.from_bundle(tmp, num_threads=num_threads, model_file="_work/model.onnx-fp32.onnx")
+        encodings, n_tokens, truncated = base._encode(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        batches = [order[s:s + base.batch_size] for s in range(0, len(order), base.batch_size)]
+        feeds = [base._feeds([encodings[i] for i in idx]) for idx in batches]
+
+        def torch_run(f):
+            with torch.inference_mode():
+                return model(**{k: torch.from_numpy(v) for k, v in f.items()}).logits.numpy()
+
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        options.log_severity_level = 3
+        runners = {"pytorch": torch_run}
+        for name, path in paths.items():
+            if name in errors:
+                continue
+            try:
+                sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                runners[name] = (lambda s: (lambda f: s.run(["logits"], f)[0]))(sess)
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+
+        def probs_of(run) -> np.ndarray:
+            p = np.empty((len(texts), len(md.labels)))
+            for idx, f in zip(batches, feeds):
+                p[idx] = _sigmoid(run(f))
+            return p
+
+        linear_p = base.linear.probabilities(texts) if base.linear is not None else None
+        thresholds = np.asarray(md.thresholds)
+        y_true = rep.label_matrix(targets, md.labels) if have_f1 else None
+        variants, probs = {}, {}
+        for name, run in runners.items():
+            try:
+                p = probs_of(run)
+            except Exception as exc:
+                errors[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            probs[name] = p
+            blended = p if linear_p is None else base.linear.weight * linear_p + (1 - base.linear.weight) * p
+            decided = blended >= thresholds
+            v = {"size_bytes": _size(md.weights) if name == "pytorch" else _size(paths[name])}
+            if name != "pytorch":
+                diff = np.abs(p - probs["pytorch"])
+                pt_decided = variants["pytorch"]["_decided"]
+                v.update(max_abs_prob_diff=float(diff.max()), mean_abs_prob_diff=float(diff.mean()),
+                         label_agreement=float((decided == pt_decided).mean()),
+                         set_agreement=float((decided == pt_decided).all(1).mean()))
+            if have_f1:
+                v.update(rep.f1_scores(y_true, decided))
+            v["_decided"] = decided
+            variants[name] = v
+        for name in errors:
+            variants.setdefault(name, {})["error"] = errors[name]
+        for v in variants.values():
+            v.pop("_decided", None)
+
+        timed = bench_rounds > 0
+        progress.step(f"timing ({bench_rounds} rounds: batch 1 on 16 texts, batch 32)" if timed else "timing skipped")
+        if timed:
+            pick = list(range(len(texts)))
+            single = [base._feeds([encodings[i]]) for i in pick[:16]]
+            b32 = [encodings[pick[i % len(pick)]] for i in range(32)]
+            batch = base._feeds(b32)
+            for name, run in runners.items():
+                if name in probs:
+                    variants[name].update(rep.time_runner(run, single, batch, bench_rounds))
+
+        fp32_diff = variants.get("onnx-fp32", {}).get("max_abs_prob_diff")
+        chosen, reason = _choose(variants, candidates, have_f1, timed)
+        pt, ch = variants["pytorch"], variants[chosen]
+        sizes = {"pytorch": pt["size_bytes"], "onnx_fp32": _size(paths["onnx-fp32"]),
+                 "onnx_optimized": _size(paths["onnx-optimized"]) if "onnx-optimized" in paths else None,
+                 "int8": ch["size_bytes"]}
+        goals = {"int8_size_le_26pct_of_fp32": sizes["int8"] <= 0.26 * sizes["onnx_fp32"]}
+        speedup = None
+        if timed:
+            speedup = {"batch1": pt["latency_b1_ms"] / ch["latency_b1_ms"],
+                       "batch32": ch["throughput_b32"] / pt["throughput_b32"]}
+            goals.update(int8_4x_faster_b1=speedup["batch1"] >= 4, int8_2x_faster_b32=speedup["batch32"] >= 2)
+        if have_f1:
+            goals["int8_f1_within_1pt"] = (abs(pt["micro_f1"] - ch["micro_f1"]) <= F1_TOL
+                                           and abs(pt["macro_f1"] - ch["macro_f1"]) <= F1_TOL)
+        ev = {
+            "created": info["created"], "command": command, "model_dir": str(md.root),
+            "texts": {"source": source, "n": len(texts), "mean_tokens": float(np.mean(n_tokens)),
+                      "truncated_fraction": float(np.mean(truncated)), "max_length": base.max_length},
+            "warnings": warnings_,
+            "sizes_bytes": sizes,
+            "size_ratio_int8_vs_fp32": sizes["int8"] / sizes["onnx_fp32"],
+            "parity": {"max_abs_prob_diff_fp32_vs_pytorch": fp32_diff, "tolerance": PARITY_TOL,
+                       "passed": fp32_diff is not None and fp32_diff <= PARITY_TOL},
+            "chosen": chosen, "choice_reason": reason,
+            "speedup_int8_vs_pytorch": speedup, "goals": goals,
+            "variants": variants, "fusions": fusions, "errors": errors,
+            "bench": {"rounds": bench_rounds, "batch1_texts": 16, "batch_size": 32, "num_threads": num_threads,
+                      "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                      "what": "model forward on identical pre-tokenised, dynamically padded inputs"},
+            "linear": info["linear"],
+            "examples": [{"text": t, "labels": y} for t, y in zip(texts[:5], (targets or [[]] * 5)[:5])],
+        }
+        ev["table"] = rep.format_table(ev)
+        if not quiet:
+            print(ev["table"], flush=True)
+        if not ev["parity"]["passed"]:
+            raise CompressionError(f"parity check failed: fp32 ONNX differs from PyTorch by {fp32_diff} in probability "
+                                   f"(tolerance {PARITY_TOL}); no bundle written. Errors: {errors or 'none'}")
+
+        progress.step(f"writing the bundle ({chosen}: {reason.split(':')[0]})")
+        shutil.copy2(paths[chosen], tmp / "model.onnx")
+        shutil.rmtree(work)
+        info["quantization"] = {"method": "onnxruntime dynamic quantisation", "weight_type": "int8",
+                                "activations": "uint8, quantised at run time", "variant": chosen,
+                                "graph_optimized": CANDIDATES[chosen][0] == "onnx-optimized",
+                                "per_channel": CANDIDATES[chosen][1], "opset": opset, "onnxruntime": ort.__version__,
+                                "reason": reason}
+        info["metrics"]["int8"] = {k: ch[k] for k in ("micro_f1", "macro_f1", "label_agreement") if k in ch} or None
+        (tmp / "bundle.json").write_text(json.dumps(info, indent=2))
+        (tmp / "eval.json").write_text(json.dumps(ev, indent=2))
+        (tmp / "README.md").write_text(_model_card(info, ev))
+        # The bundle must reproduce what was measured for the chosen variant.
+        final = Predictor.from_bundle(tmp, num_threads=num_threads)
+        # Same batch on both sides: int8 activations are quantised per batch, so the company a text keeps matters.
+        check = final.probabilities(texts[:8])[0]
+        want = _sigmoid(runners[chosen](base._feeds(encodings[:8])))
+        if linear_p is not None:
+            want = base.linear.weight * linear_p[:8] + (1 - base.linear.weight) * want
+        if not np.allclose(check, want, atol=1e-5):
+            raise CompressionError(f"{tmp / 'model.onnx'}: the written bundle does not reproduce its own evaluation")
+        del final, base, runners
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary = (f"bundle {out}: {chosen} {rep.human_mib(sizes['int8'])} ({100 * ev['size_ratio_int8_vs_fp32']:.0f}% of "
+               f"fp32 ONNX), parity {fp32_diff:.1e}")
+    if have_f1:
+        summary += f", micro-F1 {ch['micro_f1']:.4f} vs PyTorch {pt['micro_f1']:.4f}"
+    if timed:
+        summary += f", {speedup['batch1']:.1f}x/{speedup['batch32']:.1f}x faster than PyTorch at batch 1/32"
+    progress.say(summary + f" in {time.perf_counter() - progress.t0:.0f}s")
+    return out
+
+
+def parse_args(argv=None) -> Settings:
+    d = Settings()
+    p = argparse.ArgumentParser(prog="python -m compression.quantize", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", type=Path, default=d.model, help="trained model folder (checkpoint/, labels.json, ...)")
+    p.add_argument("--out", type=Path, default=None, help="bundle folder to write (default: MODEL/bundle)")
+    p.add_argument("--bench-rounds", type=int, default=d.bench_rounds, help="timing repetitions per variant; 0 skips timing")
+    p.add_argument("--max-eval-texts", type=int, default=d.max_eval_texts,
+                   help="use at most this many test texts for parity and F1 (0: all)")
+    p.add_argument("--num-threads", type=int, default=None, help="onnxruntime intra-op threads (default: its own)")
+    p.add_argument("--candidates", default=",".join(d.candidates),
+                   help=f"comma-separated int8 candidates to compare, from {','.join(CANDIDATES)}")
+    p.add_argument("--opset", type=int, default=d.opset, help="ONNX opset (>= 17)")
+    a = p.parse_args(argv)
+    if a.opset < 17:
+        p.error("--opset must be >= 17")
+    return Settings(model=a.model, out=a.out, bench_rounds=max(0, a.bench_rounds),
+                    max_eval_texts=a.max_eval_texts or None, num_threads=a.num_threads,
+                    candidates=[c.strip() for c in a.candidates.split(",") if c.strip()], opset=a.opset)
+
+
+def main(argv=None) -> int:
+    s = parse_args(argv)
+    print("settings:", json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()}), flush=True)
+    try:
+        build_bundle(s.model, s.out, bench_rounds=s.bench_rounds, max_eval_texts=s.max_eval_texts,
+                     num_threads=s.num_threads, candidates=s.candidates, opset=s.opset)
+    except CompressionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,7 @@ missing or half-written checkpoint fails with the file's name instead of a stack
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,7 +150,11 @@ def export_onnx(model, input_names: list[str], out_path: Path, opset: int = OPSE
     # A fresh wrapper is in training mode, and the exporter restores that mode afterwards, recursively, which
     # would switch dropout on in `model` for everything that follows: keep both in eval mode.
     wrapper = Logits(model).eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Known and harmless here: transformers' mask code branches on a shape (kv length always equals the mask
+        # length without a cache) and indexes with non-negative indices. The parity check guards the result.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(wrapper, tuple(dummy[n] for n in input_names), str(out_path),
                           input_names=input_names, output_names=["logits"], dynamic_axes=axes,
                           opset_version=opset, do_constant_folding=True, dynamo=False)

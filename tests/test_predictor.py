@@ -1,0 +1,295 @@
+"""The shared predictor on a real (tiny) int8 bundle: output shape and order, thresholds, truncation, bad input,
+threads, the numpy TF-IDF component against scikit-learn, and broken bundles."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deployment.predictor import BundleError, LinearComponent, Predictor
+from tests.tiny_bundle import TINY_LABELS, TINY_MAX_LENGTH, fit_linear, make_tiny_bundle, sample_texts, write_linear_dir
+
+TEXTS = ["A young wizard must find the dragon's sword before the kingdom falls.",
+         "Two letters, one summer, and a love that refuses to fade.",
+         "Inspector Hale suspects everyone in the village of the murder.",
+         "Ghost."]
+LONG_TEXT = " ".join(["the haunted starship drifted through the dark galaxy"] * 60)
+
+
+@pytest.fixture(scope="module")
+def pred(tiny_bundle) -> Predictor:
+    return Predictor.from_bundle(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def linear_bundle(tmp_path_factory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("tiny-linear"), TINY_LABELS, seed=1, with_linear=True,
+                            with_data=False, bench_rounds=0)
+
+
+def copy_bundle(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    return dest
+
+
+# ---------------------------------------------------------------- the interface
+def test_bundle_attributes_come_from_bundle_json(pred, tiny_bundle):
+    info = json.loads((tiny_bundle / "bundle.json").read_text())
+    assert pred.labels == TINY_LABELS == info["labels"]
+    assert pred.thresholds == info["thresholds"] and len(pred.thresholds) == len(pred.labels)
+    assert pred.max_length == TINY_MAX_LENGTH
+    assert pred.info == info
+
+
+def test_each_text_gets_every_label_sorted_by_score(pred):
+    results = pred.predict(TEXTS)
+    assert len(results) == len(TEXTS)
+    for res in results:
+        assert set(res) == {"labels", "predicted", "truncated", "n_tokens"}
+        scores = [s["score"] for s in res["labels"]]
+        assert scores == sorted(scores, reverse=True)
+        assert sorted(s["label"] for s in res["labels"]) == sorted(TINY_LABELS)
+        assert all(0.0 <= s <= 1.0 for s in scores)
+        assert all(isinstance(s["score"], float) for s in res["labels"])
+
+
+def test_predicted_are_labels_at_or_above_their_tuned_threshold(pred):
+    tuned = dict(zip(pred.labels, pred.thresholds))
+    for res in pred.predict(TEXTS):
+        for s in res["labels"]:
+            assert s["threshold"] == tuned[s["label"]]
+            assert s["predicted"] == (s["score"] >= tuned[s["label"]])
+        assert res["predicted"] == [s["label"] for s in res["labels"] if s["predicted"]]
+
+
+def test_threshold_argument_overrides_every_tuned_threshold(pred):
+    everything, nothing = pred.predict(TEXTS[:1], threshold=0.0)[0], pred.predict(TEXTS[:1], threshold=1.0)[0]
+    assert sorted(everything["predicted"]) == sorted(TINY_LABELS)
+    assert nothing["predicted"] == []
+    mid = pred.predict(TEXTS[:1], threshold=0.45)[0]
+    assert all(s["threshold"] == 0.45 and s["predicted"] == (s["score"] >= 0.45) for s in mid["labels"])
+
+
+def test_top_k_cuts_the_ranked_list_but_not_the_predicted_set(pred):
+    full = pred.predict(TEXTS[:1], threshold=0.0)[0]
+    top2 = pred.predict(TEXTS[:1], threshold=0.0, top_k=2)[0]
+    assert top2["labels"] == full["labels"][:2]
+    assert top2["predicted"] == full["predicted"]
+    assert len(pred.predict(TEXTS[:1], top_k=100)[0]["labels"]) == len(TINY_LABELS)
+
+
+def test_results_keep_input_order_when_inputs_are_length_sorted_in_batches(tiny_bundle):
+    small_batches = Predictor.from_bundle(tiny_bundle, batch_size=3)
+    texts = [("word " * n).strip() + f" story {n}" for n in (40, 2, 25, 7, 60, 1, 13, 33, 4, 19)]
+    results = small_batches.predict(texts)  # > batch_size: sorted by length, predicted in 4 batches, put back
+    singles = [small_batches.predict([t])[0] for t in texts]
+    assert [r["n_tokens"] for r in results] == [s["n_tokens"] for s in singles]
+    assert len({r["n_tokens"] for r in results}) == len(texts)
+    for r, s in zip(results, singles):  # int8 activations are quantised per batch: close, not bit-identical
+        got, want = ({x["label"]: x["score"] for x in d["labels"]} for d in (r, s))
+        assert max(abs(got[k] - want[k]) for k in got) < 0.05
+
+
+def test_empty_list_gives_empty_list(pred):
+    assert pred.predict([]) == []
+
+
+# ---------------------------------------------------------------- truncation
+def test_long_text_is_truncated_by_the_tokenizer_keeping_the_end_token(pred):
+    res = pred.predict([LONG_TEXT, TEXTS[0]])
+    assert res[0]["truncated"] is True and res[0]["n_tokens"] > pred.max_length
+    assert res[1]["truncated"] is False and res[1]["n_tokens"] <= pred.max_length
+    encodings, n_tokens, truncated = pred._encode([LONG_TEXT])
+    ids = encodings[0].ids
+    assert len(ids) == pred.max_length
+    assert ids[0] == pred.tokenizer.token_to_id("[CLS]")
+    assert ids[-1] == pred.tokenizer.token_to_id("[SEP]")  # the [:512] slice of the seeds dropped this
+    assert n_tokens[0] == len(pred._counter.encode(LONG_TEXT).ids)
+
+
+def test_text_of_exactly_max_length_tokens_is_not_truncated(pred):
+    text = " ".join(["dragon"] * (pred.max_length - 2))  # + [CLS] and [SEP]
+    res = pred.predict([text, text + " dragon"])
+    assert (res[0]["n_tokens"], res[0]["truncated"]) == (pred.max_length, False)
+    assert (res[1]["n_tokens"], res[1]["truncated"]) == (pred.max_length + 1, True)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("bad", ["", "   ", "\n\t "])
+def test_empty_or_whitespace_text_is_a_value_error(pred, bad):
+    with pytest.raises(ValueError, match="empty"):
+        pred.predict(["fine text", bad])
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"bytes", ["nested"]])
+def test_non_string_text_is_a_type_error(pred, bad):
+    with pytest.raises(TypeError, match="text 1"):
+        pred.predict(["fine text", bad])
+
+
+def test_a_bare_string_is_a_type_error_not_a_list_of_characters(pred):
+    with pytest.raises(TypeError, match="list of texts"):
+        pred.predict("a single text")
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": 1.5}, {"threshold": -0.1}, {"threshold": "0.5"},
+                                    {"top_k": 0}, {"top_k": 2.5}, {"top_k": True}])
+def test_bad_threshold_or_top_k_is_a_value_error(pred, kwargs):
+    with pytest.raises(ValueError):
+        pred.predict(["fine text"], **kwargs)
+
+
+def test_unicode_and_odd_text_is_predicted(pred):
+    res = pred.predict(["Ünïcödé — «guillemets» » and emoji 🐉", "<script>alert(1)</script>", "a" * 5000])
+    assert all(len(r["labels"]) == len(TINY_LABELS) for r in res)
+
+
+# ---------------------------------------------------------------- threads
+def test_concurrent_predictions_from_threads_are_identical(pred):
+    texts = TEXTS + [LONG_TEXT]
+    expected = pred.predict(texts)
+    results, errors = [], []
+
+    def worker():
+        try:
+            for _ in range(15):
+                results.append(pred.predict(texts))
+        except Exception as exc:  # surfaced below: an exception in a thread would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 90 and all(r == expected for r in results)
+
+
+def test_num_threads_sets_onnxruntime_intra_op_threads(tiny_bundle):
+    pred = Predictor.from_bundle(tiny_bundle, num_threads=1)
+    assert pred.session.get_session_options().intra_op_num_threads == 1
+    assert pred.predict(TEXTS[:1])[0]["labels"]
+
+
+def test_a_copied_bundle_works_on_its_own(tiny_bundle, tmp_path, pred):
+    moved = copy_bundle(tiny_bundle, tmp_path / "elsewhere")
+    assert Predictor.from_bundle(moved).predict(TEXTS) == pred.predict(TEXTS)
+
+
+# ---------------------------------------------------------------- the linear component
+def test_numpy_tfidf_logistic_regression_matches_scikit_learn():
+    labels = TINY_LABELS
+    train, targets = sample_texts(labels, 300, seed=7)
+    vectorizer, classifier = fit_linear(train, targets, labels)
+    tests, _ = sample_texts(labels, 300, seed=8)
+    tests += ["", "UPPER case Dragon WIZARD", "dragon dragon dragon dragon", "zzz qqq unknownword",
+              "Ünïcödé wörds — dragon's «kingdom»", "x y z 1 2 3", "the the the of of", "Dragon-wizard, sword/kingdom!"]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = write_linear_dir(Path(tmp), vectorizer, classifier, weight=0.3)
+        linear = LinearComponent.load(d / "linear.json", d / "linear.npz", len(labels))
+        ours = linear.probabilities(tests)
+    theirs = classifier.predict_proba(vectorizer.transform(tests))
+    assert ours.shape == theirs.shape == (len(tests), len(labels))
+    assert np.abs(ours - theirs).max() < 1e-5
+    assert linear.weight == 0.3
+
+
+def test_bundle_with_linear_blends_it_with_the_transformer(linear_bundle):
+    from deployment.predictor import _sigmoid
+
+    pred = Predictor.from_bundle(linear_bundle)
+    assert pred.info["linear"] == {"weight": pred.linear.weight} and 0 < pred.linear.weight < 1
+    encodings, _, _ = pred._encode(TEXTS)
+    transformer = _sigmoid(pred._transformer_logits(encodings))
+    expected = pred.linear.weight * pred.linear.probabilities(TEXTS) + (1 - pred.linear.weight) * transformer
+    blended, _, _ = pred.probabilities(TEXTS)
+    assert np.abs(blended - expected).max() < 1e-9
+    res = pred.predict(TEXTS)
+    for row, r in enumerate(res):
+        by_label = {s["label"]: s["score"] for s in r["labels"]}
+        assert all(abs(by_label[lab] - expected[row, j]) < 1e-9 for j, lab in enumerate(pred.labels))
+
+
+# ---------------------------------------------------------------- broken bundles
+def test_missing_bundle_directory_names_it(tmp_path):
+    with pytest.raises(BundleError, match="does not exist"):
+        Predictor.from_bundle(tmp_path / "no-such-bundle")
+
+
+@pytest.mark.parametrize("name", ["bundle.json", "model.onnx", "tokenizer.json"])
+def test_missing_bundle_file_is_named(tiny_bundle, tmp_path, name):
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    (bundle / name).unlink()
+    with pytest.raises(BundleError, match=name.replace(".", r"\.")):
+        Predictor.from_bundle(bundle)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_model_onnx_is_a_bundle_error_naming_it(tiny_bundle, tmp_path, damage):
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    model = bundle / "model.onnx"
+    data = model.read_bytes()
+    model.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not an onnx file" * 100, "empty": b""}[damage])
+    with pytest.raises(BundleError, match=r"model\.onnx"):
+        Predictor.from_bundle(bundle)
+
+
+def _edit_info(bundle: Path, **changes) -> None:
+    info = json.loads((bundle / "bundle.json").read_text())
+    info.update(changes)
+    (bundle / "bundle.json").write_text(json.dumps(info))
+
+
+def test_labels_that_do_not_match_the_model_outputs_are_a_bundle_error(tiny_bundle, tmp_path):
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    _edit_info(bundle, labels=TINY_LABELS + ["Western"], thresholds=[0.5] * 6)
+    with pytest.raises(BundleError, match=r"model\.onnx.*outputs 5 labels.*lists 6"):
+        Predictor.from_bundle(bundle)
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"thresholds": [0.5, 0.5]}, "thresholds"),
+    ({"thresholds": [0.5, 0.5, 0.5, 0.5, 7]}, "thresholds"),
+    ({"format_version": 2}, "format_version"),
+    ({"labels": []}, "labels"),
+    ({"labels": ["A", "A", "B", "C", "D"]}, "duplicate"),
+    ({"max_length": "long"}, "max_length"),
+    ({"inputs": ["input_ids", "attention_mask"]}, "inputs"),
+])
+def test_inconsistent_bundle_json_is_a_bundle_error(tiny_bundle, tmp_path, changes, match):
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    _edit_info(bundle, **changes)
+    with pytest.raises(BundleError, match=match):
+        Predictor.from_bundle(bundle)
+
+
+def test_half_written_bundle_json_is_a_bundle_error(tiny_bundle, tmp_path):
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    text = (bundle / "bundle.json").read_text()
+    (bundle / "bundle.json").write_text(text[: len(text) // 2])
+    with pytest.raises(BundleError, match=r"bundle\.json.*not valid JSON"):
+        Predictor.from_bundle(bundle)
+
+
+def test_broken_linear_files_are_bundle_errors(linear_bundle, tmp_path):
+    bundle = copy_bundle(linear_bundle, tmp_path / "b")
+    (bundle / "linear.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(BundleError, match=r"linear\.npz"):
+        Predictor.from_bundle(bundle)
+    bundle2 = copy_bundle(linear_bundle, tmp_path / "c")
+    npz = dict(np.load(bundle2 / "linear.npz"))
+    npz["coef"] = npz["coef"][:3]
+    np.savez(bundle2 / "linear.npz", **npz)
+    with pytest.raises(BundleError, match=r"linear\.npz.*shapes"):
+        Predictor.from_bundle(bundle2)
+    bundle3 = copy_bundle(linear_bundle, tmp_path / "d")
+    (bundle3 / "linear.json").unlink()
+    with pytest.raises(BundleError, match=r"linear\.json"):
+        Predictor.from_bundle(bundle3)

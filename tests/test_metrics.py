@@ -1,0 +1,80 @@
+"""Threshold tuning and multilabel metrics, checked against scikit-learn on hand-made arrays."""
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from training.metrics import binarize, evaluate, multilabel_report, top_frequency_baseline, tune_thresholds
+
+LABELS = ["a", "b", "c", "d"]
+
+
+def _random_case(seed=0, n=60):
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, 4)) < [0.5, 0.3, 0.1, 0.05]).astype(int)
+    y[0, 3] = 0  # label d may be absent entirely in some draws: keep zero-division paths exercised
+    pred = (rng.random((n, 4)) < 0.3).astype(int)
+    return y, pred
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_report_matches_sklearn_for_micro_macro_samples(seed):
+    y, pred = _random_case(seed)
+    rep = multilabel_report(y, pred, LABELS)
+    for avg in ("micro", "macro", "samples"):
+        assert rep[f"{avg}_f1"] == pytest.approx(f1_score(y, pred, average=avg, zero_division=0))
+        assert rep[f"{avg}_precision"] == pytest.approx(precision_score(y, pred, average=avg, zero_division=0))
+        assert rep[f"{avg}_recall"] == pytest.approx(recall_score(y, pred, average=avg, zero_division=0))
+    per = f1_score(y, pred, average=None, zero_division=0)
+    assert [rep["per_label"][lab]["f1"] for lab in LABELS] == pytest.approx(per)
+    assert [rep["per_label"][lab]["support"] for lab in LABELS] == list(y.sum(0))
+
+
+def test_report_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="shape mismatch"):
+        multilabel_report(np.zeros((3, 4)), np.zeros((3, 3)), LABELS)
+
+
+def test_global_threshold_separates_perfectly_separable_scores():
+    y = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 0]])
+    probs = np.array([[0.8, 0.1], [0.7, 0.2], [0.2, 0.6], [0.1, 0.9], [0.3, 0.25]])
+    th = tune_thresholds(probs, y, ["x", "y"], min_support=1)
+    assert 0.3 < th["global"] <= 0.6
+    assert f1_score(y, binarize(probs, th["global"]), average="micro") == 1.0
+    # per-label thresholds each separate their own label
+    assert 0.3 < th["per_label"]["x"] <= 0.7 and 0.25 < th["per_label"]["y"] <= 0.6
+
+
+def test_per_label_threshold_falls_back_to_global_for_rare_labels():
+    rng = np.random.default_rng(0)
+    y = np.zeros((40, 2), dtype=int)
+    y[:20, 0] = 1
+    y[0, 1] = 1  # one positive only
+    probs = rng.random((40, 2))
+    th = tune_thresholds(probs, y, ["common", "rare"], min_support=5)
+    assert th["per_label"]["rare"] == th["global"]
+    assert th["valid_support"] == {"common": 20, "rare": 1}
+
+
+def test_tuned_per_label_thresholds_are_optimal_on_the_grid():
+    rng = np.random.default_rng(3)
+    y = (rng.random((200, 3)) < 0.3).astype(int)
+    probs = np.clip(y * 0.3 + rng.random((200, 3)) * 0.7, 0, 1)
+    th = tune_thresholds(probs, y, ["p", "q", "r"], min_support=1)
+    for j, lab in enumerate("pqr"):
+        best = max(f1_score(y[:, j], probs[:, j] >= t, zero_division=0) for t in np.arange(0.02, 0.99, 0.01))
+        assert f1_score(y[:, j], probs[:, j] >= th["per_label"][lab], zero_division=0) == pytest.approx(best)
+
+
+def test_evaluate_uses_per_label_thresholds_and_reports_global_too():
+    y = np.array([[1, 0], [0, 1]])
+    probs = np.array([[0.4, 0.1], [0.1, 0.4]])
+    th = {"global": 0.5, "per_label": {"x": 0.3, "y": 0.3}}
+    m = evaluate(probs, y, ["x", "y"], th)
+    assert m["micro_f1"] == 1.0
+    assert m["global_threshold"]["micro_f1"] == 0.0
+
+
+def test_most_frequent_baseline_predicts_the_top_training_labels():
+    y_train = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 0], [0, 1, 1]])
+    pred = top_frequency_baseline(y_train, 3)
+    assert pred.tolist() == [[1, 1, 0]] * 3  # mean of 1.75 labels -> the two most frequent

@@ -1,0 +1,241 @@
+"""Training stage: a tiny randomly initialised BERT (built here from the offline tokenizer) trained for a few
+steps end to end through fastai + blurr, every artifact checked; bad input; the blurr compatibility module.
+A slow test fine-tunes the real offline backbone on the sample books."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import config
+from tests.tiny_bundle import TOKENIZER_FILES, backbone_path, sample_texts
+
+LABELS = ["Fantasy", "Romance", "Mystery", "Science Fiction", "Horror"]
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """A 2-layer BERT with random weights and the real MiniLM tokenizer, saved as a local HF folder."""
+    from transformers import BertConfig, BertModel
+
+    out = tmp_path_factory.mktemp("tiny_backbone")
+    src = backbone_path()
+    for name in TOKENIZER_FILES:
+        if (src / name).exists():
+            shutil.copy(src / name, out / name)
+    vocab = sum(1 for _ in open(src / "vocab.txt", encoding="utf-8"))
+    cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A processed data set made by the real prepare stage from 300 synthetic descriptions."""
+    tmp = tmp_path_factory.mktemp("tiny_data")
+    texts, targets = sample_texts(LABELS, 300, seed=1)
+    raw = tmp / "raw.csv"
+    with raw.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["url", "title", "text", "labels"])
+        for i, (t, y) in enumerate(zip(texts, targets)):
+            w.writerow([f"https://example.test/{i}", f"t{i}", f"{t} (book {i})", json.dumps(y)])
+    from training import prepare
+
+    assert prepare.main(["--input", str(raw), "--out", str(tmp / "processed"), "--min-label-freq", "1"]) == 0
+    return tmp / "processed"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_backbone, tiny_data, tmp_path_factory) -> Path:
+    from training import train
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    code = train.main(["--data", str(tiny_data), "--out", str(out), "--backbone", str(tiny_backbone),
+                       "--max-length", "32", "--batch-size", "16", "--epochs", "2", "--lr", "3e-3",
+                       "--pos-weight", "4", "--seed", "0"])
+    assert code == 0
+    return out
+
+
+def test_training_writes_every_artifact(trained):
+    expected = ["checkpoint/config.json", "checkpoint/model.safetensors", "checkpoint/tokenizer.json",
+                "labels.json", "thresholds.json", "metrics.json", "metrics.md", "settings.json", "command.txt",
+                "history.json", "training_curves.png", "per_label_f1.png"]
+    missing = [f for f in expected if not (trained / f).is_file()]
+    assert not missing
+    assert not list(trained.parent.glob(".tiny.*")), "the temporary build dir must be renamed into place"
+
+
+def test_labels_thresholds_and_checkpoint_agree(trained):
+    from transformers import AutoConfig
+
+    labels = json.loads((trained / "labels.json").read_text())
+    assert list(labels.values()) == list(range(len(labels)))
+    cfg = AutoConfig.from_pretrained(trained / "checkpoint")
+    assert cfg.num_labels == len(labels)
+    assert cfg.problem_type == "multi_label_classification"
+    assert [cfg.id2label[i] for i in range(len(labels))] == list(labels)
+    th = json.loads((trained / "thresholds.json").read_text())
+    assert set(th["per_label"]) == set(labels)
+    assert 0 < th["global"] < 1 and all(0 < t < 1 for t in th["per_label"].values())
+
+
+def test_metrics_cover_model_baseline_and_reference(trained):
+    m = json.loads((trained / "metrics.json").read_text())
+    for key in ("transformer", "baseline", "most_frequent", "model"):
+        assert 0.0 <= m[key]["micro_f1"] <= 1.0 and "macro_f1" in m[key] and "samples_f1" in m[key]
+    assert set(m["model"]["per_label"]) == set(json.loads((trained / "labels.json").read_text()))
+    assert m["train"]["steps"] == m["train"]["planned_steps"] > 0
+    assert m["final"] in ("transformer", "blend")
+    # the synthetic words make the labels learnable: the TF-IDF baseline must find them
+    assert m["baseline"]["micro_f1"] > m["most_frequent"]["micro_f1"]
+    table = (trained / "metrics.md").read_text()
+    assert "tf-idf + logreg baseline" in table and "| Fantasy |" in table
+
+
+def test_blend_component_is_written_when_chosen(trained):
+    m = json.loads((trained / "metrics.json").read_text())
+    if m["final"] == "blend":
+        spec = json.loads((trained / "linear" / "linear.json").read_text())
+        assert spec["weight"] == m["blend_weight"] > 0
+        npz = np.load(trained / "linear" / "linear.npz")
+        assert npz["coef"].shape == (len(m["labels"]), len(npz["terms"]))
+    else:
+        assert not (trained / "linear").exists() and m["blend_weight"] == 0
+
+
+def test_settings_and_command_describe_the_run(trained, tiny_backbone):
+    s = json.loads((trained / "settings.json").read_text())
+    assert s["max_length"] == 32 and s["backbone"] == str(tiny_backbone) and Path(s["data"]).is_dir()
+    assert (trained / "command.txt").read_text().startswith("python -m training.train --data ")
+    hist = json.loads((trained / "history.json").read_text())
+    lrs = [h["lr"] for h in hist]
+    assert max(lrs) > lrs[0] and lrs[-1] < max(lrs) / 10, "one-cycle: warm up, then anneal"
+
+
+def test_evaluate_saved_model_reproduces_its_test_metrics(trained):
+    from training.train import evaluate_saved
+
+    m = json.loads((trained / "metrics.json").read_text())
+    again = evaluate_saved(trained, log=lambda *_: None)
+    assert again["micro_f1"] == pytest.approx(m["model"]["micro_f1"], abs=1e-6)
+    assert again["macro_f1"] == pytest.approx(m["model"]["macro_f1"], abs=1e-6)
+
+
+def test_truncation_keeps_the_end_token(tiny_backbone):
+    from transformers import AutoTokenizer
+
+    from training.inference import tokenize
+
+    tok = AutoTokenizer.from_pretrained(tiny_backbone)
+    ids = tokenize(tok, ["word " * 500], max_length=16)["input_ids"][0]
+    assert len(ids) == 16 and ids[-1] == tok.sep_token_id and ids[0] == tok.cls_token_id
+
+
+def test_layer_groups_give_lower_layers_smaller_rates(tiny_backbone):
+    from transformers import AutoModelForSequenceClassification
+
+    from training.train import group_lrs, layer_groups
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_backbone, num_labels=3)
+    groups = layer_groups(model)
+    assert len(groups) == 1 + 2 + 1  # embeddings, 2 layers, head
+    assert sum(len(g) for g in groups) == len(list(model.parameters()))
+    head_names = {n for n, p in model.named_parameters() if any(p is q for q in groups[-1])}
+    assert any(n.startswith("classifier") for n in head_names)
+    lrs = group_lrs(len(groups), 1e-3, 0.5)
+    assert list(lrs) == sorted(lrs) and lrs[-1] == 1e-3 and lrs[0] == pytest.approx(1.25e-4)
+
+
+def test_one_cycle_schedule_shape():
+    from training.train import one_cycle, plan_steps
+
+    assert one_cycle(0, 0.25) == pytest.approx(1 / 25)
+    assert one_cycle(0.25, 0.25) == pytest.approx(1.0)
+    assert one_cycle(1.0, 0.25) == pytest.approx(1e-4)
+    assert plan_steps(100, 2.0, 50) == 25 and plan_steps(100, 0.1, 1e6) == 100 and plan_steps(10, 5, 1) == 1
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "training.train", *args], capture_output=True, text=True,
+                          cwd=config.ROOT, timeout=300)
+
+
+def test_unknown_backbone_is_an_error_not_a_fallback(tiny_data, tmp_path):
+    r = _run("--data", str(tiny_data), "--out", str(tmp_path / "m"), "--backbone", "no-such-org/no-such-model")
+    assert r.returncode == 2
+    assert "no-such-org/no-such-model" in r.stderr and "not available" in r.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path):
+    r = _run("--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "does not exist" in r.stderr and "training.prepare" in r.stderr
+
+
+def test_labels_json_not_matching_the_data_is_a_clear_error(tiny_data, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_data, bad)
+    labels = json.loads((bad / "labels.json").read_text())
+    labels.pop(next(iter(labels)))
+    (bad / "labels.json").write_text(json.dumps({k: i for i, k in enumerate(labels)}))
+    r = _run("--data", str(bad), "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "labels.json" in r.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_compat_imports_blurr_offline_and_show_batch_works(tiny_backbone, tiny_data, monkeypatch):
+    import fastcore.all
+
+    from training.compat import blurr_text
+    from training.train import TrainSettings, build_dls, load_model_and_tokenizer, load_splits
+
+    assert callable(fastcore.all.typedispatch)
+    parts, ys, labels = load_splits(tiny_data, 64, 0)
+    model, tok = load_model_and_tokenizer(str(tiny_backbone), labels)
+    dls = build_dls(parts["train"], parts["valid"], ys["train"], ys["valid"], labels, tok, model,
+                    TrainSettings(max_length=24, batch_size=8))
+    batch = dls.one_batch()
+    assert set(batch[0]) >= {"input_ids", "attention_mask"}
+    lengths = batch[0]["attention_mask"].sum(1)
+    assert batch[0]["input_ids"].shape[1] == int(lengths.max()) <= 24, "dynamic padding: pad to the longest"
+    assert isinstance(batch[0]["input_ids"], blurr_text.TextInput) or batch[0]["input_ids"].ndim == 2
+    shown = []
+    monkeypatch.setattr(blurr_text.data, "display_df", shown.append)  # blurr renders an HTML table
+    dls.show_batch(dataloaders=dls, max_n=2, trunc_at=40)  # blurr's TextInput method through plum dispatch
+    assert len(shown) == 1
+    df = shown[0]
+    assert list(df.columns) == ["text", "target"] and len(df) == 2
+    assert all(set(t) <= set(labels) and t for t in df["target"])
+
+
+def test_compat_load_metric_stand_in_explains_itself():
+    import datasets
+
+    import training.compat  # noqa: F401
+
+    with pytest.raises(RuntimeError, match="squad"):
+        datasets.load_metric("squad").compute(predictions=[], references=[])
+
+
+@pytest.mark.slow
+def test_real_backbone_on_sample_books_beats_most_frequent_labels(tmp_path):
+    books = config.SAMPLE_DIR / "books.csv"
+    if not books.exists():
+        pytest.skip(f"{books} is missing")
+    from training import prepare, train
+
+    assert prepare.main(["--input", str(books), "--out", str(tmp_path / "books"), "--min-label-freq", "0.01"]) == 0
+    assert train.main(["--data", str(tmp_path / "books"), "--out", str(tmp_path / "model"), "--no-blend",
+                       "--epochs", "4", "--max-length", "192"]) == 0
+    m = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert m["final"] == "transformer"
+    assert m["transformer"]["micro_f1"] > m["most_frequent"]["micro_f1"] + 0.15, m["transformer"]

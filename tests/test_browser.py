@@ -1,0 +1,118 @@
+"""A real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) using the Flask site.
+
+No `playwright install`: the browser is the system one. Screenshots go to test-artifacts/ (git-ignored) for
+a person to look at. Skips with the reason when chromium or Playwright is missing.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: install Debian's chromium "
+                                                       "(apt-get install -y chromium) to run the browser tests"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
+
+from werkzeug.serving import make_server  # noqa: E402
+
+from flask_app import create_app  # noqa: E402
+
+
+@contextmanager
+def serve(app):
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.problems = []   # console errors and CSP violations: the page must load cleanly under its own CSP
+    page.on("console", lambda msg: page.problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda err: page.problems.append(str(err)))
+    yield page
+    context.close()
+
+
+def test_click_a_sample_submit_and_see_label_chips(page, tiny_bundle):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(create_app(tiny_bundle)) as url:
+        page.goto(url + "/")
+        page.screenshot(path=str(ARTIFACTS / "flask_form.png"), full_page=True)
+        sample = page.locator("button.sample").first
+        sample.click()
+        assert page.locator("#text").input_value() == sample.get_attribute("data-text")   # filled, not submitted
+        assert page.url.rstrip("/") == url
+        page.get_by_role("button", name="Predict labels").first.click()
+        page.wait_for_selector("li.chip")
+        chips = page.locator("li.chip")
+        assert chips.count() >= 1
+        assert page.locator("#submitted-text").inner_text() == sample.get_attribute("data-text")
+        bar = page.locator("li.chip svg.bar").first.bounding_box()
+        assert bar and bar["width"] > 100   # the confidence bars are drawn, not collapsed
+        page.screenshot(path=str(ARTIFACTS / "flask_result.png"), full_page=True)
+    assert page.problems == []
+
+
+def test_typed_description_with_markup_is_shown_as_text(page, tiny_bundle):
+    with serve(create_app(tiny_bundle)) as url:
+        page.goto(url + "/")
+        dialogs = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        text = 'A <b>bold</b> dragon <script>alert("xss")</script> and <img src=x onerror=alert(2)> a wizard.'
+        page.fill("#text", text)
+        page.get_by_role("button", name="Predict labels").first.click()
+        page.wait_for_selector("#submitted-text")
+        assert page.locator("#submitted-text").inner_text() == text
+        assert page.locator("#submitted-text b, #submitted-text script, #submitted-text img").count() == 0
+    assert dialogs == []
+
+
+def test_colour_bundle_renders_swatches(page, tiny_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    info = json.loads((bundle / "bundle.json").read_text())
+    palette = ["#e63946", "#2a9d8f", "#264653", "#f4a261", "#8338ec", "#ffbe0b", "#3a86ff"]
+    info.update(label_display="colors",
+                label_colors={label: palette[i % len(palette)] for i, label in enumerate(info["labels"])})
+    (bundle / "bundle.json").write_text(json.dumps(info))
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(create_app(bundle)) as url:
+        page.goto(url + "/")
+        page.fill("#text", "a colourful text")
+        page.locator("details.advanced summary").click()   # the threshold override sits in a <details>
+        page.fill("#threshold", "0.3")
+        page.get_by_role("button", name="Predict labels").first.click()
+        page.wait_for_selector("li.chip")
+        assert page.locator("li.chip svg.swatch").count() == page.locator("li.chip").count()
+        page.screenshot(path=str(ARTIFACTS / "flask_result_colors.png"), full_page=True)
+    assert page.problems == []

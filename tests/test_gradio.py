@@ -1,0 +1,182 @@
+"""The Gradio app launched for real on a local port (without blocking) and queried with gradio_client.
+
+One launch per module: `import gradio` and the launch take seconds on these machines.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+
+from deployment.app import App, build_demo, launch, main, predicted_html  # noqa: E402
+from deployment.predictor import Predictor  # noqa: E402
+
+LONG_TEXT = " ".join(["dragon wizard kingdom quest"] * 60)   # far over the tiny model's 64 tokens
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle) -> Predictor:
+    return Predictor.from_bundle(tiny_bundle)
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bundle):
+    demo = build_demo(tiny_bundle)
+    _, url, _ = launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield gradio_client.Client(url, verbose=False)
+    finally:
+        demo.close()
+
+
+def confidences(label_output: dict) -> dict[str, float]:
+    return {c["label"]: c["confidence"] for c in label_output["confidences"]}
+
+
+def test_predict_endpoint_returns_the_predictors_scores_and_labels(client, predictor):
+    text = "A young wizard and a dragon set out on a quest."
+    chart, chips, notice = client.predict(text, True, 0.5, 3, api_name="/predict")
+    expected = predictor.predict([text])[0]
+    top3 = {x["label"]: x["score"] for x in expected["labels"][:3]}
+    assert confidences(chart) == pytest.approx(top3)
+    for label in expected["predicted"]:
+        assert f">{label}" in chips
+    if not expected["predicted"]:
+        assert "No label reached its threshold" in chips
+    assert notice == ""
+
+
+def test_unticking_tuned_thresholds_uses_the_slider_value(client, predictor):
+    text = "love letters over one summer"
+    _, chips_all, _ = client.predict(text, False, 0.0, 2, api_name="/predict")
+    assert all(f">{label}" in chips_all for label in predictor.labels)   # threshold 0: every label passes
+    _, chips_none, _ = client.predict(text, False, 1.0, 2, api_name="/predict")
+    assert "No label reached its threshold" in chips_none
+    _, chips_tuned, _ = client.predict(text, True, 1.0, 2, api_name="/predict")   # slider ignored when ticked
+    assert ("No label" in chips_tuned) == (not predictor.predict([text])[0]["predicted"])
+
+
+def test_long_text_gets_a_truncation_notice(client):
+    _, _, notice = client.predict(LONG_TEXT, True, 0.5, 3, api_name="/predict")
+    assert "the part that fits" in notice
+
+
+def test_empty_text_is_an_error_message_not_a_crash(client):
+    with pytest.raises(Exception, match="Enter a text"):
+        client.predict("   ", True, 0.5, 3, api_name="/predict")
+
+
+def test_batch_csv_comes_back_with_predictions(client, predictor, tmp_path):
+    rows = [("1", "a haunted crypt at night"), ("2", ""), ("3", 'quotes "inside", and commas'), ("4", LONG_TEXT)]
+    src = tmp_path / "books.csv"
+    with open(src, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([("id", "text"), *rows])
+    out_path, preview, summary = client.predict(gradio_client.handle_file(str(src)), True, 0.5, 3,
+                                                api_name="/predict_csv")
+    with open(out_path, newline="", encoding="utf-8") as fh:
+        out = list(csv.DictReader(fh))
+    assert [(r["id"], r["text"]) for r in out] == rows
+    assert out[1]["predicted"] == "[]"   # empty text kept, nothing predicted
+    # Compared with the same texts predicted in one call, as the app batches them: int8 dynamic quantisation
+    # picks activation ranges per batch, so a text's scores shift slightly with its batch-mates.
+    batch = [out[0], out[2], out[3]]
+    for row, expected in zip(batch, predictor.predict([r["text"] for r in batch], top_k=3)):
+        assert json.loads(row["predicted"]) == expected["predicted"]
+        assert list(json.loads(row["scores"])) == [x["label"] for x in expected["labels"]]
+    assert out[3]["truncated"] == "true" and out[0]["truncated"] == "false"
+    assert "Predicted 3 of 4 rows" in summary and "1 texts were longer" in summary
+    assert len(preview["data"]) == 4
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("id,body\n1,hello\n", "no 'text' column"),
+    ("", "no 'text' column"),
+    (b"text\n\xff\xfe broken\n", "not UTF-8"),
+])
+def test_batch_csv_errors_are_clear(client, tmp_path, content, fragment):
+    src = tmp_path / "bad.csv"
+    src.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(Exception, match=fragment):
+        client.predict(gradio_client.handle_file(str(src)), True, 0.5, 3, api_name="/predict_csv")
+
+
+def test_colour_bundles_show_swatches(predictor):
+    pred = {"labels": [{"label": "<b>Red</b>", "score": 0.9, "threshold": 0.5, "predicted": True}],
+            "predicted": ["<b>Red</b>"], "truncated": False, "n_tokens": 3}
+    html = predicted_html(pred, {"<b>Red</b>": "#ff0000"})
+    assert 'style="background:#ff0000"' in html and "&lt;b&gt;Red&lt;/b&gt;" in html and "<b>" not in html
+
+
+def test_colour_display_is_read_from_bundle_json(tiny_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    info = json.loads((bundle / "bundle.json").read_text())
+    colors = {label: "#1a2b3c" for label in info["labels"]}
+    colors[info["labels"][0]] = "javascript:alert(1)"
+    info.update(label_display="colors", label_colors=colors)
+    (bundle / "bundle.json").write_text(json.dumps(info))
+    app = App(Predictor.from_bundle(bundle), bundle)
+    _, chips, _ = app.predict("anything", False, 0.0, 3)
+    assert chips.count("mltc-swatch") == len(info["labels"]) - 1 and "javascript" not in chips
+
+
+def test_missing_bundle_exits_with_a_message(tmp_path, capsys):
+    assert main(["--bundle", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):
+    """The Space layout: app.py run as a script from a copy of the folder, bundle in ./bundle, no repo on the path."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    deployment = Path(__file__).resolve().parents[1] / "deployment"
+    space = tmp_path / "space"
+    space.mkdir()
+    for name in ("app.py", "predictor.py", "examples.py", "examples.json", "requirements.txt", "README.md"):
+        shutil.copy(deployment / name, space / name)
+    shutil.copytree(tiny_bundle, space / "bundle")
+    lines = (space / "requirements.txt").read_text().lower().splitlines()
+    packages = {re.split(r"[=<>~!\[ ]", line.strip())[0] for line in lines if line.strip() and not line.startswith("#")}
+    assert packages == {"gradio", "onnxruntime", "tokenizers", "numpy"}
+    assert (space / "README.md").read_text().startswith("---\ntitle:")   # the Space's YAML header
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GRADIO_ANALYTICS_ENABLED")}
+    env.update(GRADIO_SERVER_PORT=str(port), PYTHONPATH="")
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=space, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.monotonic() < deadline, "the Space app did not answer within 90 s"
+                time.sleep(0.5)
+        assert r.status_code == 200
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        chart, _, _ = client.predict("a dragon and a wizard", True, 0.5, 2, api_name="/predict")
+        assert len(chart["confidences"]) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -1,0 +1,288 @@
+"""Serving benchmark: the Flask site under gunicorn on loopback vs the predictor called in-process.
+
+    python -m bench.serve                                        # models/books/bundle, 1/8/32 clients
+    python -m bench.serve --bundle models/books/bundle --seconds 10 --requests 500 --clients 1 8 32
+    python -m bench.serve --bundle /tmp/tiny/bundle --workers 2 --threads 4 --ort-threads 1
+
+For each number of concurrent clients, the same texts are sent one per request to `POST /api/predict` by a
+thread pool of `requests` sessions, and passed one per call to `Predictor.predict` from a thread pool in this
+process. Each level stops at `--seconds` or `--requests`, whichever comes first. Client, server and
+in-process runs share this machine's cores, so the ratio is the price of HTTP + JSON + gunicorn here, not a
+property of the model. Prints a table and writes JSON (default bench/results/serve.json).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import config
+
+DEFAULT_BUNDLE = config.MODELS_DIR / "books" / "bundle"
+DEFAULT_TEXTS = config.SAMPLE_DIR / "books.csv"   # realistic descriptions; falls back to the bundle's examples
+OUT = config.ROOT / "bench" / "results" / "serve.json"
+
+
+@dataclass
+class ServeSettings:
+    bundle: str = str(DEFAULT_BUNDLE)   # model bundle served and loaded in-process
+    texts: str | None = None            # CSV/JSONL with a text column (default data/sample/books.csv)
+    n_texts: int = 200                  # distinct texts cycled through
+    clients: list[int] = field(default_factory=lambda: [1, 8, 32])   # concurrency levels
+    seconds: float = 10.0               # time cap per level and mode
+    requests: int = 2000                # request cap per level and mode
+    warmup: int = 20                    # untimed requests before each mode
+    workers: int = 2                    # gunicorn worker processes
+    threads: int = 4                    # gunicorn threads per worker
+    ort_threads: int | None = 1         # onnxruntime intra-op threads per predictor (server workers and in-process)
+    out: str = str(OUT)
+
+
+def read_texts(path: Path | None, bundle: Path, n: int) -> tuple[list[str], str]:
+    """Up to `n` texts from a CSV/JSONL `text` column, else the bundle's example texts."""
+    if path is None and DEFAULT_TEXTS.is_file():
+        path = DEFAULT_TEXTS
+    texts: list[str] = []
+    if path is not None:
+        if not path.is_file():
+            raise SystemExit(f"error: texts file not found: {path}")
+        with open(path, newline="", encoding="utf-8") as fh:
+            if path.suffix == ".jsonl":
+                texts = [json.loads(line).get("text", "") for line in fh if line.strip()]
+            else:
+                reader = csv.DictReader(fh)
+                if "text" not in (reader.fieldnames or []):
+                    raise SystemExit(f"error: {path} has no 'text' column (columns: {reader.fieldnames})")
+                texts = [row["text"] for row in reader]
+        source = str(path)
+    else:
+        from deployment.examples import load_examples
+
+        texts = [ex.text for ex in load_examples(bundle, n=n).items]
+        source = f"examples of {bundle}"
+    texts = [t for t in texts if t and t.strip()][:n]
+    if not texts:
+        raise SystemExit(f"error: no texts to send (from {source})")
+    return texts, source
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def run_load(call, texts: list[str], clients: int, seconds: float, max_requests: int, make_state=lambda: None) -> dict:
+    """`clients` threads each calling `call(state, text)` until the time or request cap; latencies in ms."""
+    lock = threading.Lock()
+    issued = 0
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.perf_counter() + seconds
+
+    def worker(_):
+        nonlocal issued
+        state = make_state()
+        try:
+            while time.perf_counter() < deadline:
+                with lock:
+                    if issued >= max_requests:
+                        return
+                    i = issued
+                    issued += 1
+                t0 = time.perf_counter()
+                try:
+                    call(state, texts[i % len(texts)])
+                except Exception as exc:  # counted and reported, the run goes on
+                    with lock:
+                        errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                    continue
+                ms = (time.perf_counter() - t0) * 1000
+                with lock:
+                    latencies.append(ms)
+        finally:
+            if hasattr(state, "close"):
+                state.close()
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    wall = time.perf_counter() - start
+    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "error_examples": errors[:3],
+            "seconds": round(wall, 3), "throughput_rps": round(len(latencies) / wall, 2) if wall else 0.0,
+            "p50_ms": round(percentile(latencies, 50), 3), "p99_ms": round(percentile(latencies, 99), 3),
+            "mean_ms": round(statistics.fmean(latencies), 3) if latencies else float("nan")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))   # port 0: the OS picks a free one
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """gunicorn serving `flask_app:create_app()` on 127.0.0.1 for the duration of a `with` block."""
+
+    def __init__(self, s: ServeSettings):
+        self.s = s
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-serve-gunicorn-", suffix=".log", delete=False)
+
+    def __enter__(self) -> "Gunicorn":
+        import requests
+
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        if not gunicorn.exists():
+            raise SystemExit(f"error: gunicorn not found beside {sys.executable} (pip install gunicorn)")
+        env = {**os.environ, "MLTC_BUNDLE": self.s.bundle}
+        if self.s.ort_threads:
+            env["MLTC_THREADS"] = str(self.s.ort_threads)
+        cmd = [str(gunicorn), "-w", str(self.s.workers), "--threads", str(self.s.threads),
+               "-b", f"127.0.0.1:{self.port}", "--log-level", "warning", "flask_app:create_app()"]
+        self.cmd = " ".join(cmd[1:])
+        self.proc = subprocess.Popen(cmd, cwd=config.ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).ok:
+                    return self
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__(None, None, None)
+                self.log.seek(0)
+                raise SystemExit(f"error: gunicorn did not come up on {self.url}:\n{self.log.read()[-3000:]}")
+            time.sleep(0.3)
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def format_table(rows: list[dict]) -> str:
+    header = (f"{'mode':<11} {'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} "
+              f"{'p99 ms':>8}  {'web vs in-process':<40}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        ratio = ""
+        if r["mode"] == "gunicorn" and r.get("ratio"):
+            ratio = (f"p50 x{r['ratio']['p50']:.2f} (+{r['ratio']['p50_added_ms']:.1f} ms), "
+                     f"req/s x{r['ratio']['throughput']:.2f}")
+        lines.append(f"{r['mode']:<11} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} "
+                     f"{r['throughput_rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}  {ratio}")
+    return "\n".join(lines)
+
+
+def run(s: ServeSettings, log=print) -> dict:
+    import requests
+
+    from deployment.predictor import BundleError, Predictor
+
+    bundle = Path(s.bundle)
+    if not bundle.is_dir():
+        raise SystemExit(f"error: bundle not found: {bundle} (build one with `make run` or "
+                         f"`python -m compression.quantize`, or pass --bundle DIR)")
+    try:
+        predictor = Predictor.from_bundle(bundle, num_threads=s.ort_threads)
+    except BundleError as err:
+        raise SystemExit(f"error: {err}") from None
+    texts, source = read_texts(Path(s.texts) if s.texts else None, bundle, s.n_texts)
+    log(f"bench.serve: {bundle} ({len(predictor.labels)} labels, max_length {predictor.max_length}); "
+        f"{len(texts)} texts from {source}; clients {s.clients}; cap {s.seconds:g} s / {s.requests} requests per run")
+
+    def in_process(_, text):
+        predictor.predict([text])
+
+    def over_http(session, text):
+        r = session.post(url + "/api/predict", json={"text": text}, timeout=60)
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:120]}")
+
+    rows = []
+    run_load(in_process, texts, 1, 30, s.warmup)
+    for clients in s.clients:
+        row = {"mode": "in-process", **run_load(in_process, texts, clients, s.seconds, s.requests)}
+        rows.append(row)
+        log(f"  in-process  {clients:>2} clients: {row['throughput_rps']:.1f} req/s, p50 {row['p50_ms']:.2f} ms")
+    with Gunicorn(s) as server:
+        url = server.url
+        run_load(over_http, texts, 1, 30, s.warmup, make_state=requests.Session)
+        for clients in s.clients:
+            row = {"mode": "gunicorn", **run_load(over_http, texts, clients, s.seconds, s.requests,
+                                                  make_state=requests.Session)}
+            base = next(r for r in rows if r["mode"] == "in-process" and r["clients"] == clients)
+            if row["requests"] and base["requests"]:
+                row["ratio"] = {"p50": round(row["p50_ms"] / base["p50_ms"], 3),
+                                "p50_added_ms": round(row["p50_ms"] - base["p50_ms"], 3),
+                                "throughput": round(row["throughput_rps"] / base["throughput_rps"], 3)}
+            rows.append(row)
+            log(f"  gunicorn    {clients:>2} clients: {row['throughput_rps']:.1f} req/s, p50 {row['p50_ms']:.2f} ms"
+                + (f", {row['errors']} errors" if row["errors"] else ""))
+        server_cmd = server.cmd
+    rows.sort(key=lambda r: (r["clients"], r["mode"] != "in-process"))
+    return {"settings": asdict(s), "bundle_info": {k: predictor.info.get(k) for k in ("backbone", "created", "max_length")},
+            "n_labels": len(predictor.labels), "texts_source": source, "n_texts": len(texts),
+            "server": server_cmd, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                              "platform": platform.platform()},
+            "rows": rows, "table": format_table(rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    d = ServeSettings()
+    ap = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", default=d.bundle, help=f"model bundle directory (default {DEFAULT_BUNDLE})")
+    ap.add_argument("--texts", default=None, help=f"CSV/JSONL with a text column (default {DEFAULT_TEXTS} if present)")
+    ap.add_argument("--n-texts", type=int, default=d.n_texts, help="distinct texts to cycle through")
+    ap.add_argument("--clients", type=int, nargs="+", default=d.clients, help="concurrency levels (default 1 8 32)")
+    ap.add_argument("--seconds", type=float, default=d.seconds, help="time cap per level and mode")
+    ap.add_argument("--requests", type=int, default=d.requests, help="request cap per level and mode")
+    ap.add_argument("--warmup", type=int, default=d.warmup, help="untimed requests before each mode")
+    ap.add_argument("--workers", type=int, default=d.workers, help="gunicorn workers")
+    ap.add_argument("--threads", type=int, default=d.threads, help="gunicorn threads per worker")
+    ap.add_argument("--ort-threads", type=int, default=d.ort_threads,
+                    help="onnxruntime threads per predictor, 0 = its default (all cores)")
+    ap.add_argument("--out", default=d.out, help="JSON output")
+    a = ap.parse_args(argv)
+    s = ServeSettings(bundle=a.bundle, texts=a.texts, n_texts=a.n_texts, clients=a.clients, seconds=a.seconds,
+                      requests=a.requests, warmup=a.warmup, workers=a.workers, threads=a.threads,
+                      ort_threads=a.ort_threads or None, out=a.out)
+    t0 = time.time()
+    result = run(s)
+    result["wall_seconds"] = round(time.time() - t0, 1)
+    print()
+    print(result["table"])
+    out = Path(s.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    web = [r for r in result["rows"] if r["mode"] == "gunicorn"]
+    best = max(web, key=lambda r: r["throughput_rps"])
+    print(f"\nbench.serve: {sum(r['requests'] for r in result['rows'])} requests in {result['wall_seconds']} s; "
+          f"best web throughput {best['throughput_rps']:.1f} req/s at {best['clients']} clients; "
+          f"{sum(r['errors'] for r in web)} errors; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

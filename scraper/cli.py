@@ -1,0 +1,141 @@
+"""Command-line plumbing shared by the scraper commands: options, validation, progress, the summary line.
+
+Bad input (unknown site, missing file, malformed URL) ends with one clear line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from scraper.client import DEFAULT_USER_AGENT, PoliteClient
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one line (`prog: error: ...`) instead of the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("politeness and network")
+    group.add_argument("--delay", type=float, default=1.0,
+                       help="seconds between requests to one host, across all workers (default 1; a larger "
+                            "robots.txt Crawl-delay wins)")
+    group.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a response (default 30)")
+    group.add_argument("--retries", type=int, default=3,
+                       help="retries on 429/5xx/timeouts/connection errors, with exponential backoff (default 3)")
+    group.add_argument("--max-retry-after", type=float, default=120.0,
+                       help="longest Retry-After wait honoured, in seconds (default 120)")
+    group.add_argument("--user-agent", default=DEFAULT_USER_AGENT, help="User-Agent header (default names the project)")
+    group.add_argument("--ignore-robots", action="store_true",
+                       help="do not read robots.txt (off by default; only for sites you own or have permission for)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar (the summary line still prints)")
+
+
+def check_client_options(args: argparse.Namespace) -> None:
+    for name in ("delay", "max_retry_after"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    if args.retries < 0:
+        raise UsageError(f"--retries must be >= 0, got {args.retries}")
+    if getattr(args, "workers", 1) < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+
+
+def make_client(args: argparse.Namespace, pool_size: int = 10) -> PoliteClient:
+    if args.ignore_robots:
+        print("WARNING: --ignore-robots is set: robots.txt rules and Crawl-delay are NOT being honoured. "
+              "Only do this for sites you own or have permission to crawl.", file=sys.stderr, flush=True)
+    return PoliteClient(user_agent=args.user_agent, delay=args.delay, timeout=args.timeout, retries=args.retries,
+                        ignore_robots=args.ignore_robots, max_retry_after=args.max_retry_after,
+                        backoff_base=min(1.0, max(0.05, args.timeout / 2)), pool_size=pool_size)
+
+
+def check_url(url: str, what: str) -> str:
+    """An absolute http(s) URL with a host, or a UsageError naming the option."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"{what} {url!r} is not an absolute http(s) URL")
+    return url.strip()
+
+
+@dataclass
+class Summary:
+    """Counters for the one-line summary every command ends with."""
+    stage: str
+    pages: int = 0                       # pages (or API calls) attempted, robots.txt not counted
+    rows: int = 0                        # rows appended this run
+    rows_before: int = 0                 # rows already in the output when the run started
+    skipped: int = 0                     # URLs already done in an earlier run
+    errors: Counter = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+    extra: str = ""
+
+    def error(self, reason: str) -> None:
+        self.errors[reason] += 1
+
+    def line(self, requests_made: int | None = None) -> str:
+        elapsed = time.monotonic() - self.started
+        errors = sum(self.errors.values())
+        by_reason = ", ".join(f"{reason} {n}" for reason, n in sorted(self.errors.items()))
+        parts = [f"{self.stage}: {self.pages} pages fetched",
+                 f"{self.rows} rows written" + (f" ({self.rows_before} already there)" if self.rows_before else ""),
+                 f"{errors} errors" + (f" ({by_reason})" if by_reason else "")]
+        if self.skipped:
+            parts.append(f"{self.skipped} skipped as done")
+        if requests_made is not None:
+            parts.append(f"{requests_made} HTTP requests")
+        parts.append(f"{elapsed:.1f} s, {self.pages / elapsed if elapsed > 0 else 0.0:.2f} pages/s")
+        if self.extra:
+            parts.append(self.extra)
+        return ", ".join(parts)
+
+
+def progress(total: int | None, desc: str, disable: bool):
+    """A tqdm bar on stderr (imported lazily: the pure parsers never need it)."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="page", disable=disable, dynamic_ncols=True, file=sys.stderr)
+
+
+def save_settings(settings, path: Path, module: str) -> None:
+    """Print the run's settings and keep them, with the command, beside the output: a CSV says how it was made."""
+    data = asdict(settings)
+    print(f"settings: {json.dumps(data, default=str)}", file=sys.stderr, flush=True)
+    data["command"] = " ".join(["python", "-m", module] + [shlex.quote(a) for a in sys.argv[1:]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside the block, `kill <pid>` (SIGTERM) stops the run like Ctrl-C: rows so far are kept, the summary prints."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:                   # not the main thread (a test calling run() from a worker): no handler
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

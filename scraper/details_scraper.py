@@ -1,0 +1,259 @@
+"""Stage 2 of the scraper: fetch each item page and write its text and labels.
+
+    python -m scraper.details_scraper --site smashwords --urls data/raw/smashwords_urls.csv \\
+        --out data/raw/smashwords_details.csv --workers 4
+    python -m scraper.details_scraper --site stackoverflow --urls data/raw/stackoverflow_urls.csv \\
+        --out data/raw/stackoverflow_details.csv
+    python -m scraper.details_scraper --site stackoverflow --source api --tagged python --max-pages 5 \\
+        --out data/raw/stackoverflow_details.csv          # the Stack Exchange API, no HTML scraping
+
+Writes `url,title,text,labels,<site extras>` (labels a JSON list), one flushed row per page, from one
+writer thread while `--workers` threads fetch (politeness is per host, so more workers never means a
+faster hammering of one site). A page that is missing, blocked, empty, unlabelled or unparseable goes to
+`<out>.errors.csv` (url, status, reason, detail) and the run goes on.
+
+Rerunning the same command resumes: URLs already in the output, or in the errors file with a permanent
+reason (404, no labels, robots...), are skipped; transient failures (timeouts, 5xx, 429) are tried again,
+and `--retry-errors` retries every error. A torn last row left by `kill -9` is cut off first.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import config
+from scraper import cli
+from scraper.client import PoliteClient
+from scraper.sites import SITES, dedupe_key, rebase
+from scraper.storage import ERROR_COLUMNS, CsvAppender, errors_path, repair_and_read, sidecar
+
+TRANSIENT_REASONS = ("timeout", "connection_error", "request_error", "http_429", "http_5", "robots_unreachable")
+HTML_TYPES = ("html", "xml")
+
+
+@dataclass
+class DetailsScraperSettings:
+    site: str
+    source: str
+    urls: str | None
+    out: str
+    workers: int
+    base_url: str | None
+    retry_errors: bool
+    delay: float
+    timeout: float
+    retries: int
+    user_agent: str
+    ignore_robots: bool
+
+
+@dataclass
+class Outcome:
+    """What happened to one URL: a row to write, or an error for the errors file."""
+    url: str
+    row: dict | None = None
+    status: int | str = ""
+    reason: str = ""
+    detail: str = ""
+
+
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="python -m scraper.details_scraper",
+                                description="Fetch item pages and write text + labels (stage 2 of 2).")
+    parser.add_argument("--site", required=True, choices=sorted(SITES), help="which site adapter parses the pages")
+    parser.add_argument("--source", choices=("html", "api"), default="html",
+                        help="html: scrape the pages listed in --urls (default); api: StackOverflow only, read "
+                             "questions from the Stack Exchange API instead (no --urls needed)")
+    parser.add_argument("--urls", type=Path,
+                        help="CSV with a `url` column (stage 1 output) or a plain list of URLs, one a line; "
+                             "any host (default: data/raw/<site>_urls.csv)")
+    parser.add_argument("--out", type=Path, help="output CSV (default: data/raw/<site>_details.csv)")
+    parser.add_argument("--workers", type=int, default=4, help="fetching threads (default 4); one writer")
+    parser.add_argument("--base-url", help="replace the site's scheme://host in --urls with this one (mirror, "
+                                           "local server); rows keep the URL as listed")
+    parser.add_argument("--retry-errors", action="store_true",
+                        help="also retry URLs whose earlier error was permanent (404, no labels, ...)")
+    api = parser.add_argument_group("Stack Exchange API (--source api)")
+    api.add_argument("--tagged", default="python", help="tags, ';'-separated, all required (default python)")
+    api.add_argument("--max-pages", type=int, default=10, help="API pages to read, 0 = until has_more is false "
+                                                               "(default 10)")
+    api.add_argument("--pagesize", type=int, default=100, help="questions per API page, 1-100 (default 100)")
+    api.add_argument("--sort", default="votes", choices=("activity", "votes", "creation", "hot", "week", "month"),
+                     help="API sort order (default votes)")
+    api.add_argument("--api-key", default=os.environ.get("STACKEXCHANGE_KEY"),
+                     help="Stack Exchange app key: raises the daily quota (default $STACKEXCHANGE_KEY)")
+    api.add_argument("--api-base-url", default="https://api.stackexchange.com",
+                     help="API root (default https://api.stackexchange.com)")
+    api.add_argument("--api-site", default="stackoverflow", help="Stack Exchange site parameter (default stackoverflow)")
+    cli.add_client_options(parser)
+    return parser
+
+
+# ---------------------------------------------------------------- reading the URL list
+def read_url_list(path: Path) -> list[dict]:
+    """Rows with at least `url` from a stage-1 CSV (extra columns kept as hints) or a plain list of URLs."""
+    if not path.exists():
+        raise cli.UsageError(f"--urls {path} does not exist (run python -m scraper.url_scraper first)")
+    with open(path, encoding="utf-8", newline="") as handle:
+        first = handle.readline()
+        handle.seek(0)
+        if first.strip().lower().startswith(("http://", "https://")):
+            return [{"url": line.strip()} for line in handle if line.strip() and not line.startswith("#")]
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "url" not in reader.fieldnames:
+            raise cli.UsageError(f"--urls {path} has no `url` column (columns: {reader.fieldnames})")
+        return [row for row in reader if (row.get("url") or "").strip()]
+
+
+def is_transient(reason: str) -> bool:
+    return reason.startswith(TRANSIENT_REASONS)
+
+
+# ---------------------------------------------------------------- one page
+def scrape_one(client: PoliteClient, adapter: ModuleType, url: str, fetch_url: str, hint: dict) -> Outcome:
+    """Fetch and parse one item page. Pure of side effects apart from the HTTP request; never raises."""
+    fetched = client.get(fetch_url)
+    if not fetched.ok:
+        return Outcome(url, status=fetched.status or "", reason=fetched.reason, detail=fetched.detail)
+    if fetched.content_type and not any(t in fetched.content_type for t in HTML_TYPES):
+        return Outcome(url, status=fetched.status, reason="not_html", detail=f"Content-Type {fetched.content_type}")
+    try:
+        record = adapter.parse_details(fetched.html(), url)
+    except Exception as exc:   # one odd page must not end a long run; the errors file keeps the trace
+        return Outcome(url, status=fetched.status, reason="unparseable", detail=f"{type(exc).__name__}: {exc}"[:300])
+    record["url"] = url
+    if not record.get("title") and hint.get("title"):
+        record["title"] = hint["title"]             # the listing knew the title even if this layout hides it
+    if "cover_url" in record and not record["cover_url"] and hint.get("cover_url"):
+        record["cover_url"] = hint["cover_url"]
+    if not (record.get("title") or record.get("text") or record.get("labels")):
+        return Outcome(url, status=fetched.status, reason="unrecognised_page",
+                       detail=f"no title, text or labels found ({len(fetched.content)} bytes)")
+    if not record.get("text"):
+        return Outcome(url, status=fetched.status, reason="no_text", detail="page has no description/body text")
+    if not record.get("labels"):
+        return Outcome(url, status=fetched.status, reason="no_labels", detail="page has no categories/tags")
+    return Outcome(url, row=record, status=fetched.status)
+
+
+# ---------------------------------------------------------------- the command
+def run(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        adapter = SITES[args.site]
+        cli.check_client_options(args)
+        base_url = cli.check_url(args.base_url, "--base-url") if args.base_url else None
+        out = Path(args.out or config.RAW_DIR / f"{args.site}_details.csv")
+        if args.source == "api":
+            if args.site != "stackoverflow":
+                raise cli.UsageError("--source api is only available for --site stackoverflow")
+            from scraper import stackexchange_api
+            return stackexchange_api.run(args, out)
+        urls_path = Path(args.urls or config.RAW_DIR / f"{args.site}_urls.csv")
+        listed = read_url_list(urls_path)
+        existing = repair_and_read(out, adapter.DETAIL_COLUMNS)
+        errors_file = errors_path(out)
+        earlier_errors = repair_and_read(errors_file, ERROR_COLUMNS)
+    except (cli.UsageError, ValueError, UnicodeDecodeError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return cli.EXIT_BAD_INPUT
+
+    settings = DetailsScraperSettings(site=args.site, source="html", urls=str(urls_path), out=str(out),
+                                      workers=args.workers, base_url=base_url, retry_errors=args.retry_errors,
+                                      delay=args.delay, timeout=args.timeout, retries=args.retries,
+                                      user_agent=args.user_agent, ignore_robots=args.ignore_robots)
+    cli.save_settings(settings, sidecar(out, "settings", ".json"), "scraper.details_scraper")
+
+    done = {dedupe_key(adapter, row["url"]) for row in existing}
+    failed_before = {dedupe_key(adapter, row["url"]) for row in earlier_errors
+                     if args.retry_errors is False and not is_transient(row["reason"])}
+    summary = cli.Summary(stage=f"details_scraper {args.site}", rows_before=len(existing))
+    todo: list[dict] = []
+    queued: set[str] = set()
+    for row in listed:
+        url = row["url"].strip()
+        key = dedupe_key(adapter, url)
+        if key in queued:
+            continue                                   # listed twice (e.g. http and https)
+        queued.add(key)
+        if key in done or key in failed_before:
+            summary.skipped += 1
+            continue
+        todo.append(dict(row, url=url))
+
+    client = cli.make_client(args, pool_size=max(10, args.workers))
+    rows_out = CsvAppender(out, adapter.DETAIL_COLUMNS)
+    errors_out = CsvAppender(errors_file, ERROR_COLUMNS)
+    bar = cli.progress(len(todo), f"details {args.site}", args.no_progress)
+    stop = threading.Event()
+
+    def work(item: dict) -> Outcome:
+        if stop.is_set():
+            return Outcome(item["url"], reason="cancelled")
+        try:
+            cli.check_url(item["url"], "url")
+        except cli.UsageError as exc:
+            return Outcome(item["url"], reason="bad_url", detail=str(exc))
+        return scrape_one(client, adapter, item["url"], rebase(item["url"], base_url, adapter.HOSTS), item)
+
+    def record(outcome: Outcome) -> None:
+        if outcome.reason == "cancelled":
+            return
+        summary.pages += 1
+        if outcome.row is not None:
+            rows_out.write(outcome.row)
+            summary.rows += 1
+        else:
+            summary.error(outcome.reason)
+            errors_out.write({"url": outcome.url, "status": outcome.status, "reason": outcome.reason,
+                              "detail": outcome.detail})
+        bar.update(1)
+        bar.set_postfix(rows=summary.rows, errors=sum(summary.errors.values()), refresh=False)
+
+    pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="fetch")
+    in_flight: set[Future] = set()
+    pending = iter(todo)
+    interrupted = False
+    try:
+        with cli.sigterm_as_interrupt():
+            while True:
+                while len(in_flight) < args.workers * 2:   # bounded queue: memory flat, Ctrl-C stops fast
+                    item = next(pending, None)
+                    if item is None:
+                        break
+                    in_flight.add(pool.submit(work, item))
+                if not in_flight:
+                    break
+                finished, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record(future.result())
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()
+        for future in in_flight:
+            future.cancel()
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+        bar.close()
+        rows_out.close()
+        errors_out.close()
+    print(summary.line(client.requests_made), flush=True)
+    if interrupted:
+        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
+    return 0 if summary.pages == 0 or summary.rows > 0 else 1
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

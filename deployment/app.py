@@ -49,6 +49,7 @@ CSS = """
 .mltc-chip small { font-weight: 400; opacity: .8; }
 .mltc-swatch { width: 18px; height: 18px; border-radius: 5px; display: inline-block;
   box-shadow: inset 0 0 0 1px rgba(0,0,0,.2); }
+.mltc-title { font-weight: 600; margin: 4px 0 8px; }
 .mltc-none { color: var(--body-text-color-subdued, #666); }
 """
 
@@ -60,11 +61,14 @@ def label_colors(info: dict) -> dict[str, str]:
     return {str(k): v for k, v in info["label_colors"].items() if isinstance(v, str) and COLOR_RE.match(v)}
 
 
-def predicted_html(pred: dict, colors: dict[str, str]) -> str:
+def predicted_html(pred: dict | None, colors: dict[str, str]) -> str:
     """The predicted labels as chips (with a colour swatch for colour bundles); every label is escaped."""
+    title = '<div class="mltc-title">Predicted labels</div>'
+    if pred is None:
+        return title + '<p class="mltc-none">Predicted labels appear here.</p>'
     chosen = [x for x in pred["labels"] if x["predicted"]]
     if not pred["predicted"]:
-        return '<p class="mltc-none">No label reached its threshold; the chart shows the closest ones.</p>'
+        return title + '<p class="mltc-none">No label reached its threshold; the chart shows the closest ones.</p>'
     # `labels` may be cut to top_k; `predicted` is complete, so fall back to it for names beyond the cut.
     scores = {x["label"]: x["score"] for x in chosen}
     chips = []
@@ -73,7 +77,7 @@ def predicted_html(pred: dict, colors: dict[str, str]) -> str:
         swatch = f'<span class="mltc-swatch" style="background:{color}"></span>' if color else ""
         score = f" <small>{scores[name]:.0%}</small>" if name in scores else ""
         chips.append(f'<span class="mltc-chip" title="{html.escape(name)}">{swatch}{html.escape(name)}{score}</span>')
-    return '<div class="mltc-chips">' + "".join(chips) + "</div>"
+    return title + '<div class="mltc-chips">' + "".join(chips) + "</div>"
 
 
 def read_text_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -211,7 +215,7 @@ class App:
                                           placeholder="Paste a book description, a question, …")
                         button = gr.Button("Predict labels", variant="primary")
                     with gr.Column(scale=2):
-                        chips = gr.HTML(label="Predicted labels", show_label=True, container=True, js_on_load=None)
+                        chips = gr.HTML(predicted_html(None, {}), js_on_load=None)
                         notice = gr.Markdown()
                         chart = gr.Label(label="Confidence (top-k)", show_heading=False)
                 if self.examples.items:

@@ -10,10 +10,13 @@ import json
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from scraper.client import DEFAULT_USER_AGENT, PoliteClient
@@ -123,6 +126,39 @@ def save_settings(settings, path: Path, module: str) -> None:
     data["command"] = " ".join(["python", "-m", module] + [shlex.quote(a) for a in sys.argv[1:]])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def run_pool(items: Iterable, work: Callable, record: Callable, workers: int, stop: threading.Event) -> bool:
+    """`work(item)` on `workers` threads, `record(result)` on this thread only (the one writer).
+
+    At most `2 * workers` items are in flight, so memory stays flat and Ctrl-C or SIGTERM stops within one
+    request. Returns False when interrupted (`stop` is set so queued work returns at once), True otherwise.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
+    in_flight: set[Future] = set()
+    pending = iter(items)
+    interrupted = False
+    try:
+        with sigterm_as_interrupt():
+            while True:
+                while len(in_flight) < workers * 2:
+                    item = next(pending, None)
+                    if item is None:
+                        break
+                    in_flight.add(pool.submit(work, item))
+                if not in_flight:
+                    break
+                finished, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record(future.result())
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()
+        for future in in_flight:
+            future.cancel()
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+    return not interrupted
 
 
 @contextlib.contextmanager

@@ -22,7 +22,6 @@ import csv
 import os
 import sys
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -217,30 +216,9 @@ def run(argv: list[str] | None = None) -> int:
         bar.update(1)
         bar.set_postfix(rows=summary.rows, errors=sum(summary.errors.values()), refresh=False)
 
-    pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="fetch")
-    in_flight: set[Future] = set()
-    pending = iter(todo)
-    interrupted = False
     try:
-        with cli.sigterm_as_interrupt():
-            while True:
-                while len(in_flight) < args.workers * 2:   # bounded queue: memory flat, Ctrl-C stops fast
-                    item = next(pending, None)
-                    if item is None:
-                        break
-                    in_flight.add(pool.submit(work, item))
-                if not in_flight:
-                    break
-                finished, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    record(future.result())
-    except KeyboardInterrupt:
-        interrupted = True
-        stop.set()
-        for future in in_flight:
-            future.cancel()
+        interrupted = not cli.run_pool(todo, work, record, args.workers, stop)
     finally:
-        pool.shutdown(wait=not interrupted, cancel_futures=True)
         bar.close()
         rows_out.close()
         errors_out.close()

@@ -163,9 +163,11 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
         scored = pred["labels"]
         chosen = [x for x in scored if x["predicted"]]
         candidates = [x for x in scored if not x["predicted"]][:N_CANDIDATES]
+        # A bundle's test texts know their true labels: show them beside the prediction.
+        known = next((ex.labels for ex in examples.items if ex.labels and ex.text == text.strip()), None)
         return render_template("result.html", site=site, text=text, threshold=threshold,
                                threshold_raw=threshold_raw, chosen=chosen, candidates=candidates,
-                               notice=notice(pred), n_tokens=pred.get("n_tokens"))
+                               notice=notice(pred), n_tokens=pred.get("n_tokens"), known=known)
 
     # ---- JSON API ---------------------------------------------------------------------------------------
     @app.post("/api/predict")

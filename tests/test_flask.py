@@ -122,6 +122,8 @@ def test_sample_button_without_javascript_predicts_that_sample(base_url):
     r = requests.post(base_url + "/", data={"text": "", "sample": "0"}, timeout=10)
     assert r.status_code == 200
     assert soup(r).find(id="submitted-text").get_text() == first
+    known = soup(r).find(id="known-labels")   # the tiny bundle's examples are test texts with true labels
+    assert known is not None and known.find_all("span", class_="tag")
 
 
 def test_script_tags_come_back_inert(base_url):

@@ -109,6 +109,19 @@ def test_empty_text_shows_the_form_again_with_a_message(base_url, text):
     assert page.find("textarea", attrs={"name": "text"}) is not None
 
 
+@pytest.mark.parametrize("body,content_type", [
+    (b"text=%FF%FEhello+dragon", "application/x-www-form-urlencoded"),   # not UTF-8 once decoded
+    (b"text=\xff\xfe raw bytes", "application/x-www-form-urlencoded"),
+    (b"--x\r\ngarbage", "multipart/form-data; boundary=x"),
+    (b"garbage", "multipart/form-data"),
+    (b"text=a%00b", "application/x-www-form-urlencoded"),
+])
+def test_malformed_form_bodies_never_give_a_500(base_url, body, content_type):
+    r = requests.post(base_url + "/", data=body, headers={"Content-Type": content_type}, timeout=10)
+    assert r.status_code in (200, 400), r.status_code
+    assert "text/html" in r.headers["Content-Type"]
+
+
 def test_bad_threshold_in_the_form_keeps_the_text(base_url):
     r = requests.post(base_url + "/", data={"text": "keep me", "threshold": "lots"}, timeout=10)
     assert r.status_code == 400

@@ -245,3 +245,27 @@ def test_int8_bundle_of_the_fine_tuned_backbone_keeps_f1_within_one_point(tmp_pa
     assert abs(pt["micro_f1"] - int8["micro_f1"]) <= 0.01, ev["table"]
     assert abs(pt["macro_f1"] - int8["macro_f1"]) <= 0.01, ev["table"]
     assert ev["size_ratio_int8_vs_fp32"] <= 0.26
+
+
+# ---------------------------------------------------------------- choosing the variant
+def _v(micro, macro, agree, b1, b32):
+    return {"micro_f1": micro, "macro_f1": macro, "label_agreement": agree, "latency_b1_ms": b1,
+            "throughput_b32": b32, "mean_abs_prob_diff": 1 - agree}
+
+
+def test_choice_rejects_a_fast_candidate_that_loses_more_than_one_f1_point():
+    from compression.quantize import _choose
+
+    variants = {"pytorch": _v(0.60, 0.50, 1, 10, 10), "int8": _v(0.60, 0.48, 0.9, 1, 40),
+                "optimized-int8": _v(0.598, 0.497, 0.97, 2, 30)}
+    chosen, reason = _choose(variants, ["int8", "optimized-int8"], have_f1=True, timed=True)
+    assert chosen == "optimized-int8" and "rejected for accuracy: int8" in reason
+
+
+def test_choice_breaks_speed_ties_by_agreement_with_pytorch():
+    from compression.quantize import _choose
+
+    variants = {"pytorch": _v(0.60, 0.50, 1, 10, 10), "optimized-int8": _v(0.60, 0.50, 0.94, 2.0, 30),
+                "optimized-int8-per-channel": _v(0.60, 0.50, 0.97, 2.1, 29), "int8": _v(0.60, 0.50, 0.99, 4, 15)}
+    chosen, reason = _choose(variants, ["optimized-int8", "optimized-int8-per-channel", "int8"], True, True)
+    assert chosen == "optimized-int8-per-channel" and "agreement" in reason

@@ -140,7 +140,9 @@ class Predictor:
     """A loaded bundle: `predict(texts)` -> labels with scores, the predicted set, truncation info.
 
     Thread-safe: the onnxruntime session is shared (its run() is safe to call concurrently) and nothing
-    is mutated after construction.
+    is mutated after construction. The same call always gives the same result; but int8 dynamic quantisation
+    scales activations per batch, so a text's scores can move in the third decimal with the other texts it is
+    batched with (the compression report measures int8 on batches of 32).
     """
 
     def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, info: dict,

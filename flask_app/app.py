@@ -3,6 +3,9 @@
     python -m flask_app --bundle models/books/bundle                    # development server on 127.0.0.1:5000
     MLTC_BUNDLE=models/books/bundle gunicorn -w 2 --threads 4 -b 127.0.0.1:8000 'flask_app:create_app()'
 
+$MLTC_BUNDLE names the bundle when none is passed; $MLTC_THREADS sets onnxruntime's threads per process
+(with several gunicorn workers, 1 keeps them from oversubscribing the cores).
+
 Routes: `GET /` form, `POST /` results page, `POST /api/predict` JSON, `GET /healthz`. Bad input gets a
 message and a 4xx, never a 500; every response carries a strict Content-Security-Policy (no inline scripts
 or styles: bars and colour swatches are SVG attributes, the sample buttons use static/app.js).

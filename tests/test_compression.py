@@ -269,3 +269,28 @@ def test_choice_breaks_speed_ties_by_agreement_with_pytorch():
                 "optimized-int8-per-channel": _v(0.60, 0.50, 0.97, 2.1, 29), "int8": _v(0.60, 0.50, 0.99, 4, 15)}
     chosen, reason = _choose(variants, ["optimized-int8", "optimized-int8-per-channel", "int8"], True, True)
     assert chosen == "optimized-int8-per-channel" and "agreement" in reason
+
+
+def test_roberta_style_model_exports_without_token_type_ids(tmp_path):
+    """RoBERTa (distilroberta-base, the seeds' backbone) has one segment: the graph takes two inputs only."""
+    import torch
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    md = make_tiny_model_dir(tmp_path / "model", TINY_LABELS, seed=6, with_data=False)
+    torch.manual_seed(6)
+    cfg = RobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=130, type_vocab_size=1, pad_token_id=0,
+                        num_labels=len(TINY_LABELS), problem_type="multi_label_classification",
+                        id2label=dict(enumerate(TINY_LABELS)), label2id={lab: i for i, lab in enumerate(TINY_LABELS)})
+    for f in ("model.safetensors", "config.json"):
+        (md / "checkpoint" / f).unlink()
+    RobertaForSequenceClassification(cfg).eval().save_pretrained(md / "checkpoint")
+    bundle = build_bundle(md, bench_rounds=0, candidates=["int8", "optimized-int8"], quiet=True)
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert info["inputs"] == ["input_ids", "attention_mask"] and info["tokenizer"]["uses_token_type_ids"] is False
+    ev = json.loads((bundle / "eval.json").read_text())
+    assert ev["parity"]["passed"]
+    from deployment.predictor import Predictor
+
+    res = Predictor.from_bundle(bundle).predict(TEXTS)
+    assert res[-1]["truncated"] and all(len(r["labels"]) == len(TINY_LABELS) for r in res)

@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -112,6 +113,38 @@ def _pad_token_id(md: ModelDir, dest: Path) -> int:
     return int(pad_id or 0)
 
 
+COLOR_FILES = ("label_colors.json", "palette.json")   # {"label": "#rrggbb"}; training.cover_hues writes palette.json
+
+
+def _label_display(md: ModelDir) -> dict:
+    """`label_display` (+ `label_colors`): as settings.json says, else "colors" when a label_colors.json or
+    palette.json beside the model, the prepared data or the data's source CSV names a #rrggbb colour for
+    every label (a colour-label data set made by training.cover_hues); a genre model never matches one."""
+    if "label_display" in md.settings:
+        shown = md.settings["label_display"]
+        return {"label_display": shown, **({"label_colors": md.settings.get("label_colors", {})}
+                                           if shown == "colors" else {})}
+    folders = [md.root]
+    data = Path(md.settings["data"]) if md.settings.get("data") else None
+    if data is not None and data.is_dir():
+        folders.append(data)
+        try:
+            source = Path(json.loads((data / "report.json").read_text(encoding="utf-8"))["input"]["path"])
+            folders += [source.parent] if source.is_absolute() else [source.parent, config.ROOT / source.parent]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass                                           # no report: only the model and data folders count
+    for folder in folders:
+        for name in COLOR_FILES:
+            try:
+                colors = json.loads((folder / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(colors, dict) and all(isinstance(colors.get(lab), str)
+                                                and re.fullmatch(r"#[0-9a-fA-F]{6}", colors[lab]) for lab in md.labels):
+                return {"label_display": "colors", "label_colors": {lab: colors[lab].lower() for lab in md.labels}}
+    return {"label_display": "text"}
+
+
 def _bundle_info(md: ModelDir, dest: Path, tok_files: list[str], command: str) -> dict:
     tok_cfg = json.loads((dest / "tokenizer_config.json").read_text()) if (dest / "tokenizer_config.json").is_file() else {}
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if md.uses_token_type_ids else [])
@@ -132,8 +165,7 @@ def _bundle_info(md: ModelDir, dest: Path, tok_files: list[str], command: str) -
         "metrics": {"model": md.metrics.get("model"), "baseline": md.metrics.get("baseline")},
         "quantization": None,
         "linear": linear,
-        "label_display": md.settings.get("label_display", "text"),
-        **({"label_colors": md.settings["label_colors"]} if md.settings.get("label_display") == "colors" else {}),
+        **_label_display(md),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "training_command": md.command,

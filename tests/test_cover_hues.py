@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -291,7 +293,6 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, case, message):
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("python -m training.cover_hues: error:")
-    import re
     assert re.search(message, last), last
 
 
@@ -344,7 +345,6 @@ def test_sample_hues_to_prepared_data_to_bundle_to_flask_swatches(sample_hues, t
     import requests
     from bs4 import BeautifulSoup
     from werkzeug.serving import make_server
-    import threading
 
     from compression.quantize import build_bundle
     from flask_app import create_app

@@ -6,6 +6,7 @@ missing or half-written checkpoint fails with the file's name instead of a stack
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,12 @@ def quantize_int8(in_path: Path, out_path: Path, per_channel: bool) -> Path:
     # The legacy exporter's value_info is sound and the fused contrib ops (Attention, SkipLayerNormalization) need
     # it: onnx shape inference cannot type their outputs. (Clearing it is only needed for dynamo graphs.)
     # DefaultTensorType covers any tensor that is still untyped: every weight here is float32.
-    quantize_dynamic(str(in_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a generic "consider pre-processing" warning on every call
+    try:
+        quantize_dynamic(str(in_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)
     return out_path

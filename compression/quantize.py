@@ -371,6 +371,8 @@ def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_
                 v.update(max_abs_prob_diff=float(diff.max()), mean_abs_prob_diff=float(diff.mean()),
                          label_agreement=float((decided == pt_decided).mean()),
                          set_agreement=float((decided == pt_decided).all(1).mean()))
+                if linear_p is not None:  # the blend can hide the transformer's changes (weight 1 hides them all)
+                    v["transformer_label_agreement"] = float(((p >= thresholds) == (probs["pytorch"] >= thresholds)).mean())
             if have_f1:
                 v.update(rep.f1_scores(y_true, decided))
             v["_decided"] = decided
@@ -387,9 +389,9 @@ def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_
             single = [base._feeds([encodings[i]]) for i in pick[:16]]
             b32 = [encodings[pick[i % len(pick)]] for i in range(32)]
             batch = base._feeds(b32)
-            for name, run in runners.items():
-                if name in probs:
-                    variants[name].update(rep.time_runner(run, single, batch, bench_rounds))
+            timings = rep.time_runners({n: r for n, r in runners.items() if n in probs}, single, batch, bench_rounds)
+            for name, t in timings.items():
+                variants[name].update(t)
 
         fp32_diff = variants.get("onnx-fp32", {}).get("max_abs_prob_diff")
         chosen, reason = _choose(variants, candidates, have_f1, timed)

@@ -93,25 +93,31 @@ def batched_logits(run: Callable[[dict], np.ndarray], feeds_batches: Sequence[di
     return [np.asarray(run(feeds), dtype=np.float64) for feeds in feeds_batches]
 
 
-def time_runner(run: Callable[[dict], np.ndarray], single: Sequence[dict], batch: dict, rounds: int) -> dict:
-    """Median latency of one text at a time (ms) and throughput of a 32-text batch (texts/s)."""
-    run(single[0])
-    run(batch)  # warm-up: first calls allocate
-    lat = []
-    for _ in range(rounds):
-        for feeds in single:
-            t0 = time.perf_counter()
-            run(feeds)
-            lat.append(time.perf_counter() - t0)
-    bt = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
+def time_runners(runners: dict[str, Callable[[dict], np.ndarray]], single: Sequence[dict], batch: dict,
+                 rounds: int) -> dict[str, dict]:
+    """Median latency of one text at a time (ms) and throughput of a 32-text batch (texts/s), per runner.
+
+    Rounds are interleaved (every runner once per round) so a burst of load from other processes on a shared
+    machine lands on all variants alike instead of on whichever happened to run at that moment.
+    """
+    for run in runners.values():  # warm-up: first calls allocate
+        run(single[0])
         run(batch)
-        bt.append(time.perf_counter() - t0)
+    lat = {name: [] for name in runners}
+    bt = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            for feeds in single:
+                t0 = time.perf_counter()
+                run(feeds)
+                lat[name].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            run(batch)
+            bt[name].append(time.perf_counter() - t0)
     n = len(next(iter(batch.values())))
-    batch_s = statistics.median(bt)
-    return {"latency_b1_ms": 1000 * statistics.median(lat), "batch32_ms": 1000 * batch_s,
-            "throughput_b32": n / batch_s}
+    return {name: {"latency_b1_ms": 1000 * statistics.median(lat[name]),
+                   "batch32_ms": 1000 * statistics.median(bt[name]),
+                   "throughput_b32": n / statistics.median(bt[name])} for name in runners}
 
 
 def human_mib(n_bytes: int | None) -> str:

@@ -259,7 +259,7 @@ def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_
     """Run every step and write the bundle atomically; returns its path. Raises CompressionError on bad input."""
     import torch  # only the compression stage needs torch: the bundle it writes does not
 
-    from deployment.predictor import Predictor, _sigmoid
+    from deployment.predictor import Predictor, _sigmoid, session_options
 
     candidates = list(candidates or CANDIDATES)
     unknown = [c for c in candidates if c not in CANDIDATES]
@@ -331,10 +331,7 @@ def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_
 
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-        options.log_severity_level = 3
+        options = session_options(num_threads)  # exactly what the served Predictor uses
         runners = {"pytorch": torch_run}
         for name, path in paths.items():
             if name in errors:

@@ -207,7 +207,9 @@ def _choose(variants: dict, candidates: list[str], have_f1: bool, timed: bool) -
     # Timings on a shared CPU wobble by ~10%: among candidates that close to the fastest, agreement with PyTorch wins.
     fastest = min(cost(c) for c in eligible)
     close = [c for c in eligible if cost(c) <= fastest * (1 + SPEED_TIE)]
-    chosen = max(close, key=lambda c: (variants[c].get("label_agreement", 0), -cost(c)))
+    chosen = max(close, key=lambda c: (variants[c].get("label_agreement", 0),
+                                       variants[c].get("transformer_label_agreement", 0),
+                                       -variants[c].get("mean_abs_prob_diff", 0), -cost(c)))
     others = ", ".join(f"{c} {cost(c):.2f}" for c in sorted(eligible, key=cost) if c != chosen)
     accuracy = (f"within {F1_TOL:.2f} micro/macro-F1 of PyTorch" if have_f1
                 else "closest to PyTorch's probabilities (no test split)")

@@ -59,7 +59,7 @@ def trained(tiny_backbone, tiny_data, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     code = train.main(["--data", str(tiny_data), "--out", str(out), "--backbone", str(tiny_backbone),
-                       "--max-length", "32", "--batch-size", "16", "--epochs", "2", "--lr", "3e-3",
+                       "--max-length", "32", "--batch-size", "16", "--epochs", "2", "--lr", "1e-3", "--head-lr", "3e-3",
                        "--pos-weight", "4", "--seed", "0"])
     assert code == 0
     return out
@@ -151,8 +151,8 @@ def test_layer_groups_give_lower_layers_smaller_rates(tiny_backbone):
     assert sum(len(g) for g in groups) == len(list(model.parameters()))
     head_names = {n for n, p in model.named_parameters() if any(p is q for q in groups[-1])}
     assert any(n.startswith("classifier") for n in head_names)
-    lrs = group_lrs(len(groups), 1e-3, 0.5)
-    assert list(lrs) == sorted(lrs) and lrs[-1] == 1e-3 and lrs[0] == pytest.approx(1.25e-4)
+    lrs = group_lrs(len(groups), 1e-4, 0.5, head_lr=1e-3)
+    assert list(lrs) == sorted(lrs) and lrs[-1] == 1e-3 and lrs[-2] == 1e-4 and lrs[0] == pytest.approx(2.5e-5)
 
 
 def test_one_cycle_schedule_shape():

@@ -51,8 +51,9 @@ class TrainSettings:
     max_length: int = 256                # tokens per text; truncation keeps the end token
     batch_size: int = 16
     epochs: float = 6.0                  # planned epochs (fractions allowed); a time budget may shorten it
-    lr: float = 1e-3                     # head learning rate (the peak of the one-cycle schedule)
-    lr_decay: float = 0.6                # each lower layer group gets lr_decay x the rate of the one above
+    lr: float = 1e-4                     # peak learning rate of the top transformer layer
+    head_lr: float = 1e-3                # peak learning rate of the new classifier head (pooler + classifier)
+    lr_decay: float = 0.8                # each lower layer group gets lr_decay x the rate of the one above
     weight_decay: float = 0.01
     pct_start: float = 0.1               # share of steps spent warming up
     freeze_epochs: float = 0.0           # epochs training the head only before unfreezing
@@ -131,9 +132,11 @@ def layer_groups(model) -> list[list]:
     return groups
 
 
-def group_lrs(n_groups: int, lr: float, decay: float) -> np.ndarray:
-    """Top group gets lr; lower groups get geometrically smaller rates (never larger)."""
-    return np.array([lr * decay ** (n_groups - 1 - i) for i in range(n_groups)])
+def group_lrs(n_groups: int, lr: float, decay: float, head_lr: float | None = None) -> np.ndarray:
+    """Rates for [embeddings, layer 1..n, head]: the top layer gets `lr`, each lower group `decay` times the
+    one above (never larger), and the freshly initialised head `head_lr` (default: `lr`)."""
+    body = [lr * decay ** (n_groups - 2 - i) for i in range(n_groups - 1)]
+    return np.array(body + [head_lr if head_lr is not None else lr])
 
 
 def pos_weights(y: np.ndarray, cap: float) -> np.ndarray | None:
@@ -265,7 +268,7 @@ class BudgetedOneCycle:
 
 def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_fn, log=print):
     """Freeze phase (optional), then the budgeted one-cycle run. Returns the scheduler for its history."""
-    lrs = group_lrs(n_groups, s.lr, s.lr_decay)
+    lrs = group_lrs(n_groups, s.lr, s.lr_decay, s.head_lr)
     steps_per_epoch = max(1, len(learn.dls.train))  # fastai drops the last partial training batch
     if s.freeze_epochs > 0:
         learn.freeze()
@@ -282,7 +285,7 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
             raise TrainError("--time-budget is already used up before training started (data loading, baseline)")
     sched = BudgetedOneCycle(lrs, total, s.pct_start, deadline, reserve_fn, log=log)
     log(f"  one-cycle: {total} steps ({s.epochs:g} epochs x {steps_per_epoch}), lr {lrs[0]:.2e} (embeddings) "
-        f"... {lrs[-1]:.2e} (head)")
+        f"... {lrs[-2]:.2e} (top layer), {lrs[-1]:.2e} (head)")
     learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched])
     return sched, steps_per_epoch
 
@@ -543,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-length", type=int, default=d.max_length, help="tokens per text (truncation keeps the end token)")
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size")
     ap.add_argument("--epochs", type=float, default=d.epochs, help="planned epochs (fractions allowed)")
-    ap.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the head")
+    ap.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the top transformer layer")
+    ap.add_argument("--head-lr", type=float, default=d.head_lr, help="peak learning rate of the new classifier head")
     ap.add_argument("--lr-decay", type=float, default=d.lr_decay, help="per-layer decay of the learning rate towards the embeddings")
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     ap.add_argument("--freeze-epochs", type=float, default=d.freeze_epochs, help="epochs of head-only training first")
@@ -570,8 +574,9 @@ def main(argv=None) -> int:
         out = args.out or config.MODELS_DIR / Path(args.data).name
         fields = {k: v for k, v in vars(args).items() if k in TrainSettings.__dataclass_fields__}
         s = TrainSettings(**{**fields, "data": str(args.data), "out": str(out)})
-        if s.max_length < 8 or s.batch_size < 1 or s.epochs <= 0 or s.lr <= 0 or not 0 < s.lr_decay <= 1:
-            raise TrainError("--max-length ≥ 8, --batch-size ≥ 1, --epochs > 0, --lr > 0 and 0 < --lr-decay ≤ 1 are required")
+        if s.max_length < 8 or s.batch_size < 1 or s.epochs <= 0 or s.lr <= 0 or s.head_lr <= 0 or not 0 < s.lr_decay <= 1:
+            raise TrainError("--max-length ≥ 8, --batch-size ≥ 1, --epochs > 0, --lr and --head-lr > 0 and "
+                             "0 < --lr-decay ≤ 1 are required")
         print("settings: " + json.dumps(asdict(s)))
         command = "python -m training.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         train(s, command)

@@ -1,0 +1,125 @@
+"""Training-step speed: the fastai + blurr path against a plain PyTorch loop, same model, same batches, one run.
+
+    python -m bench.train_speed                                  # sample books, offline MiniLM, 20 batches
+    python -m bench.train_speed --data data/processed/cmu --batches 30 --max-length 256
+
+The fastai run goes through `training.train`'s own DataLoaders and Learner (blurr tokenises each batch on the
+fly, dynamic padding, length-sorted batches). Its batches are recorded and replayed through a plain loop:
+forward, BCE-with-logits, backward, AdamW step, on a model restored to the same initial weights. Time per
+batch is wall time between consecutive batch ends (data loading and tokenisation included for fastai; the
+plain loop gets its batches ready-made, which flatters it). The first `--warmup` batches are not counted.
+Prints a table and writes bench/results/train_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import config
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.train_speed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=config.PROCESSED_DIR / "books",
+                    help="processed data dir (default: data/processed/books; made from the sample if missing)")
+    ap.add_argument("--backbone", default="all-MiniLM-L6-v2", help="backbone to time")
+    ap.add_argument("--batches", type=int, default=20, help="timed batches per path")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=config.ROOT / "bench" / "results" / "train_speed.json")
+    args = ap.parse_args(argv)
+
+    import torch
+    from fastai.callback.core import Callback, CancelFitException
+
+    from training.train import (TrainSettings, build_dls, load_model_and_tokenizer, load_splits, make_learner,
+                                resolve_backbone)
+
+    if not (args.data / "dataset.csv").is_file():
+        if args.data == config.PROCESSED_DIR / "books":
+            from training import prepare
+
+            prepare.main(["--input", str(config.SAMPLE_DIR / "books.csv"), "--out", str(args.data), "--quiet"])
+        else:
+            print(f"error: {args.data} is not a processed data dir (run python -m training.prepare)", file=sys.stderr)
+            return 2
+    torch.manual_seed(0)
+    s = TrainSettings(batch_size=args.batch_size, max_length=args.max_length, pos_weight=0)
+    parts, ys, labels = load_splits(args.data, None, 0)
+    source, name = resolve_backbone(args.backbone)
+    model, tok = load_model_and_tokenizer(source, labels)
+    initial = copy.deepcopy(model.state_dict())
+    dls = build_dls(parts["train"], parts["valid"], ys["train"], ys["valid"], labels, tok, model, s)
+    learn, _ = make_learner(dls, model, ys["train"], s)
+    n_total = args.warmup + args.batches
+    if len(dls.train) < n_total:
+        print(f"error: only {len(dls.train)} training batches; lower --batches", file=sys.stderr)
+        return 2
+
+    record, stamps = [], []
+
+    class Recorder(Callback):
+        order = 99
+
+        def before_fit(self):
+            stamps.append(time.perf_counter())
+
+        def after_batch(self):
+            if not self.training:
+                return
+            stamps.append(time.perf_counter())
+            record.append(({k: v.detach().clone() for k, v in self.xb[0].items()}, self.yb[0].detach().clone()))
+            if len(record) >= n_total:
+                raise CancelFitException()
+
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, lr=1e-4, cbs=[Recorder()])
+    fastai_times = np.diff(stamps)[args.warmup:]
+
+    # plain PyTorch on the very same batches, from the same initial weights
+    model.load_state_dict(initial)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=s.weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    plain = [time.perf_counter()]
+    for x, y in record:
+        x = {k: v.as_subclass(torch.Tensor) for k, v in x.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        loss = loss_fn(model(**x).logits, y.as_subclass(torch.Tensor).float())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        plain.append(time.perf_counter())
+    plain_times = np.diff(plain)[args.warmup:]
+
+    tokens = [int(x["attention_mask"].sum()) for x, _ in record[args.warmup:]]
+    rows = {"fastai + blurr": fastai_times, "plain PyTorch loop": plain_times}
+    result = {"backbone": name, "data": str(args.data), "batch_size": args.batch_size, "max_length": args.max_length,
+              "batches": args.batches, "mean_tokens_per_batch": float(np.mean(tokens)),
+              "torch_threads": torch.get_num_threads(),
+              "paths": {k: {"mean_s": float(v.mean()), "median_s": float(statistics.median(v)),
+                            "p90_s": float(np.percentile(v, 90))} for k, v in rows.items()}}
+    overhead = result["paths"]["fastai + blurr"]["median_s"] / result["paths"]["plain PyTorch loop"]["median_s"] - 1
+    result["fastai_overhead"] = overhead
+    print(f"\n{name}, batch {args.batch_size}, ≤{args.max_length} tokens (mean {np.mean(tokens):.0f} real tokens/batch), "
+          f"{args.batches} timed batches each\n")
+    print("| path | mean s/batch | median s/batch | p90 s/batch |\n|---|---|---|---|")
+    for k, v in result["paths"].items():
+        print(f"| {k} | {v['mean_s']:.3f} | {v['median_s']:.3f} | {v['p90_s']:.3f} |")
+    print(f"\nfastai + blurr overhead vs plain PyTorch (median): {overhead:+.1%} "
+          f"({'within' if overhead <= 0.10 else 'OUTSIDE'} the 10% goal)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -345,13 +345,12 @@ def frequency_table(counts: Counter, n_books: int, palette: dict[str, str]) -> s
 
 def plot_frequencies(counts: Counter, n_books: int, palette: dict[str, str], path: Path) -> None:
     """A bar chart of label frequencies, each bar in its own colour (the text table, drawn)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: never switches a caller's (a notebook's) backend
 
     names = [n for n, _ in counts.most_common()]
-    fig, ax = plt.subplots(figsize=(7, 0.28 * len(names) + 1.2))
+    fig = Figure(figsize=(7, 0.28 * len(names) + 1.2))
+    ax = fig.subplots()
     ax.barh(names[::-1], [counts[n] / n_books for n in names[::-1]],
             color=[palette[n] for n in names[::-1]], edgecolor="#444444", linewidth=0.6)
     ax.set_xlabel("share of covers with the colour as a label")
@@ -359,7 +358,6 @@ def plot_frequencies(counts: Counter, n_books: int, palette: dict[str, str], pat
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------- the command

@@ -226,17 +226,16 @@ def dataset_frame(df: pd.DataFrame, passthrough: Sequence[str]) -> pd.DataFrame:
 
 def plot_label_frequencies(frequencies: dict, title: str, path: Path) -> None:
     """Horizontal bars, one per label, stacked by split, commonest at the top; tall enough for 200+ labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: never switches a caller's (a notebook's) backend
 
     labels = list(frequencies["all"])[:MAX_PLOTTED_LABELS]
     if len(frequencies["all"]) > MAX_PLOTTED_LABELS:
         title += f" (commonest {MAX_PLOTTED_LABELS} of {len(frequencies['all'])})"
     height = max(3.0, 0.2 * len(labels) + 1.2)           # ~0.2 in per bar keeps 7-pt names apart
     width = 10 if max(map(len, labels)) < 40 else 13
-    fig, ax = plt.subplots(figsize=(width, height))
+    fig = Figure(figsize=(width, height))
+    ax = fig.subplots()
     pos = np.arange(len(labels))
     left = np.zeros(len(labels))
     for split, colour in zip(SPLITS, ("#4c72b0", "#dd8452", "#55a868")):
@@ -255,7 +254,6 @@ def plot_label_frequencies(frequencies: dict, title: str, path: Path) -> None:
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _is_prepare_output(folder: Path) -> bool:

@@ -66,6 +66,7 @@ class TrainSettings:
     threads: int | None = None           # torch intra-op threads (default: torch's choice)
     eval_batch_size: int = 64
     resume: bool = False                 # start from <out>/checkpoint instead of the backbone
+    bf16: str = "auto"                   # bfloat16 autocast for training: auto (on when the CPU has native bf16), on, off
 
 
 # --------------------------------------------------------------------------------------------- backbone
@@ -137,6 +138,21 @@ def group_lrs(n_groups: int, lr: float, decay: float, head_lr: float | None = No
     one above (never larger), and the freshly initialised head `head_lr` (default: `lr`)."""
     body = [lr * decay ** (n_groups - 2 - i) for i in range(n_groups - 1)]
     return np.array(body + [head_lr if head_lr is not None else lr])
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), where autocast pays off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def use_bf16(mode: str) -> bool:
+    if mode not in ("auto", "on", "off"):
+        raise TrainError(f"--bf16 must be auto, on or off (got {mode!r})")
+    return mode == "on" or (mode == "auto" and cpu_has_native_bf16())
 
 
 def pos_weights(y: np.ndarray, cap: float) -> np.ndarray | None:
@@ -213,10 +229,20 @@ def make_learner(dls, model, y_train, s: TrainSettings):
     from fastai.optimizer import Adam
     from training.compat import blurr_text
 
+    class Bf16Wrapper(blurr_text.BaseModelWrapper):
+        """Forward under CPU bfloat16 autocast (weights and optimizer stay fp32); logits back in fp32."""
+
+        def forward(self, x):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = super().forward(x)
+            out["logits"] = out["logits"].float()
+            return out
+
     pw = pos_weights(y_train, s.pos_weight)
     loss = BCEWithLogitsLossFlat(pos_weight=torch.tensor(pw) if pw is not None else None)
     groups = layer_groups(model)
-    learn = Learner(dls, blurr_text.BaseModelWrapper(model), loss_func=loss, opt_func=Adam, wd=s.weight_decay,
+    wrapper = Bf16Wrapper if use_bf16(s.bf16) else blurr_text.BaseModelWrapper
+    learn = Learner(dls, wrapper(model), loss_func=loss, opt_func=Adam, wd=s.weight_decay,
                     splitter=lambda m: groups, cbs=[blurr_text.BaseModelCallback()])
     learn.create_opt()
     return learn, len(groups)
@@ -307,12 +333,10 @@ def choose_blend_weight(p_model, p_linear, y_valid, labels, min_support) -> tupl
 
 # --------------------------------------------------------------------------------------------- plots
 def plot_training(history: list[dict], epoch_losses: list[dict], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: never switches the caller's (e.g. a notebook's) backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax1, ax2 = fig.subplots(1, 2)
     if history:
         steps = [h["step"] for h in history]
         loss = np.array([h["loss"] for h in history])
@@ -330,16 +354,13 @@ def plot_training(history: list[dict], epoch_losses: list[dict], path: Path) -> 
     ax2.set(xlabel="optimizer step", ylabel="head learning rate", title="one-cycle schedule")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_per_label(reports: dict[str, dict], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     for i, (name, rep) in enumerate(reports.items()):
         sup = [m["support"] for m in rep["per_label"].values()]
         f1 = [m["f1"] for m in rep["per_label"].values()]
@@ -349,7 +370,6 @@ def plot_per_label(reports: dict[str, dict], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------------- main flow
@@ -397,7 +417,8 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict:
     model, tok = load_model_and_tokenizer(source, labels)
     if model.config.num_labels != len(labels):
         raise TrainError(f"{source}: the model has {model.config.num_labels} outputs but the data has {len(labels)} labels")
-    log(f"backbone: {backbone_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) from {source}")
+    log(f"backbone: {backbone_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) from {source}; "
+        f"bf16 autocast {'on' if use_bf16(s.bf16) else 'off'} (--bf16 {s.bf16})")
 
     texts = {k: p["text"].tolist() for k, p in parts.items()}
     linear = None
@@ -454,7 +475,7 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict:
     (tmp / "thresholds.json").write_text(json.dumps(final_th, indent=2, ensure_ascii=False))
     if final_name == "blend":
         linear.export(tmp / "linear", weight)
-    settings = asdict(s) | {"backbone": backbone_name, "backbone_source": source, "data": str(Path(s.data).resolve())}
+    settings = asdict(s) | {"bf16_used": use_bf16(s.bf16), "backbone": backbone_name, "backbone_source": source, "data": str(Path(s.data).resolve())}
     (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
     (tmp / "command.txt").write_text(command + "\n")
     train_info = {"steps": sched.step, "planned_steps": sched.planned, "epochs_done": round(sched.step / steps_per_epoch, 3),
@@ -558,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-blend", dest="blend", action="store_false", help="do not blend with the TF-IDF model")
     ap.add_argument("--min-support", type=int, default=d.min_support, help="valid positives needed for a per-label threshold")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--bf16", choices=("auto", "on", "off"), default=d.bf16,
+                    help="bfloat16 autocast while training (auto: on when the CPU has native bf16, ~1.5x faster here)")
     ap.add_argument("--resume", action="store_true", help="continue training from <out>/checkpoint")
     ap.add_argument("--evaluate", type=Path, metavar="MODEL_DIR", help="re-evaluate a saved model dir on its test split and exit")
     return ap

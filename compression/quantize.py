@@ -405,8 +405,14 @@ def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_
                        "batch32": ch["throughput_b32"] / pt["throughput_b32"]}
             goals.update(int8_4x_faster_b1=speedup["batch1"] >= 4, int8_2x_faster_b32=speedup["batch32"] >= 2)
         if have_f1:
-            goals["int8_f1_within_1pt"] = (abs(pt["micro_f1"] - ch["micro_f1"]) <= F1_TOL
-                                           and abs(pt["macro_f1"] - ch["macro_f1"]) <= F1_TOL)
+            for v in variants.values():
+                if "micro_f1" in v:
+                    v["delta_micro_f1"] = v["micro_f1"] - pt["micro_f1"]
+                    v["delta_macro_f1"] = v["macro_f1"] - pt["macro_f1"]
+            # Two readings of "within 1 point": int8 loses at most 1 point (what the choice enforces), and
+            # |difference| <= 1 point (on a small test split, a few flipped decisions near a threshold move F1 by that).
+            goals["int8_f1_loss_le_1pt"] = max(-ch["delta_micro_f1"], -ch["delta_macro_f1"]) <= F1_TOL
+            goals["int8_f1_within_1pt"] = max(abs(ch["delta_micro_f1"]), abs(ch["delta_macro_f1"])) <= F1_TOL
         ev = {
             "created": info["created"], "command": command, "model_dir": str(md.root),
             "texts": {"source": source, "n": len(texts), "mean_tokens": float(np.mean(n_tokens)),

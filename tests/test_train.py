@@ -239,3 +239,17 @@ def test_real_backbone_on_sample_books_beats_most_frequent_labels(tmp_path):
     m = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert m["final"] == "transformer"
     assert m["transformer"]["micro_f1"] > m["most_frequent"]["micro_f1"] + 0.15, m["transformer"]
+
+
+def test_time_budget_shrinks_the_schedule_and_still_anneals(tiny_backbone, tiny_data, tmp_path):
+    from training import train
+
+    out = tmp_path / "budget"
+    assert train.main(["--data", str(tiny_data), "--out", str(out), "--backbone", str(tiny_backbone),
+                       "--max-length", "32", "--epochs", "200", "--time-budget", "20s", "--no-blend"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["train"]["stopped_by_budget"] and m["train"]["steps"] < m["train"]["planned_steps"]
+    assert m["train"]["total_seconds"] < 20 * 1.5, m["train"]
+    lrs = [h["lr"] for h in json.loads((out / "history.json").read_text())]
+    head_lr = json.loads((out / "settings.json").read_text())["head_lr"]
+    assert lrs[-1] < 0.05 * head_lr, "the shortened schedule must still anneal"

@@ -249,20 +249,26 @@ def make_learner(dls, model, y_train, s: TrainSettings):
 
 
 class BudgetedOneCycle:
-    """fastai callback factory: a one-cycle schedule over `total` optimizer steps, re-planned once from the
-    measured step time so the run ends (annealed) before the deadline."""
+    """fastai callback factory: a one-cycle schedule over `total` optimizer steps. With a deadline, the total
+    is re-planned from measured step times at a few early points (while the rate is still warming up), up or
+    down but never past the planned epochs, so the run anneals fully and ends before the deadline."""
+
+    REPLAN_AT = (12, 25, 50, 100, 200)
 
     def __new__(cls, *args, **kwargs):
         from fastai.callback.core import Callback, CancelFitException
 
+        replan_points = cls.REPLAN_AT
+
         class _Sched(Callback):
             order = 60
 
-            def __init__(self, lrs, total, pct_start, deadline, reserve_fn, replan_at=12, log=print):
+            def __init__(self, lrs, total, pct_start, deadline, reserve_fn, steps_per_epoch, log=print):
                 self.lrs, self.total, self.pct_start = np.asarray(lrs), total, pct_start
-                self.deadline, self.reserve_fn, self.replan_at, self.log = deadline, reserve_fn, replan_at, log
-                self.step, self.t_first, self.history, self.stopped_by_budget = 0, None, [], False
-                self.planned = total
+                self.deadline, self.reserve_fn, self.log = deadline, reserve_fn, log
+                self.steps_per_epoch = steps_per_epoch
+                self.step, self.history, self.stopped_by_budget = 0, [], False
+                self.planned, self.durations, self.t_last = total, [], None
 
             def before_batch(self):
                 if not self.training:
@@ -270,22 +276,33 @@ class BudgetedOneCycle:
                 mult = one_cycle(self.step / max(self.total, 1), self.pct_start)
                 self.opt.set_hyper("lr", self.lrs * mult)
 
+            def _replan(self, now: float) -> None:
+                d = np.array(self.durations[3:])  # the first steps pay for warm-up allocations
+                d = d[d < 5 * np.median(d)]        # drop gaps that hold an epoch-end validation
+                per_step = float(d.mean())
+                total = self.planned
+                for _ in range(3):  # epoch-end validations depend on the total: iterate to a fixed point
+                    epoch_ends = max(0, math.ceil(total / self.steps_per_epoch) - 1 - self.step // self.steps_per_epoch)
+                    left = self.deadline - now - self.reserve_fn(per_step, epoch_ends)
+                    total = self.step + plan_steps(self.planned - self.step, per_step, left)
+                if total != self.total:
+                    self.log(f"  time budget: {per_step:.2f} s/step at step {self.step} -> {total} steps "
+                             f"(planned {self.planned})")
+                self.total, self.stopped_by_budget = total, total < self.planned
+
             def after_batch(self):
                 if not self.training:
                     return
                 self.step += 1
                 now = time.time()
-                if self.step == 2:
-                    self.t_first = now  # the first steps pay for warm-up allocations: time from step 2
+                if self.t_last is not None:
+                    self.durations.append(now - self.t_last)
+                self.t_last = now
                 self.history.append({"step": self.step, "lr": float(self.lrs[-1] * one_cycle(
                     (self.step - 1) / max(self.total, 1), self.pct_start)), "loss": float(self.learn.loss.detach())})
-                if self.deadline and self.step == self.replan_at and self.t_first:
-                    per_step = (now - self.t_first) / (self.step - 2)
-                    left = self.deadline - now - self.reserve_fn(per_step)
-                    new_total = self.step + plan_steps(self.total - self.step, per_step, left)
-                    if new_total < self.total:
-                        self.log(f"  time budget: {per_step:.2f} s/step -> {new_total} steps instead of {self.total}")
-                        self.total, self.stopped_by_budget = new_total, True
+                if (self.deadline and self.step in replan_points and self.step < 0.2 * self.planned
+                        and len(self.durations) > 5):
+                    self._replan(now)
                 if self.step >= self.total:
                     raise CancelFitException()
 
@@ -299,7 +316,7 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
     if s.freeze_epochs > 0:
         learn.freeze()
         total = max(1, int(round(s.freeze_epochs * steps_per_epoch)))
-        sched = BudgetedOneCycle(lrs, total, s.pct_start, None, reserve_fn, log=log)
+        sched = BudgetedOneCycle(lrs, total, s.pct_start, None, reserve_fn, steps_per_epoch, log=log)
         log(f"  head only: {total} steps")
         learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched])
         learn.unfreeze()
@@ -309,7 +326,7 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
         left = deadline - time.time()
         if left <= 0:
             raise TrainError("--time-budget is already used up before training started (data loading, baseline)")
-    sched = BudgetedOneCycle(lrs, total, s.pct_start, deadline, reserve_fn, log=log)
+    sched = BudgetedOneCycle(lrs, total, s.pct_start, deadline, reserve_fn, steps_per_epoch, log=log)
     log(f"  one-cycle: {total} steps ({s.epochs:g} epochs x {steps_per_epoch}), lr {lrs[0]:.2e} (embeddings) "
         f"... {lrs[-2]:.2e} (top layer), {lrs[-1]:.2e} (head)")
     learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched])
@@ -430,10 +447,11 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict:
     learn, n_groups = make_learner(dls, model, ys["train"], s)
     n_eval = len(texts["valid"]) + len(texts["test"])
 
-    def reserve(per_step: float) -> float:
-        # evaluation cost after training: forward only (~1/3 of a train step) over valid+test, plus saving
-        per_eval_step = per_step / 3 * s.eval_batch_size / s.batch_size
-        return per_eval_step * math.ceil(n_eval / s.eval_batch_size) * 1.3 + 10
+    def reserve(per_step: float, epoch_ends: int = 0) -> float:
+        # time still needed besides training steps: epoch-end validation passes and the final evaluation
+        # (forward only, ~1/3 of a training step per example) over valid + test, plus saving
+        per_example = per_step / s.batch_size / 3
+        return per_example * (epoch_ends * len(texts["valid"]) + n_eval) * 1.3 + 15
 
     with learn.no_logging() if os.environ.get("MLTC_QUIET") else _nullcontext():
         sched, steps_per_epoch = fit(learn, n_groups, s, deadline, reserve, log=log)

@@ -115,10 +115,10 @@ def read_model_dir(model_dir: str | Path) -> ModelDir:
 
 def load_torch_model(md: ModelDir):
     """The checkpoint as an eval-mode PyTorch model with eager attention (the pattern the ONNX fusions know)."""
-    from transformers import AutoModelForSequenceClassification
+    from training.modeling import load_classifier  # the checkpoint's model definition (pooling), shared with training
 
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(md.checkpoint, attn_implementation="eager")
+        model = load_classifier(md.checkpoint, attn_implementation="eager")
     except Exception as exc:  # safetensors/transformers raise many types for truncated or foreign files
         raise CompressionError(f"{md.weights}: cannot load the checkpoint ({type(exc).__name__}: {exc})") from exc
     if model.config.num_labels != len(md.labels):

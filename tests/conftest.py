@@ -27,3 +27,23 @@ def tiny_bundle(tmp_path_factory) -> Path:
     from tests.tiny_bundle import TINY_LABELS, make_tiny_bundle
 
     return make_tiny_bundle(tmp_path_factory.mktemp("tiny"), TINY_LABELS)
+
+
+@pytest.fixture(scope="session")
+def sample_books_model(tmp_path_factory) -> Path:
+    """The real offline backbone fine-tuned (transformer alone, no blend) on data/sample/books.csv, once per
+    session, through the real commands; shared by the slow training and compression tests."""
+    import subprocess
+
+    data = config.SAMPLE_DIR / "books.csv"
+    if not data.is_file():
+        pytest.skip(f"{data} is missing")
+    root = tmp_path_factory.mktemp("sample_books")
+    processed, model = root / "processed", root / "model"
+    for cmd in (["training.prepare", "--input", str(data), "--out", str(processed), "--quiet"],
+                ["training.train", "--data", str(processed), "--out", str(model), "--no-blend",
+                 "--epochs", "6", "--time-budget", "10m"]):
+        proc = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, cwd=config.ROOT,
+                              timeout=1800)
+        assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return model

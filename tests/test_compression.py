@@ -34,9 +34,11 @@ def run_py(code: str, timeout: int = 120) -> subprocess.CompletedProcess:
 
 def torch_probabilities(model_dir: Path, texts, max_length: int) -> np.ndarray:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir / "checkpoint").eval()
+    from training.modeling import load_classifier
+
+    model = load_classifier(model_dir / "checkpoint").eval()
     tok = AutoTokenizer.from_pretrained(model_dir / "checkpoint")
     batch = tok(list(texts), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     with torch.inference_mode():
@@ -224,21 +226,12 @@ def test_cli_reports_bad_input_on_stderr_with_exit_code_2(tmp_path):
 
 # ---------------------------------------------------------------- the real backbone (slow)
 @pytest.mark.slow
-def test_int8_bundle_of_the_fine_tuned_backbone_keeps_f1_within_one_point(tmp_path):
-    """prepare -> train (offline MiniLM, short) -> compress on the sample books; int8 F1 within 1 point of PyTorch."""
-    sample = sorted(config.SAMPLE_DIR.glob("books*.csv"))
-    if not sample or not (config.ROOT / "training" / "train.py").is_file():
-        pytest.skip("needs data/sample/books*.csv and training.train")
-    data = config.SAMPLE_DIR / "books.csv"
-    if not data.is_file():
-        data = sample[0]
-    processed, model = tmp_path / "processed", tmp_path / "model"
-    py = [sys.executable, "-m"]
-    for cmd in (["training.prepare", "--input", str(data), "--out", str(processed), "--quiet"],
-                ["training.train", "--data", str(processed), "--out", str(model), "--epochs", "3", "--no-blend"],
-                ["compression.quantize", "--model", str(model), "--bench-rounds", "2"]):
-        proc = subprocess.run(py + cmd, capture_output=True, text=True, cwd=config.ROOT, timeout=1800)
-        assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+def test_int8_bundle_of_the_fine_tuned_backbone_keeps_f1_within_one_point(sample_books_model):
+    """The offline MiniLM fine-tuned on the sample books -> compress; int8 F1 within 1 point of PyTorch."""
+    model = sample_books_model
+    proc = subprocess.run([sys.executable, "-m", "compression.quantize", "--model", str(model), "--bench-rounds", "2"],
+                          capture_output=True, text=True, cwd=config.ROOT, timeout=1800)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     ev = json.loads((model / "bundle" / "eval.json").read_text())
     pt, int8 = ev["variants"]["pytorch"], ev["variants"][ev["chosen"]]
     assert ev["parity"]["max_abs_prob_diff_fp32_vs_pytorch"] <= 1e-4
@@ -297,3 +290,24 @@ def test_roberta_style_model_exports_without_token_type_ids(tmp_path):
 
     res = Predictor.from_bundle(bundle).predict(TEXTS)
     assert res[-1]["truncated"] and all(len(r["labels"]) == len(TINY_LABELS) for r in res)
+
+
+def test_mean_pooled_checkpoint_exports_with_its_pooling(tmp_path):
+    """A checkpoint trained with mean pooling (config.classifier_pooling) keeps it through ONNX: parity holds
+    against the mean-pooled PyTorch model and the scores differ from the same weights read through [CLS]."""
+    md = make_tiny_model_dir(tmp_path / "model", TINY_LABELS, seed=5)
+    cfg = json.loads((md / "checkpoint" / "config.json").read_text())
+    cfg["classifier_pooling"] = "mean"
+    (md / "checkpoint" / "config.json").write_text(json.dumps(cfg))
+    bundle = build_bundle(md, tmp_path / "bundle", bench_rounds=0, candidates=["int8"], quiet=True)
+    ev = json.loads((bundle / "eval.json").read_text())
+    assert ev["parity"]["passed"] and ev["parity"]["max_abs_prob_diff_fp32_vs_pytorch"] <= 1e-4
+    from deployment.predictor import Predictor
+
+    got = np.array([[{s["label"]: s["score"] for s in r["labels"]}[lab] for lab in TINY_LABELS]
+                    for r in Predictor.from_bundle(bundle).predict(TEXTS)])
+    mean = torch_probabilities(md, TEXTS, 64)
+    cfg["classifier_pooling"] = "cls"
+    (md / "checkpoint" / "config.json").write_text(json.dumps(cfg))
+    cls = torch_probabilities(md, TEXTS, 64)
+    assert np.abs(got - mean).max() < 0.05 < np.abs(got - cls).max()

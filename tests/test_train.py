@@ -60,7 +60,7 @@ def trained(tiny_backbone, tiny_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "tiny"
     code = train.main(["--data", str(tiny_data), "--out", str(out), "--backbone", str(tiny_backbone),
                        "--max-length", "32", "--batch-size", "16", "--epochs", "2", "--lr", "1e-3", "--head-lr", "3e-3",
-                       "--pos-weight", "4", "--seed", "0"])
+                       "--pos-weight", "4", "--seed", "0", "--pooling", "mean"])
     assert code == 0
     return out
 
@@ -119,6 +119,38 @@ def test_settings_and_command_describe_the_run(trained, tiny_backbone):
     hist = json.loads((trained / "history.json").read_text())
     lrs = [h["lr"] for h in hist]
     assert max(lrs) > lrs[0] and lrs[-1] < max(lrs) / 10, "one-cycle: warm up, then anneal"
+
+
+def test_mean_pooling_is_saved_and_restored_with_the_checkpoint(trained):
+    from training.modeling import MeanPooledClassifier, load_classifier
+
+    cfg = json.loads((trained / "checkpoint" / "config.json").read_text())
+    assert cfg["classifier_pooling"] == "mean"
+    assert isinstance(load_classifier(trained / "checkpoint"), MeanPooledClassifier)
+
+
+def test_mean_pooling_ignores_padding(trained):
+    import torch
+    from transformers import AutoTokenizer
+
+    from training.modeling import load_classifier
+
+    model = load_classifier(trained / "checkpoint").eval()
+    tok = AutoTokenizer.from_pretrained(trained / "checkpoint")
+    alone = tok(["a dragon and a wizard"], return_tensors="pt")
+    padded = tok(["a dragon and a wizard", "a much longer text about a detective, a murder and a clue"],
+                 padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a = model(**alone).logits[0]
+        b = model(**padded).logits[0]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_sentence_transformers_backbone_declares_mean_pooling(tiny_backbone):
+    from training.modeling import backbone_pooling
+
+    assert backbone_pooling(backbone_path()) == "mean"
+    assert backbone_pooling(tiny_backbone) == "cls"
 
 
 def test_evaluate_saved_model_reproduces_its_test_metrics(trained):
@@ -227,18 +259,11 @@ def test_compat_load_metric_stand_in_explains_itself():
 
 
 @pytest.mark.slow
-def test_real_backbone_on_sample_books_beats_most_frequent_labels(tmp_path):
-    books = config.SAMPLE_DIR / "books.csv"
-    if not books.exists():
-        pytest.skip(f"{books} is missing")
-    from training import prepare, train
-
-    assert prepare.main(["--input", str(books), "--out", str(tmp_path / "books"), "--min-label-freq", "0.01"]) == 0
-    assert train.main(["--data", str(tmp_path / "books"), "--out", str(tmp_path / "model"), "--no-blend",
-                       "--epochs", "4", "--max-length", "192"]) == 0
-    m = json.loads((tmp_path / "model" / "metrics.json").read_text())
+def test_real_backbone_on_sample_books_beats_most_frequent_labels(sample_books_model):
+    m = json.loads((sample_books_model / "metrics.json").read_text())
     assert m["final"] == "transformer"
-    assert m["transformer"]["micro_f1"] > m["most_frequent"]["micro_f1"] + 0.15, m["transformer"]
+    assert m["transformer"]["micro_f1"] > m["most_frequent"]["micro_f1"] + 0.25, m["transformer"]
+    assert m["transformer"]["macro_f1"] > m["most_frequent"]["macro_f1"] + 0.25, m["transformer"]
 
 
 def test_time_budget_shrinks_the_schedule_and_still_anneals(tiny_backbone, tiny_data, tmp_path):

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import config
+from training.modeling import POOLING_KEY, backbone_pooling, load_classifier, with_pooling
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 _OFFLINE_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm", "offline"}
@@ -66,6 +67,7 @@ class TrainSettings:
     threads: int | None = None           # torch intra-op threads (default: torch's choice)
     eval_batch_size: int = 64
     resume: bool = False                 # start from <out>/checkpoint instead of the backbone
+    pooling: str = "auto"                # sentence vector: auto (the backbone's own: mean for sentence-transformers), mean, cls
     bf16: str = "auto"                   # bfloat16 autocast for training: auto (on when the CPU has native bf16), on, off
 
 
@@ -434,8 +436,16 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict:
     model, tok = load_model_and_tokenizer(source, labels)
     if model.config.num_labels != len(labels):
         raise TrainError(f"{source}: the model has {model.config.num_labels} outputs but the data has {len(labels)} labels")
+    pooling = s.pooling
+    if pooling == "auto":
+        pooling = getattr(model.config, POOLING_KEY, None) if s.resume else backbone_pooling(source)
+        pooling = pooling or "cls"
+    try:
+        model = with_pooling(model, pooling)
+    except ValueError as e:
+        raise TrainError(f"--pooling {s.pooling}: {e}") from e
     log(f"backbone: {backbone_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) from {source}; "
-        f"bf16 autocast {'on' if use_bf16(s.bf16) else 'off'} (--bf16 {s.bf16})")
+        f"{pooling} pooling; bf16 autocast {'on' if use_bf16(s.bf16) else 'off'} (--bf16 {s.bf16})")
 
     texts = {k: p["text"].tolist() for k, p in parts.items()}
     linear = None
@@ -493,7 +503,7 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict:
     (tmp / "thresholds.json").write_text(json.dumps(final_th, indent=2, ensure_ascii=False))
     if final_name == "blend":
         linear.export(tmp / "linear", weight)
-    settings = asdict(s) | {"bf16_used": use_bf16(s.bf16), "backbone": backbone_name, "backbone_source": source, "data": str(Path(s.data).resolve())}
+    settings = asdict(s) | {"pooling_used": pooling, "bf16_used": use_bf16(s.bf16), "backbone": backbone_name, "backbone_source": source, "data": str(Path(s.data).resolve())}
     (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
     (tmp / "command.txt").write_text(command + "\n")
     train_info = {"steps": sched.step, "planned_steps": sched.planned, "epochs_done": round(sched.step / steps_per_epoch, 3),
@@ -544,9 +554,9 @@ def evaluate_saved(model_dir: Path, log=print) -> dict:
     if data_labels != labels:
         raise TrainError(f"{model_dir / 'labels.json'} does not match {settings['data']}/labels.json "
                          "(different labels or order): re-train on this data")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir / "checkpoint")
+    model = load_classifier(model_dir / "checkpoint")
     tok = AutoTokenizer.from_pretrained(model_dir / "checkpoint")
     if model.config.num_labels != len(labels):
         raise TrainError(f"{model_dir / 'checkpoint'} has {model.config.num_labels} outputs but labels.json has {len(labels)}")
@@ -597,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-blend", dest="blend", action="store_false", help="do not blend with the TF-IDF model")
     ap.add_argument("--min-support", type=int, default=d.min_support, help="valid positives needed for a per-label threshold")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--pooling", choices=("auto", "mean", "cls"), default=d.pooling,
+                    help="sentence vector for the head: auto = the backbone's own (mean for sentence-transformers models)")
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default=d.bf16,
                     help="bfloat16 autocast while training (auto: on when the CPU has native bf16, ~1.5x faster here)")
     ap.add_argument("--resume", action="store_true", help="continue training from <out>/checkpoint")

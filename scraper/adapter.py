@@ -53,6 +53,24 @@ def unique(items: Iterable[str]) -> list[str]:
     return out
 
 
+def first_layout_rows(soup, base_url: str, layouts, canonical) -> list[dict]:
+    """Rows from the first listing layout that finds any, one per canonical URL (a book listed twice on a
+    page, or a question in two widgets, is one row)."""
+    rows: list[dict] = []
+    for layout in layouts:
+        rows = layout(soup, base_url)
+        if rows:
+            break
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        key = canonical(row["url"])
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
 def absolute(url: str | None, base: str) -> str:
     return urljoin(base, url.strip()) if url and url.strip() else ""
 

@@ -175,3 +175,19 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def pool_and_report(todo, work, record, workers: int, stop, bar, outputs, summary, client) -> int:
+    """Run the worker pool, close the progress bar and output files, print the summary; the exit code:
+    interrupted, 1 when pages were tried and nothing was written, else 0."""
+    try:
+        interrupted = not run_pool(todo, work, record, workers, stop)
+    finally:
+        bar.close()
+        for out in outputs:
+            out.close()
+    print(summary.line(client.requests_made), flush=True)
+    if interrupted:
+        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0 if summary.pages == 0 or summary.rows > 0 else 1

@@ -216,17 +216,7 @@ def run(argv: list[str] | None = None) -> int:
         bar.update(1)
         bar.set_postfix(rows=summary.rows, errors=sum(summary.errors.values()), refresh=False)
 
-    try:
-        interrupted = not cli.run_pool(todo, work, record, args.workers, stop)
-    finally:
-        bar.close()
-        rows_out.close()
-        errors_out.close()
-    print(summary.line(client.requests_made), flush=True)
-    if interrupted:
-        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
-        return cli.EXIT_INTERRUPTED
-    return 0 if summary.pages == 0 or summary.rows > 0 else 1
+    return cli.pool_and_report(todo, work, record, args.workers, stop, bar, (rows_out, errors_out), summary, client)
 
 
 def main() -> None:

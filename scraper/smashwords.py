@@ -18,7 +18,7 @@ import re
 
 from bs4 import BeautifulSoup, NavigableString, Tag
 
-from scraper.adapter import absolute, combine, iso_date, strip_query, to_int, unique
+from scraper.adapter import absolute, combine, first_layout_rows, iso_date, strip_query, to_int, unique
 from scraper.structured import (as_list, itemprop_elements, itemprop_first, json_ld_of_type, ld_text, make_soup,
                                 meta_content, microdata_scope, rel_next_link)
 from scraper.text import clean_inline, html_to_text
@@ -42,18 +42,7 @@ def canonical_url(url: str) -> str:
 def parse_listing(html: str | bytes, base_url: str) -> tuple[list[dict], str | None]:
     """Book rows (url, title, cover_url) of one category listing page, and the next page's URL or None."""
     soup = make_soup(html)
-    rows: list[dict] = []
-    for layout in LISTING_LAYOUTS:
-        rows = layout(soup, base_url)
-        if rows:
-            break
-    seen: set[str] = set()
-    unique_rows = []
-    for row in rows:
-        key = canonical_url(row["url"])
-        if key not in seen:
-            seen.add(key)
-            unique_rows.append(row)
+    unique_rows = first_layout_rows(soup, base_url, LISTING_LAYOUTS, canonical_url)
     return unique_rows, _next_page(soup, base_url)
 
 

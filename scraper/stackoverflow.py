@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from bs4 import BeautifulSoup, Tag
 
-from scraper.adapter import absolute, combine, iso_date, strip_query, to_int, unique
+from scraper.adapter import absolute, combine, first_layout_rows, iso_date, strip_query, to_int, unique
 from scraper.structured import (itemprop_elements, itemprop_first, json_ld_of_type, ld_text, make_soup, meta_content,
                                 microdata_scope, rel_next_link)
 from scraper.text import clean_inline, html_to_text
@@ -42,18 +42,7 @@ def canonical_url(url: str) -> str:
 def parse_listing(html: str | bytes, base_url: str) -> tuple[list[dict], str | None]:
     """Question rows (url, title) of one listing page, and the next page's URL or None."""
     soup = make_soup(html)
-    rows: list[dict] = []
-    for layout in LISTING_LAYOUTS:
-        rows = layout(soup, base_url)
-        if rows:
-            break
-    seen: set[str] = set()
-    out = []
-    for row in rows:
-        key = canonical_url(row["url"])
-        if key not in seen:
-            seen.add(key)
-            out.append(row)
+    out = first_layout_rows(soup, base_url, LISTING_LAYOUTS, canonical_url)
     next_href = rel_next_link(soup)
     if not next_href:
         link = soup.select_one(".s-pagination a.s-pagination--item[href][rel~=next], "

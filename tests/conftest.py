@@ -42,7 +42,7 @@ def sample_books_model(tmp_path_factory) -> Path:
     processed, model = root / "processed", root / "model"
     for cmd in (["training.prepare", "--input", str(data), "--out", str(processed), "--quiet"],
                 ["training.train", "--data", str(processed), "--out", str(model), "--no-blend",
-                 "--epochs", "6", "--time-budget", "10m"]):
+                 "--epochs", "8", "--time-budget", "10m"]):
         proc = subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, cwd=config.ROOT,
                               timeout=1800)
         assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

@@ -550,3 +550,15 @@ def test_stackoverflow_titles_counts_match_an_independent_recount(shared_dir, tm
         assert report[key] == value, key
     assert report["elapsed_s"] < 60
     assert_contract(df, labels, report)
+
+
+def test_min_words_drops_placeholder_texts_before_they_merge(tmp_path):
+    import pandas as pd
+
+    from training.data import drop_short_text
+
+    df = pd.DataFrame({"text": ["To be added.", "To be added.", "A real description of a long quest for a crown."],
+                       "labels": [["A"], ["B"], ["A"]]})
+    out, facts = drop_short_text(df, 5)
+    assert out["text"].tolist() == ["A real description of a long quest for a crown."]
+    assert facts == {"dropped": 2, "min_words": 5}

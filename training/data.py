@@ -348,6 +348,13 @@ def normalise_texts(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return out, {"rows_changed": int(changed)}
 
 
+def drop_short_text(df: pd.DataFrame, min_words: int) -> tuple[pd.DataFrame, dict]:
+    """Drop rows with fewer than `min_words` words: placeholders such as "To be added." carry no signal, and
+    near-duplicate merging would fold every copy of one into a single row with many unrelated labels."""
+    keep = df["text"].str.split().str.len() >= min_words
+    return df[keep].reset_index(drop=True), {"dropped": int((~keep).sum()), "min_words": int(min_words)}
+
+
 def drop_empty_text(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Drop rows whose text is empty (after normalisation, so whitespace-only or `&nbsp;` counts as empty)."""
     keep = df["text"].str.len() > 0

@@ -72,6 +72,7 @@ class PrepareSettings:
     label_map: Path | None = None                       # JSON {old: new | null}
     hierarchy: str = "keep"                             # keep | leaf | expand
     dedup: str = "near"                                 # near | exact | none
+    min_words: int = 1                                  # drop texts shorter than this (placeholders), before dedup
 
     def __post_init__(self) -> None:
         self.input = Path(self.input)
@@ -96,6 +97,8 @@ class PrepareSettings:
             raise PrepareError("--text-col: give at least one column name, e.g. --text-col text or --text-col title,text")
         if self.hierarchy not in ("keep", "leaf", "expand"):
             raise PrepareError(f"--hierarchy {self.hierarchy}: choose keep, leaf or expand")
+        if self.min_words < 1:
+            raise PrepareError(f"--min-words {self.min_words}: give a word count of at least 1")
         if self.dedup not in ("near", "exact", "none"):
             raise PrepareError(f"--dedup {self.dedup}: choose near, exact or none")
 
@@ -143,6 +146,8 @@ def prepare(
     rows_in, labels_in = _count(df).values()
     step("normalise_text", data.normalise_texts)
     step("drop_empty_text", data.drop_empty_text)
+    if settings.min_words > 1:
+        step("drop_short_text", data.drop_short_text, settings.min_words)
     step("deduplicate", data.deduplicate, settings.dedup)
     if label_map is not None:
         step("label_map", data.apply_label_map, label_map)
@@ -370,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dedup", choices=("near", "exact", "none"), default="near",
                    help="merge duplicate texts: near = same up to case, punctuation and spacing; exact = identical "
                         "after normalisation; none = keep all")
+    p.add_argument("--min-words", type=int, default=1, metavar="N",
+                   help="drop texts with fewer than N words before deduplication (e.g. 5 drops 'To be added.' placeholders)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary line")
     return p
 
@@ -383,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             input=args.input, out=args.out, name=args.name, text_cols=_columns(args.text_col),
             labels_col=args.labels_col, format=args.format, min_label_freq=args.min_label_freq,
             split=tuple(args.split), seed=args.seed, label_map=args.label_map, hierarchy=args.hierarchy,
-            dedup=args.dedup,
+            dedup=args.dedup, min_words=args.min_words,
         )
         log("training.prepare settings:")
         for key, value in settings.as_dict().items():

@@ -272,6 +272,9 @@ def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_
     progress.step(f"checking {model_dir}")
     md = read_model_dir(model_dir)
     out = Path(out) if out else md.root / "bundle"
+    if out.exists() and any(out.iterdir()) and not (out / "bundle.json").is_file():
+        raise CompressionError(f"{out} exists and is not a bundle (no bundle.json): refusing to replace it; "
+                               "choose a new --out folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

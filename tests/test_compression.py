@@ -311,3 +311,13 @@ def test_mean_pooled_checkpoint_exports_with_its_pooling(tmp_path):
     (md / "checkpoint" / "config.json").write_text(json.dumps(cfg))
     cls = torch_probabilities(md, TEXTS, 64)
     assert np.abs(got - mean).max() < 0.05 < np.abs(got - cls).max()
+
+
+def test_out_folder_that_is_not_a_bundle_is_never_replaced(tmp_path):
+    md = make_tiny_model_dir(tmp_path / "model", TINY_LABELS, seed=6)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(CompressionError, match="refusing to replace"):
+        build_bundle(md, precious, bench_rounds=0, candidates=["int8"], quiet=True)
+    assert (precious / "notes.txt").read_text() == "keep me"

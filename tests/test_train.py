@@ -208,6 +208,15 @@ def test_unknown_backbone_is_an_error_not_a_fallback(tiny_data, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+def test_out_that_is_not_a_model_dir_is_never_replaced(tiny_data, tiny_backbone, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    r = _run("--data", str(tiny_data), "--out", str(precious), "--backbone", str(tiny_backbone))
+    assert r.returncode == 2 and "refusing to replace" in r.stderr
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
 def test_missing_data_dir_is_a_clear_error(tmp_path):
     r = _run("--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m"))
     assert r.returncode == 2 and "does not exist" in r.stderr and "training.prepare" in r.stderr

@@ -51,9 +51,9 @@ class TrainSettings:
     backbone: str = DEFAULT_BACKBONE     # offline MiniLM, a local HF folder, or a cached hub name
     max_length: int = 256                # tokens per text; truncation keeps the end token
     batch_size: int = 16
-    epochs: float = 6.0                  # planned epochs (fractions allowed); a time budget may shorten it
-    lr: float = 1e-4                     # peak learning rate of the top transformer layer
-    head_lr: float = 1e-3                # peak learning rate of the new classifier head (pooler + classifier)
+    epochs: float = 10.0                 # planned epochs (fractions allowed); a time budget may shorten it
+    lr: float = 2e-4                     # peak learning rate of the top transformer layer
+    head_lr: float = 5e-3                # peak learning rate of the new classifier head (pooler + classifier)
     lr_decay: float = 0.8                # each lower layer group gets lr_decay x the rate of the one above
     weight_decay: float = 0.01
     pct_start: float = 0.1               # share of steps spent warming up
@@ -419,6 +419,9 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict:
     t0 = time.time()
     deadline = t0 + s.time_budget if s.time_budget else None
     out = Path(s.out)
+    if out.exists() and any(out.iterdir()) and not (out / "settings.json").is_file():
+        raise TrainError(f"--out {out} exists and is not a model dir (no settings.json): refusing to replace it; "
+                         "choose a new folder")
     if s.threads:
         torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=config.PROCESSED_DIR / "books",
                     help="processed data dir (default: data/processed/books; made from the sample if missing)")
     ap.add_argument("--backbone", default="all-MiniLM-L6-v2", help="backbone to time")
-    ap.add_argument("--batches", type=int, default=20, help="timed batches per path")
+    ap.add_argument("--batches", type=int, default=15, help="timed batches per path")
     ap.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=256)
@@ -40,8 +40,9 @@ def main(argv=None) -> int:
     import torch
     from fastai.callback.core import Callback, CancelFitException
 
+    from training.modeling import backbone_pooling, with_pooling
     from training.train import (TrainSettings, build_dls, load_model_and_tokenizer, load_splits, make_learner,
-                                resolve_backbone)
+                                resolve_backbone, use_bf16)
 
     if not (args.data / "dataset.csv").is_file():
         if args.data == config.PROCESSED_DIR / "books":
@@ -56,6 +57,8 @@ def main(argv=None) -> int:
     parts, ys, labels = load_splits(args.data, None, 0)
     source, name = resolve_backbone(args.backbone)
     model, tok = load_model_and_tokenizer(source, labels)
+    model = with_pooling(model, backbone_pooling(source))  # the model exactly as training.train builds it
+    bf16 = use_bf16(s.bf16)
     initial = copy.deepcopy(model.state_dict())
     dls = build_dls(parts["train"], parts["valid"], ys["train"], ys["valid"], labels, tok, model, s)
     learn, _ = make_learner(dls, model, ys["train"], s)
@@ -92,7 +95,9 @@ def main(argv=None) -> int:
     plain = [time.perf_counter()]
     for x, y in record:
         x = {k: v.as_subclass(torch.Tensor) for k, v in x.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        loss = loss_fn(model(**x).logits, y.as_subclass(torch.Tensor).float())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # same precision as the fastai path
+            logits = model(**x).logits
+        loss = loss_fn(logits.float(), y.as_subclass(torch.Tensor).float())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -101,14 +106,14 @@ def main(argv=None) -> int:
 
     tokens = [int(x["attention_mask"].sum()) for x, _ in record[args.warmup:]]
     rows = {"fastai + blurr": fastai_times, "plain PyTorch loop": plain_times}
-    result = {"backbone": name, "data": str(args.data), "batch_size": args.batch_size, "max_length": args.max_length,
+    result = {"backbone": name, "data": str(args.data), "bf16_autocast": bf16, "batch_size": args.batch_size, "max_length": args.max_length,
               "batches": args.batches, "mean_tokens_per_batch": float(np.mean(tokens)),
               "torch_threads": torch.get_num_threads(),
               "paths": {k: {"mean_s": float(v.mean()), "median_s": float(statistics.median(v)),
                             "p90_s": float(np.percentile(v, 90))} for k, v in rows.items()}}
     overhead = result["paths"]["fastai + blurr"]["median_s"] / result["paths"]["plain PyTorch loop"]["median_s"] - 1
     result["fastai_overhead"] = overhead
-    print(f"\n{name}, batch {args.batch_size}, ≤{args.max_length} tokens (mean {np.mean(tokens):.0f} real tokens/batch), "
+    print(f"\n{name}, bf16 autocast {'on' if bf16 else 'off'} on both paths, batch {args.batch_size}, ≤{args.max_length} tokens (mean {np.mean(tokens):.0f} real tokens/batch), "
           f"{args.batches} timed batches each\n")
     print("| path | mean s/batch | median s/batch | p90 s/batch |\n|---|---|---|---|")
     for k, v in result["paths"].items():

@@ -163,18 +163,21 @@ def run_pool(items: Iterable, work: Callable, record: Callable, workers: int, st
 
 @contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Inside the block, `kill <pid>` (SIGTERM) stops the run like Ctrl-C: rows so far are kept, the summary prints."""
+    """Inside the block, `kill <pid>` (SIGTERM) and Ctrl-C (SIGINT) stop the run the same way: rows so far are
+    kept, the summary prints. SIGINT gets an explicit handler because a process started in the background
+    inherits it ignored, and Python then never raises KeyboardInterrupt."""
     def handler(signum, frame):
         raise KeyboardInterrupt
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:                   # not the main thread (a test calling run() from a worker): no handler
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def pool_and_report(todo, work, record, workers: int, stop, bar, outputs, summary, client) -> int:

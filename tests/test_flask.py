@@ -11,16 +11,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 from bs4 import BeautifulSoup
-from werkzeug.serving import make_server
+from tests.live_server import serve
 
 from deployment.predictor import BundleError, Predictor
 from flask_app import create_app
@@ -30,19 +28,6 @@ MAX_TEXT_CHARS = 4_000          # small limits so the over-limit cases are cheap
 MAX_BODY_BYTES = 64 * 1024
 LONG_TEXT = " ".join(["dragon wizard kingdom quest"] * 60)   # ~240 words: far over the tiny model's 64 tokens
 SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy")
-
-
-@contextmanager
-def serve(app):
-    """The app on 127.0.0.1 with an OS-assigned port, in a thread; yields the base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

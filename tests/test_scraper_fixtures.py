@@ -80,17 +80,22 @@ def test_every_saved_page_is_covered(shared_dir):
     assert saved == covered
 
 
-@pytest.mark.parametrize("name", sorted(SMASHWORDS_BOOKS))
-def test_smashwords_book_page_gives_exact_title_categories_and_description(shared_dir, name):
-    title, labels, starts, contains, extras = SMASHWORDS_BOOKS[name]
-    record = smashwords.parse_details(read(shared_dir, "smashwords", name), "https://www.smashwords.com/books/view/1")
+def assert_record(record: dict, expected: tuple, columns) -> None:
+    """Exact title and labels, the description's start and a phrase inside it, site extras, column order."""
+    title, labels, starts, contains, extras = expected
     assert record["title"] == title
     assert record["labels"] == labels
     assert record["text"].startswith(starts)
     assert contains in record["text"]
     for key, value in extras.items():
         assert record[key] == value, key
-    assert list(record) == list(smashwords.DETAIL_COLUMNS)
+    assert list(record) == list(columns)
+
+
+@pytest.mark.parametrize("name", sorted(SMASHWORDS_BOOKS))
+def test_smashwords_book_page_gives_exact_title_categories_and_description(shared_dir, name):
+    record = smashwords.parse_details(read(shared_dir, "smashwords", name), "https://www.smashwords.com/books/view/1")
+    assert_record(record, SMASHWORDS_BOOKS[name], smashwords.DETAIL_COLUMNS)
 
 
 def test_smashwords_text_keeps_paragraphs_and_decodes_entities(shared_dir):
@@ -118,15 +123,8 @@ def test_smashwords_category_listing_rows_covers_and_next_page(shared_dir):
 
 @pytest.mark.parametrize("name", sorted(STACKOVERFLOW_QUESTIONS))
 def test_stackoverflow_question_page_gives_exact_title_tags_and_body(shared_dir, name):
-    title, labels, starts, contains, extras = STACKOVERFLOW_QUESTIONS[name]
     record = stackoverflow.parse_details(read(shared_dir, "stackoverflow", name), "https://stackoverflow.com/q/1")
-    assert record["title"] == title
-    assert record["labels"] == labels
-    assert record["text"].startswith(starts)
-    assert contains in record["text"]
-    for key, value in extras.items():
-        assert record[key] == value, key
-    assert list(record) == list(stackoverflow.DETAIL_COLUMNS)
+    assert_record(record, STACKOVERFLOW_QUESTIONS[name], stackoverflow.DETAIL_COLUMNS)
 
 
 def test_stackoverflow_question_text_is_the_question_not_its_answers(shared_dir):

@@ -29,6 +29,10 @@ import config
 from compression import report as rep
 from compression.export import (OPSET, CompressionError, ModelDir, export_onnx, load_torch_model, optimize_onnx,
                                 quantize_int8, read_model_dir)
+from deployment.encoding import Encoded, TextEncoder
+from deployment.predictor import DEFAULT_BATCH_SIZE, Predictor, session_options
+from deployment.scoring import LinearComponent, blend, sigmoid
+from outputs import OutputError, replace_dir
 
 PARITY_TOL = 1e-4                     # max |p_onnx_fp32 - p_pytorch| allowed
 SPEED_TIE = 0.10                      # speed differences under 10% count as ties (broken by agreement)
@@ -258,11 +262,10 @@ def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_
                  max_eval_texts: int | None = 2000, num_threads: int | None = None,
                  candidates: list[str] | None = None, opset: int = OPSET, quiet: bool = False,
                  command: str | None = None) -> Path:
-    """Run every step and write the bundle atomically; returns its path. Raises CompressionError on bad input."""
-    import torch  # only the compression stage needs torch: the bundle it writes does not
+    """Run every step and write the bundle atomically; returns its path. Raises CompressionError on bad input.
 
-    from deployment.predictor import Predictor, _sigmoid, session_options
-
+    read the model dir → stage tokenizer and linear part → export and quantise → evaluate every variant →
+    time them → choose → write → verify → swap into place."""
     candidates = list(candidates or CANDIDATES)
     unknown = [c for c in candidates if c not in CANDIDATES]
     if unknown:
@@ -272,213 +275,257 @@ def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_
     progress.step(f"checking {model_dir}")
     md = read_model_dir(model_dir)
     out = Path(out) if out else md.root / "bundle"
-    if out.exists() and any(out.iterdir()) and not (out / "bundle.json").is_file():
-        raise CompressionError(f"{out} exists and is not a bundle (no bundle.json): refusing to replace it; "
-                               "choose a new --out folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    work = tmp / "_work"
-    work.mkdir(parents=True)
     try:
-        tok_files = _copy_tokenizer(md, tmp)
-        if md.linear is not None:
-            for name in ("linear.json", "linear.npz"):
-                shutil.copy2(md.linear / name, tmp / name)
-        info = _bundle_info(md, tmp, tok_files, command)
-        (tmp / "bundle.json").write_text(json.dumps(info, indent=2))
-        model = load_torch_model(md)
-
-        progress.step(f"exporting fp32 ONNX (opset {opset}, inputs {info['inputs']})")
-        paths = {"onnx-fp32": export_onnx(model, info["inputs"], work / "model.onnx-fp32.onnx", opset)}
-        errors, fusions = {}, {}
-        progress.step("optimising the graph (onnxruntime transformer optimizer)")
-        try:
-            fusions = optimize_onnx(paths["onnx-fp32"], work / "model.onnx-optimized.onnx",
-                                    num_heads=int(md.config.get("num_attention_heads", 0)),
-                                    hidden_size=int(md.config.get("hidden_size", 0)))
-            paths["onnx-optimized"] = work / "model.onnx-optimized.onnx"
-            progress.say(f"fusions: {fusions or 'none'}")
-        except Exception as exc:  # a graph the optimizer can't handle is reported, not fatal: int8 of the plain export remains
-            errors["onnx-optimized"] = f"{type(exc).__name__}: {exc}"
-            progress.say(f"optimisation failed, continuing without it: {errors['onnx-optimized']}")
-        progress.step(f"quantising to int8: {', '.join(candidates)}")
-        for name in candidates:
-            source, per_channel = CANDIDATES[name]
-            if source not in paths:
-                errors[name] = f"{source} not available"
-                continue
-            try:
-                paths[name] = quantize_int8(paths[source], work / f"model.{name}.onnx", per_channel)
-            except Exception as exc:
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                progress.say(f"{name} failed: {errors[name]}")
-
-        progress.step("evaluating every variant against PyTorch")
-        warnings_ = list(md.warnings)
-        data_dir = rep.resolve_data_dir(md.settings.get("data"))
-        texts, targets, source, warn = rep.load_test_split(data_dir, md.labels, max_eval_texts)
-        if warn:
-            warnings_.append(warn)
-            rep.warn(warn)
-        have_f1 = texts is not None
-        if not have_f1:
-            texts, source = list(rep.PROBE_TEXTS), "built-in probe texts (no test split available)"
-        base = Predictor.from_bundle(tmp, num_threads=num_threads, model_file="_work/model.onnx-fp32.onnx")
-        encodings, n_tokens, truncated = base._encode(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        batches = [order[s:s + base.batch_size] for s in range(0, len(order), base.batch_size)]
-        feeds = [base._feeds([encodings[i] for i in idx]) for idx in batches]
-
-        def torch_run(f):
-            with torch.inference_mode():
-                return model(**{k: torch.from_numpy(v) for k, v in f.items()}).logits.numpy()
-
-        import onnxruntime as ort
-
-        options = session_options(num_threads)  # exactly what the served Predictor uses
-        runners = {"pytorch": torch_run}
-        for name, path in paths.items():
-            if name in errors:
-                continue
-            try:
-                sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-                runners[name] = (lambda s: (lambda f: s.run(["logits"], f)[0]))(sess)
-            except Exception as exc:
-                errors[name] = f"{type(exc).__name__}: {exc}"
-
-        def probs_of(run) -> np.ndarray:
-            p = np.empty((len(texts), len(md.labels)))
-            for idx, f in zip(batches, feeds):
-                p[idx] = _sigmoid(run(f))
-            return p
-
-        linear_p = base.linear.probabilities(texts) if base.linear is not None else None
-        thresholds = np.asarray(md.thresholds)
-        y_true = rep.label_matrix(targets, md.labels) if have_f1 else None
-        variants, probs = {}, {}
-        for name, run in runners.items():
-            try:
-                p = probs_of(run)
-            except Exception as exc:
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                continue
-            probs[name] = p
-            blended = p if linear_p is None else base.linear.weight * linear_p + (1 - base.linear.weight) * p
-            decided = blended >= thresholds
-            v = {"size_bytes": _size(md.weights) if name == "pytorch" else _size(paths[name])}
-            if name != "pytorch":
-                diff = np.abs(p - probs["pytorch"])
-                pt_decided = variants["pytorch"]["_decided"]
-                v.update(max_abs_prob_diff=float(diff.max()), mean_abs_prob_diff=float(diff.mean()),
-                         label_agreement=float((decided == pt_decided).mean()),
-                         set_agreement=float((decided == pt_decided).all(1).mean()))
-                if linear_p is not None:  # the blend can hide the transformer's changes (weight 1 hides them all)
-                    v["transformer_label_agreement"] = float(((p >= thresholds) == (probs["pytorch"] >= thresholds)).mean())
-            if have_f1:
-                v.update(rep.f1_scores(y_true, decided))
-            v["_decided"] = decided
-            variants[name] = v
-        for name in errors:
-            variants.setdefault(name, {})["error"] = errors[name]
-        for v in variants.values():
-            v.pop("_decided", None)
-
-        timed = bench_rounds > 0
-        progress.step(f"timing ({bench_rounds} rounds: batch 1 on 16 texts, batch 32)" if timed else "timing skipped")
-        if timed:
-            pick = list(range(len(texts)))
-            single = [base._feeds([encodings[i]]) for i in pick[:16]]
-            b32 = [encodings[pick[i % len(pick)]] for i in range(32)]
-            batch = base._feeds(b32)
-            timings = rep.time_runners({n: r for n, r in runners.items() if n in probs}, single, batch, bench_rounds)
-            for name, t in timings.items():
-                variants[name].update(t)
-
-        fp32_diff = variants.get("onnx-fp32", {}).get("max_abs_prob_diff")
-        chosen, reason = _choose(variants, candidates, have_f1, timed)
-        pt, ch = variants["pytorch"], variants[chosen]
-        sizes = {"pytorch": pt["size_bytes"], "onnx_fp32": _size(paths["onnx-fp32"]),
-                 "onnx_optimized": _size(paths["onnx-optimized"]) if "onnx-optimized" in paths else None,
-                 "int8": ch["size_bytes"]}
-        goals = {"int8_size_le_26pct_of_fp32": sizes["int8"] <= 0.26 * sizes["onnx_fp32"]}
-        speedup = None
-        if timed:
-            speedup = {"batch1": pt["latency_b1_ms"] / ch["latency_b1_ms"],
-                       "batch32": ch["throughput_b32"] / pt["throughput_b32"]}
-            goals.update(int8_4x_faster_b1=speedup["batch1"] >= 4, int8_2x_faster_b32=speedup["batch32"] >= 2)
-        if have_f1:
-            for v in variants.values():
-                if "micro_f1" in v:
-                    v["delta_micro_f1"] = v["micro_f1"] - pt["micro_f1"]
-                    v["delta_macro_f1"] = v["macro_f1"] - pt["macro_f1"]
-            # Two readings of "within 1 point": int8 loses at most 1 point (what the choice enforces), and
-            # |difference| <= 1 point (on a small test split, a few flipped decisions near a threshold move F1 by that).
-            goals["int8_f1_loss_le_1pt"] = max(-ch["delta_micro_f1"], -ch["delta_macro_f1"]) <= F1_TOL
-            goals["int8_f1_within_1pt"] = max(abs(ch["delta_micro_f1"]), abs(ch["delta_macro_f1"])) <= F1_TOL
-        ev = {
-            "created": info["created"], "command": command, "model_dir": str(md.root),
-            "texts": {"source": source, "n": len(texts), "mean_tokens": float(np.mean(n_tokens)),
-                      "truncated_fraction": float(np.mean(truncated)), "max_length": base.max_length},
-            "warnings": warnings_,
-            "sizes_bytes": sizes,
-            "size_ratio_int8_vs_fp32": sizes["int8"] / sizes["onnx_fp32"],
-            "parity": {"max_abs_prob_diff_fp32_vs_pytorch": fp32_diff, "tolerance": PARITY_TOL,
-                       "passed": fp32_diff is not None and fp32_diff <= PARITY_TOL},
-            "chosen": chosen, "choice_reason": reason,
-            "speedup_int8_vs_pytorch": speedup, "goals": goals,
-            "variants": variants, "fusions": fusions, "errors": errors,
-            "bench": {"rounds": bench_rounds, "batch1_texts": 16, "batch_size": 32, "num_threads": num_threads,
-                      "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                      "what": "model forward on identical pre-tokenised, dynamically padded inputs"},
-            "linear": info["linear"],
-            "examples": [{"text": t, "labels": y} for t, y in zip(texts[:5], (targets or [[]] * 5)[:5])],
-        }
-        ev["table"] = rep.format_table(ev)
-        if not quiet:
-            print(ev["table"], flush=True)
-        if not ev["parity"]["passed"]:
-            raise CompressionError(f"parity check failed: fp32 ONNX differs from PyTorch by {fp32_diff} in probability "
-                                   f"(tolerance {PARITY_TOL}); no bundle written. Errors: {errors or 'none'}")
-
-        progress.step(f"writing the bundle ({chosen}: {reason.split(':')[0]})")
-        shutil.copy2(paths[chosen], tmp / "model.onnx")
-        shutil.rmtree(work)
-        info["quantization"] = {"method": "onnxruntime dynamic quantisation", "weight_type": "int8",
-                                "activations": "uint8, quantised at run time", "variant": chosen,
-                                "graph_optimized": CANDIDATES[chosen][0] == "onnx-optimized",
-                                "per_channel": CANDIDATES[chosen][1], "opset": opset, "onnxruntime": ort.__version__,
-                                "reason": reason}
-        info["metrics"]["int8"] = {k: ch[k] for k in ("micro_f1", "macro_f1", "label_agreement") if k in ch} or None
-        (tmp / "bundle.json").write_text(json.dumps(info, indent=2))
-        (tmp / "eval.json").write_text(json.dumps(ev, indent=2))
-        (tmp / "README.md").write_text(_model_card(info, ev))
-        # The bundle must reproduce what was measured for the chosen variant.
-        final = Predictor.from_bundle(tmp, num_threads=num_threads)
-        # Same batch on both sides: int8 activations are quantised per batch, so the company a text keeps matters.
-        check = final.probabilities(texts[:8])[0]
-        want = _sigmoid(runners[chosen](base._feeds(encodings[:8])))
-        if linear_p is not None:
-            want = base.linear.weight * linear_p[:8] + (1 - base.linear.weight) * want
-        if not np.allclose(check, want, atol=1e-5):
-            raise CompressionError(f"{tmp / 'model.onnx'}: the written bundle does not reproduce its own evaluation")
-        del final, base, runners
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    summary = (f"bundle {out}: {chosen} {rep.human_mib(sizes['int8'])} ({100 * ev['size_ratio_int8_vs_fp32']:.0f}% of "
-               f"fp32 ONNX), parity {fp32_diff:.1e}")
-    if have_f1:
-        summary += f", micro-F1 {ch['micro_f1']:.4f} vs PyTorch {pt['micro_f1']:.4f}"
-    if timed:
-        summary += f", {speedup['batch1']:.1f}x/{speedup['batch32']:.1f}x faster than PyTorch at batch 1/32"
-    progress.say(summary + f" in {time.perf_counter() - progress.t0:.0f}s")
+        with replace_dir(out, owned_by="bundle.json", what="bundle") as tmp:
+            staged = _stage(md, tmp, command)
+            model = load_torch_model(md)
+            paths, fusions, errors = _export_variants(model, md, staged, tmp / "_work", candidates, opset, progress)
+            progress.step("evaluating every variant against PyTorch")
+            ev_texts = rep.load_eval_texts(rep.resolve_data_dir(md.settings.get("data")), md.labels, max_eval_texts)
+            if ev_texts.warning:
+                rep.warn(ev_texts.warning)
+            runners = _runners(model, paths, errors, num_threads)
+            m = _measure(staged, ev_texts, runners, paths, errors, md)
+            progress.step(f"timing ({bench_rounds} rounds: batch 1 on 16 texts, batch 32)" if bench_rounds > 0
+                          else "timing skipped")
+            if bench_rounds > 0:
+                for name, t in rep.time_runners({n: r for n, r in runners.items() if n in m.probs},
+                                                *_timing_feeds(staged.encoder, m.encoded), bench_rounds).items():
+                    m.variants[name].update(t)
+            ev = _report(md, staged, ev_texts, m, paths, fusions, errors, candidates, bench_rounds, num_threads,
+                         command, quiet)
+            progress.step(f"writing the bundle ({ev['chosen']}: {ev['choice_reason'].split(':')[0]})")
+            _write_bundle(tmp, staged.info, ev, paths[ev["chosen"]], opset)
+            _verify_bundle(tmp, staged, m, runners[ev["chosen"]], ev_texts.texts[:8], num_threads)
+    except OutputError as exc:
+        raise CompressionError(str(exc)) from exc
+    progress.say(_summary(out, ev) + f" in {time.perf_counter() - progress.t0:.0f}s")
     return out
+
+
+@dataclass
+class Staged:
+    """What the bundle folder already holds before the model is exported: tokenizer, linear part, metadata."""
+    info: dict                            # bundle.json as it will be written (quantization filled in at the end)
+    encoder: TextEncoder                  # the bundle's own tokenisation, shared by every variant
+    linear: LinearComponent | None
+
+
+def _stage(md: ModelDir, tmp: Path, command: str) -> Staged:
+    tok_files = _copy_tokenizer(md, tmp)
+    linear = None
+    if md.linear is not None:
+        for name in ("linear.json", "linear.npz"):
+            shutil.copy2(md.linear / name, tmp / name)
+        linear = LinearComponent.load(tmp / "linear.json", tmp / "linear.npz", len(md.labels))
+    info = _bundle_info(md, tmp, tok_files, command)
+    encoder = TextEncoder.from_file(tmp / "tokenizer.json", info["max_length"], info["inputs"],
+                                    info["tokenizer"]["pad_token_id"])
+    return Staged(info, encoder, linear)
+
+
+def _export_variants(model, md: ModelDir, staged: Staged, work: Path, candidates: list[str], opset: int,
+                     progress: Progress) -> tuple[dict[str, Path], dict, dict[str, str]]:
+    """fp32 export, the optimised graph and every int8 candidate: their paths, the fusions, and what failed."""
+    work.mkdir()
+    progress.step(f"exporting fp32 ONNX (opset {opset}, inputs {staged.info['inputs']})")
+    paths = {"onnx-fp32": export_onnx(model, staged.info["inputs"], work / "model.onnx-fp32.onnx", opset)}
+    errors, fusions = {}, {}
+    progress.step("optimising the graph (onnxruntime transformer optimizer)")
+    try:
+        fusions = optimize_onnx(paths["onnx-fp32"], work / "model.onnx-optimized.onnx",
+                                num_heads=int(md.config.get("num_attention_heads", 0)),
+                                hidden_size=int(md.config.get("hidden_size", 0)))
+        paths["onnx-optimized"] = work / "model.onnx-optimized.onnx"
+        progress.say(f"fusions: {fusions or 'none'}")
+    except Exception as exc:  # a graph the optimizer can't handle is reported, not fatal: int8 of the plain export remains
+        errors["onnx-optimized"] = f"{type(exc).__name__}: {exc}"
+        progress.say(f"optimisation failed, continuing without it: {errors['onnx-optimized']}")
+    progress.step(f"quantising to int8: {', '.join(candidates)}")
+    for name in candidates:
+        source, per_channel = CANDIDATES[name]
+        if source not in paths:
+            errors[name] = f"{source} not available"
+            continue
+        try:
+            paths[name] = quantize_int8(paths[source], work / f"model.{name}.onnx", per_channel)
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            progress.say(f"{name} failed: {errors[name]}")
+    return paths, fusions, errors
+
+
+def _runners(model, paths: dict[str, Path], errors: dict[str, str], num_threads: int | None) -> dict:
+    """`feeds -> logits` for PyTorch and every ONNX variant, with exactly the served session options."""
+    import onnxruntime as ort
+    import torch
+
+    def torch_run(feeds):
+        with torch.inference_mode():
+            return model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+
+    runners = {"pytorch": torch_run}
+    for name, path in paths.items():
+        if name in errors:
+            continue
+        try:
+            sess = ort.InferenceSession(str(path), session_options(num_threads), providers=["CPUExecutionProvider"])
+            runners[name] = (lambda s: (lambda f: s.run(["logits"], f)[0]))(sess)
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    return runners
+
+
+@dataclass
+class Measured:
+    encoded: Encoded
+    variants: dict[str, dict]             # per variant: size, parity, agreement, F1 (timing added later)
+    probs: dict[str, np.ndarray]          # transformer probabilities per variant
+    linear_p: np.ndarray | None
+
+
+def _measure(staged: Staged, ev_texts: "rep.EvalTexts", runners: dict, paths: dict[str, Path],
+             errors: dict[str, str], md: ModelDir) -> Measured:
+    """Probabilities of every variant on the same token ids; parity and agreement against PyTorch; F1 of the
+    served decision (the blend when there is a linear part) with the tuned thresholds."""
+    texts, encoded = ev_texts.texts, staged.encoder.encode(ev_texts.texts)
+    linear_p = staged.linear.probabilities(texts) if staged.linear is not None else None
+    weight = staged.linear.weight if staged.linear is not None else 0.0
+    thresholds = np.asarray(md.thresholds)
+    variants, probs, pt_decided = {}, {}, None
+    for name, run in runners.items():
+        try:
+            p = sigmoid(staged.encoder.run(run, encoded, DEFAULT_BATCH_SIZE, sort=True))
+        except Exception as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        probs[name] = p
+        decided = blend(p, linear_p, weight) >= thresholds
+        v = {"size_bytes": _size(md.weights) if name == "pytorch" else _size(paths[name])}
+        if name == "pytorch":
+            pt_decided = decided
+        else:
+            diff = np.abs(p - probs["pytorch"])
+            v.update(max_abs_prob_diff=float(diff.max()), mean_abs_prob_diff=float(diff.mean()),
+                     label_agreement=float((decided == pt_decided).mean()),
+                     set_agreement=float((decided == pt_decided).all(1).mean()))
+            if linear_p is not None:  # the blend can hide the transformer's changes (weight 1 hides them all)
+                v["transformer_label_agreement"] = float(((p >= thresholds) == (probs["pytorch"] >= thresholds)).mean())
+        if ev_texts.y_true is not None:
+            v.update(rep.f1_scores(ev_texts.y_true, decided))
+        variants[name] = v
+    for name in errors:
+        variants.setdefault(name, {})["error"] = errors[name]
+    return Measured(encoded, variants, probs, linear_p)
+
+
+def _timing_feeds(encoder: TextEncoder, encoded: Encoded) -> tuple[list[dict], dict]:
+    """16 single texts, and one batch of 32 (the evaluation texts, repeated when there are fewer)."""
+    n = len(encoded)
+    single = [encoder.feeds([encoded.encodings[i]]) for i in range(min(16, n))]
+    batch = encoder.feeds([encoded.encodings[i % n] for i in range(32)])
+    return single, batch
+
+
+def _report(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m: Measured, paths: dict[str, Path],
+            fusions: dict, errors: dict, candidates: list[str], bench_rounds: int, num_threads: int | None,
+            command: str, quiet: bool) -> dict:
+    """eval.json: the chosen variant and why, sizes, parity, speed-ups, goals. Raises when fp32 parity fails."""
+    import onnxruntime as ort
+    import torch
+
+    variants, timed, have_f1 = m.variants, bench_rounds > 0, ev_texts.y_true is not None
+    fp32_diff = variants.get("onnx-fp32", {}).get("max_abs_prob_diff")
+    chosen, reason = _choose(variants, candidates, have_f1, timed)
+    pt, ch = variants["pytorch"], variants[chosen]
+    sizes = {"pytorch": pt["size_bytes"], "onnx_fp32": _size(paths["onnx-fp32"]),
+             "onnx_optimized": _size(paths["onnx-optimized"]) if "onnx-optimized" in paths else None,
+             "int8": ch["size_bytes"]}
+    goals = {"int8_size_le_26pct_of_fp32": sizes["int8"] <= 0.26 * sizes["onnx_fp32"]}
+    speedup = None
+    if timed:
+        speedup = {"batch1": pt["latency_b1_ms"] / ch["latency_b1_ms"],
+                   "batch32": ch["throughput_b32"] / pt["throughput_b32"]}
+        goals.update(int8_4x_faster_b1=speedup["batch1"] >= 4, int8_2x_faster_b32=speedup["batch32"] >= 2)
+    if have_f1:
+        for v in variants.values():
+            if "micro_f1" in v:
+                v["delta_micro_f1"] = v["micro_f1"] - pt["micro_f1"]
+                v["delta_macro_f1"] = v["macro_f1"] - pt["macro_f1"]
+        # Two readings of "within 1 point": int8 loses at most 1 point (what the choice enforces), and
+        # |difference| <= 1 point (on a small test split, a few flipped decisions near a threshold move F1 by that).
+        goals["int8_f1_loss_le_1pt"] = max(-ch["delta_micro_f1"], -ch["delta_macro_f1"]) <= F1_TOL
+        goals["int8_f1_within_1pt"] = max(abs(ch["delta_micro_f1"]), abs(ch["delta_macro_f1"])) <= F1_TOL
+    warnings_ = list(md.warnings) + ([ev_texts.warning] if ev_texts.warning else [])
+    ev = {
+        "created": staged.info["created"], "command": command, "model_dir": str(md.root),
+        "texts": {"source": ev_texts.source, "n": len(ev_texts.texts), "mean_tokens": float(np.mean(m.encoded.n_tokens)),
+                  "truncated_fraction": float(np.mean(m.encoded.truncated)), "max_length": staged.encoder.max_length},
+        "warnings": warnings_,
+        "sizes_bytes": sizes,
+        "size_ratio_int8_vs_fp32": sizes["int8"] / sizes["onnx_fp32"],
+        "parity": {"max_abs_prob_diff_fp32_vs_pytorch": fp32_diff, "tolerance": PARITY_TOL,
+                   "passed": fp32_diff is not None and fp32_diff <= PARITY_TOL},
+        "chosen": chosen, "choice_reason": reason,
+        "speedup_int8_vs_pytorch": speedup, "goals": goals,
+        "variants": variants, "fusions": fusions, "errors": errors,
+        "bench": {"rounds": bench_rounds, "batch1_texts": 16, "batch_size": 32, "num_threads": num_threads,
+                  "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                  "what": "model forward on identical pre-tokenised, dynamically padded inputs"},
+        "linear": staged.info["linear"],
+        "examples": ev_texts.examples,
+        "onnxruntime": ort.__version__,
+    }
+    ev["table"] = rep.format_table(ev)
+    if not quiet:
+        print(ev["table"], flush=True)
+    if not ev["parity"]["passed"]:
+        raise CompressionError(f"parity check failed: fp32 ONNX differs from PyTorch by {fp32_diff} in probability "
+                               f"(tolerance {PARITY_TOL}); no bundle written. Errors: {errors or 'none'}")
+    return ev
+
+
+def _write_bundle(tmp: Path, info: dict, ev: dict, model_path: Path, opset: int) -> None:
+    """model.onnx (the chosen variant), bundle.json, eval.json and the model card; the work folder goes."""
+    chosen = ev["chosen"]
+    shutil.copy2(model_path, tmp / "model.onnx")
+    shutil.rmtree(tmp / "_work")
+    info["quantization"] = {"method": "onnxruntime dynamic quantisation", "weight_type": "int8",
+                            "activations": "uint8, quantised at run time", "variant": chosen,
+                            "graph_optimized": CANDIDATES[chosen][0] == "onnx-optimized",
+                            "per_channel": CANDIDATES[chosen][1], "opset": opset, "onnxruntime": ev["onnxruntime"],
+                            "reason": ev["choice_reason"]}
+    measured = ev["variants"][chosen]
+    info["metrics"]["int8"] = {k: measured[k] for k in ("micro_f1", "macro_f1", "label_agreement") if k in measured} or None
+    (tmp / "bundle.json").write_text(json.dumps(info, indent=2))
+    (tmp / "eval.json").write_text(json.dumps(ev, indent=2))
+    (tmp / "README.md").write_text(_model_card(info, ev))
+
+
+def _verify_bundle(tmp: Path, staged: Staged, m: Measured, run, texts: list[str], num_threads: int | None) -> None:
+    """The written bundle, loaded as a server loads it, must reproduce what was measured for the chosen variant."""
+    final = Predictor.from_bundle(tmp, num_threads=num_threads)
+    # Same batch on both sides: int8 activations are quantised per batch, so the company a text keeps matters.
+    check = final.probabilities(texts)[0]
+    encoded = staged.encoder.encode(texts)
+    want = blend(sigmoid(staged.encoder.run(run, encoded, DEFAULT_BATCH_SIZE)),
+                 m.linear_p[:len(texts)] if m.linear_p is not None else None,
+                 staged.linear.weight if staged.linear is not None else 0.0)
+    if not np.allclose(check, want, atol=1e-5):
+        raise CompressionError(f"{tmp / 'model.onnx'}: the written bundle does not reproduce its own evaluation")
+
+
+def _summary(out: Path, ev: dict) -> str:
+    pt, ch, sizes = ev["variants"]["pytorch"], ev["variants"][ev["chosen"]], ev["sizes_bytes"]
+    fp32_diff = ev["parity"]["max_abs_prob_diff_fp32_vs_pytorch"]
+    summary = (f"bundle {out}: {ev['chosen']} {rep.human_mib(sizes['int8'])} ({100 * ev['size_ratio_int8_vs_fp32']:.0f}% "
+               f"of fp32 ONNX), parity {fp32_diff:.1e}")
+    if "micro_f1" in ch:
+        summary += f", micro-F1 {ch['micro_f1']:.4f} vs PyTorch {pt['micro_f1']:.4f}"
+    if ev["speedup_int8_vs_pytorch"]:
+        sp = ev["speedup_int8_vs_pytorch"]
+        summary += f", {sp['batch1']:.1f}x/{sp['batch32']:.1f}x faster than PyTorch at batch 1/32"
+    return summary
 
 
 def parse_args(argv=None) -> Settings:

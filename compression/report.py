@@ -1,22 +1,22 @@
-"""Measurements for the compression report: evaluation texts, probabilities per variant, F1, timing, the table.
+"""Measurements for the compression report: evaluation texts, F1, timing, the table.
 
-Every variant is fed the same token ids, produced by the bundle's own tokenizer through the shared predictor, so
-differences in the report are differences in the graph, not in tokenisation.
+Every variant is fed the same token ids, produced by the bundle's own tokenizer through the shared
+`deployment.encoding.TextEncoder`, so differences in the report are differences in the graph, not in tokenisation.
+The test split is read by `training.data.load_prepared` and scored by `training.metrics`: one reader, one F1.
 """
 from __future__ import annotations
 
-import csv
-import json
 import statistics
-import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 import config
+from compression.export import CompressionError
 
 # Used only when the processed data set is gone; eval.json then says so and the F1 part is skipped.
 PROBE_TEXTS = [
@@ -38,59 +38,58 @@ def resolve_data_dir(value) -> Path | None:
     return path if path.is_absolute() else config.ROOT / path
 
 
-def load_test_split(data_dir: Path | None, labels: Sequence[str], limit: int | None = None):
-    """(texts, label sets, source description, warning or None) for the test split of `dataset.csv`."""
+@dataclass
+class EvalTexts:
+    """The texts every variant is measured on: the test split (with its label matrix) or the probe texts."""
+    texts: list[str]
+    y_true: np.ndarray | None          # bool [n, labels]; None for the probe texts (no F1 then)
+    source: str
+    warning: str | None = None
+    examples: list = field(default_factory=list)
+
+
+def load_eval_texts(data_dir: Path | None, labels: Sequence[str], limit: int | None = None) -> EvalTexts:
+    """The test split of the model's prepared data, read and checked by `training.data.load_prepared`.
+
+    A missing data folder is a warning (a model dir copied without its data can still be compressed; the report
+    then measures parity on probe texts); a corrupt one is an error. Test labels the model does not have (the
+    data was re-prepared since training) are ignored with a warning."""
+    from training.data import PrepareError, encode_labels, load_prepared
+
+    def probe(reason: str) -> EvalTexts:
+        return EvalTexts(list(PROBE_TEXTS), None, "built-in probe texts (no test split available)",
+                         f"{reason}: F1 and label checks on the test split skipped",
+                         [{"text": t, "labels": []} for t in PROBE_TEXTS[:5]])
+
     if data_dir is None:
-        return None, None, None, "settings.json names no 'data' directory: F1 and label checks on the test split skipped"
-    path = data_dir / "dataset.csv"
-    if not path.is_file():
-        return None, None, None, f"{path} not found: F1 and label checks on the test split skipped"
-    csv.field_size_limit(sys.maxsize)
-    texts, targets, unknown = [], [], 0
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"text", "labels", "split"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: missing columns {sorted(missing)}")
-        known = set(labels)
-        for row in reader:
-            if row["split"] != "test" or not (row["text"] or "").strip():
-                continue
-            target = json.loads(row["labels"])
-            unknown += sum(1 for t in target if t not in known)
-            texts.append(row["text"])
-            targets.append([t for t in target if t in known])
-    if not texts:
-        return None, None, None, f"{path} has no rows with split=test: F1 and label checks skipped"
-    if limit and len(texts) > limit:
-        texts, targets = texts[:limit], targets[:limit]
-    warn = f"{unknown} test labels not in labels.json were ignored" if unknown else None
-    return texts, targets, f"{path} (split=test, {len(texts)} texts)", warn
-
-
-def label_matrix(targets: Sequence[Sequence[str]], labels: Sequence[str]) -> np.ndarray:
-    index = {lab: i for i, lab in enumerate(labels)}
-    y = np.zeros((len(targets), len(labels)), dtype=bool)
-    for row, target in enumerate(targets):
-        for lab in target:
-            y[row, index[lab]] = True
-    return y
+        return probe("settings.json names no 'data' directory")
+    if not (data_dir / "dataset.csv").is_file():
+        return probe(f"{data_dir / 'dataset.csv'} not found")
+    try:
+        df, _ = load_prepared(data_dir)
+    except PrepareError as exc:
+        raise CompressionError(f"the model's test data cannot be read: {exc}") from exc
+    test = df[df["split"] == "test"]
+    if test.empty:
+        return probe(f"{data_dir / 'dataset.csv'} has no rows with split=test")
+    if limit:
+        test = test.iloc[:limit]
+    known = set(labels)
+    targets = [[t for t in row if t in known] for row in test["labels"]]
+    unknown = sum(len(row) for row in test["labels"]) - sum(len(t) for t in targets)
+    texts = test["text"].tolist()
+    return EvalTexts(texts, encode_labels(targets, labels).astype(bool),
+                     f"{data_dir / 'dataset.csv'} (split=test, {len(texts)} texts)",
+                     f"{unknown} test labels not in labels.json were ignored" if unknown else None,
+                     [{"text": t, "labels": y} for t, y in zip(texts[:5], targets[:5])])
 
 
 def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    """micro and macro F1 (a label with no support and no predictions scores 0, as scikit-learn's zero_division=0)."""
-    tp = (y_true & y_pred).sum(0).astype(float)
-    fp = (~y_true & y_pred).sum(0).astype(float)
-    fn = (y_true & ~y_pred).sum(0).astype(float)
-    denom = 2 * tp + fp + fn
-    per_label = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    micro_denom = 2 * tp.sum() + fp.sum() + fn.sum()
-    return {"micro_f1": float(2 * tp.sum() / micro_denom) if micro_denom else 0.0,
-            "macro_f1": float(per_label.mean())}
+    """micro and macro F1, by training.metrics' definitions (scikit-learn's, zero_division=0)."""
+    from training.metrics import multilabel_report
 
-
-def batched_logits(run: Callable[[dict], np.ndarray], feeds_batches: Sequence[dict]) -> list[np.ndarray]:
-    return [np.asarray(run(feeds), dtype=np.float64) for feeds in feeds_batches]
+    report = multilabel_report(y_true, y_pred, [str(i) for i in range(y_true.shape[1])])
+    return {"micro_f1": report["micro_f1"], "macro_f1": report["macro_f1"]}
 
 
 def time_runners(runners: dict[str, Callable[[dict], np.ndarray]], single: Sequence[dict], batch: dict,

@@ -8,35 +8,31 @@ scikit-learn), so a bundle directory plus this file is everything a server needs
     pred = Predictor.from_bundle("models/books/bundle", num_threads=None)
     pred.predict(["A young wizard discovers ..."], threshold=None, top_k=5)
 
-Bundle format: docs/CONTRACTS.md. The optional linear component (TF-IDF + one-vs-rest logistic regression)
-is recomputed here in numpy so it matches scikit-learn's TfidfVectorizer without importing it.
+Bundle format: docs/CONTRACTS.md. Tokenisation lives in `encoding.py`, the maths (sigmoid, the blend, the
+TF-IDF + logistic-regression component in numpy) in `scoring.py`: the compression report and training use the
+same two modules, so what they measure is what this class serves.
 """
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+if __package__:   # `deployment.predictor` in the repo
+    from .encoding import KNOWN_INPUTS, Encoded, TextEncoder
+    from .scoring import BundleError, LinearComponent, blend, read_json, sigmoid
+else:             # the Space: this folder is the root, modules are top-level
+    from encoding import KNOWN_INPUTS, Encoded, TextEncoder  # type: ignore[no-redef]
+    from scoring import BundleError, LinearComponent, blend, read_json, sigmoid  # type: ignore[no-redef]
+
+__all__ = ["BundleError", "LinearComponent", "Predictor", "session_options"]
+
 FORMAT_VERSION = 1                  # the bundle.json format this module reads
 DEFAULT_BATCH_SIZE = 32             # texts per onnxruntime call
 REQUIRED_KEYS = ("format_version", "labels", "thresholds", "max_length", "inputs")
-KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-class BundleError(RuntimeError):
-    """A bundle that cannot be served: missing or corrupt files, or labels that don't match the model."""
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # exp(-log(1 + exp(-x))) never overflows, unlike 1 / (1 + exp(-x)) for large negative logits
-    return np.exp(-np.logaddexp(0.0, -np.asarray(x, dtype=np.float64)))
 
 
 def session_options(num_threads: int | None = None) -> ort.SessionOptions:
@@ -53,101 +49,14 @@ def session_options(num_threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        raise BundleError(f"{path}: file is missing")
+def load_session(model_path: Path, num_threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session with the serving options, or BundleError naming the file."""
+    if not model_path.is_file():
+        raise BundleError(f"{model_path}: file is missing")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
-
-
-class LinearComponent:
-    """TF-IDF (scikit-learn's TfidfVectorizer semantics) + one-vs-rest logistic regression, in numpy.
-
-    Reproduces TfidfVectorizer(lowercase=True, token_pattern=..., ngram_range=(a, b), sublinear_tf=...,
-    norm="l2"|None) followed by sigmoid(x @ coef.T + intercept), from `linear.json` + `linear.npz`.
-    """
-
-    def __init__(self, settings: dict, terms: Sequence[str], idf: np.ndarray, coef: np.ndarray,
-                 intercept: np.ndarray, source: str = "linear"):
-        self.source = source
-        self.weight = float(settings["weight"])
-        self.lowercase = bool(settings.get("lowercase", True))
-        self.token_re = re.compile(settings.get("token_pattern", r"(?u)\b\w\w+\b"))
-        self.ngram_range = tuple(int(n) for n in settings.get("ngram_range", (1, 1)))
-        self.sublinear_tf = bool(settings.get("sublinear_tf", False))
-        self.norm = settings.get("norm", "l2")
-        self.vocabulary = {str(term): i for i, term in enumerate(terms)}
-        self.idf = np.asarray(idf, dtype=np.float64)
-        self.coef = np.asarray(coef, dtype=np.float64)
-        self.intercept = np.asarray(intercept, dtype=np.float64)
-
-    @classmethod
-    def load(cls, json_path: Path, npz_path: Path, n_labels: int) -> "LinearComponent":
-        settings = _read_json(json_path)
-        if not isinstance(settings, dict) or "weight" not in settings:
-            raise BundleError(f"{json_path}: expected an object with at least 'weight'")
-        weight = settings["weight"]
-        if not isinstance(weight, (int, float)) or not 0.0 <= float(weight) <= 1.0:
-            raise BundleError(f"{json_path}: 'weight' must be a number in [0, 1], got {weight!r}")
-        if settings.get("norm", "l2") not in ("l2", None):
-            raise BundleError(f"{json_path}: unsupported norm {settings.get('norm')!r} (only 'l2' or null)")
-        ngram = settings.get("ngram_range", [1, 1])
-        if not (isinstance(ngram, (list, tuple)) and len(ngram) == 2 and 1 <= int(ngram[0]) <= int(ngram[1])):
-            raise BundleError(f"{json_path}: bad ngram_range {ngram!r}")
-        try:
-            re.compile(settings.get("token_pattern", r"(?u)\b\w\w+\b"))
-        except re.error as exc:
-            raise BundleError(f"{json_path}: bad token_pattern ({exc})") from exc
-        if not npz_path.is_file():
-            raise BundleError(f"{npz_path}: file is missing")
-        try:
-            with np.load(npz_path, allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in ("terms", "idf", "coef", "intercept")}
-        except KeyError as exc:
-            raise BundleError(f"{npz_path}: missing array {exc}") from exc
-        except Exception as exc:  # zip/pickle/format errors all mean the same thing: unreadable file
-            raise BundleError(f"{npz_path}: cannot read ({type(exc).__name__}: {exc})") from exc
-        terms, idf, coef, intercept = (arrays[k] for k in ("terms", "idf", "coef", "intercept"))
-        n_terms = len(terms)
-        if idf.shape != (n_terms,) or coef.shape != (n_labels, n_terms) or intercept.shape != (n_labels,):
-            raise BundleError(
-                f"{npz_path}: shapes don't match {n_labels} labels x {n_terms} terms "
-                f"(idf {idf.shape}, coef {coef.shape}, intercept {intercept.shape})")
-        return cls(settings, terms.tolist(), idf, coef, intercept, source=str(npz_path))
-
-    def _terms(self, text: str) -> list[str]:
-        if self.lowercase:
-            text = text.lower()
-        tokens = self.token_re.findall(text)
-        lo, hi = self.ngram_range
-        grams = list(tokens) if lo == 1 else []
-        for n in range(max(lo, 2), min(hi, len(tokens)) + 1):
-            grams.extend(" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-        return grams
-
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.empty((len(texts), len(self.intercept)), dtype=np.float64)
-        for row, text in enumerate(texts):
-            counts = Counter(self.vocabulary[t] for t in self._terms(text) if t in self.vocabulary)
-            if not counts:
-                out[row] = self.intercept
-                continue
-            cols = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-            if self.sublinear_tf:
-                tf = np.log(tf) + 1.0
-            values = tf * self.idf[cols]
-            if self.norm == "l2":
-                norm = math.sqrt(float(values @ values))
-                if norm > 0:
-                    values /= norm
-            out[row] = self.coef[:, cols] @ values + self.intercept
-        return out
-
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        return _sigmoid(self.logits(texts))
+        return ort.InferenceSession(str(model_path), session_options(num_threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types for corrupt files
+        raise BundleError(f"{model_path}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from exc
 
 
 class Predictor:
@@ -159,81 +68,34 @@ class Predictor:
     batched with (the compression report measures int8 on batches of 32).
     """
 
-    def __init__(self, session: ort.InferenceSession, tokenizer: Tokenizer, info: dict,
+    def __init__(self, session: ort.InferenceSession, encoder: TextEncoder, info: dict,
                  linear: LinearComponent | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  source: str = "bundle"):
         self.session = session
+        self.encoder = encoder
         self.info = info
         self.labels: list[str] = list(info["labels"])
         self.thresholds: list[float] = [float(t) for t in info["thresholds"]]
         self.global_threshold = float(info.get("global_threshold", 0.5))
-        self.max_length = int(info["max_length"])
+        self.max_length = encoder.max_length
         self.linear = linear
         self.batch_size = int(batch_size)
         self.source = source
-        self.input_names = [i.name for i in session.get_inputs()]
-        # Two configured copies, never reconfigured afterwards (so concurrent encode_batch calls are safe):
-        # one truncates with the library's own truncation (keeps [SEP] / </s>), the other only counts tokens.
-        padding = tokenizer.padding or {}
-        self._counter = Tokenizer.from_str(tokenizer.to_str())
-        self._counter.no_padding()
-        self._counter.no_truncation()
-        self.tokenizer = tokenizer
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=self.max_length)
-        pad = (info.get("tokenizer") or {}).get("pad_token_id", padding.get("pad_id"))
-        self.pad_id = int(pad) if pad is not None else 0   # masked out anyway; RoBERTa's is 1, BERT's 0
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, num_threads: int | None = None,
-                    batch_size: int = DEFAULT_BATCH_SIZE, model_file: str = "model.onnx") -> "Predictor":
-        """Load and check a bundle directory. `num_threads` sets onnxruntime's intra-op threads (None: its default).
-
-        `model_file` lets the compression report load an intermediate variant from the same directory.
-        """
+                    batch_size: int = DEFAULT_BATCH_SIZE) -> "Predictor":
+        """Load and check a bundle directory. `num_threads` sets onnxruntime's intra-op threads (None: its default)."""
         bundle = Path(bundle_dir)
         if not bundle.is_dir():
             raise BundleError(f"{bundle}: bundle directory does not exist (build it with `python -m compression.quantize`)")
         info_path = bundle / "bundle.json"
-        info = _read_json(info_path)
-        if not isinstance(info, dict):
-            raise BundleError(f"{info_path}: expected a JSON object")
-        missing = [k for k in REQUIRED_KEYS if k not in info]
-        if missing:
-            raise BundleError(f"{info_path}: missing keys {missing}")
-        if info["format_version"] != FORMAT_VERSION:
-            raise BundleError(f"{info_path}: format_version {info['format_version']!r}, this predictor reads {FORMAT_VERSION}")
-        labels, thresholds = info["labels"], info["thresholds"]
-        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
-            raise BundleError(f"{info_path}: 'labels' must be a non-empty list of strings")
-        if len(set(labels)) != len(labels):
-            raise BundleError(f"{info_path}: duplicate labels")
-        if not (isinstance(thresholds, list) and len(thresholds) == len(labels)
-                and all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in thresholds)):
-            raise BundleError(f"{info_path}: 'thresholds' must be {len(labels)} numbers in [0, 1], aligned with 'labels'")
-        if not isinstance(info["max_length"], int) or info["max_length"] < 2:
-            raise BundleError(f"{info_path}: 'max_length' must be an integer >= 2")
-        bad_inputs = [n for n in info["inputs"] if n not in KNOWN_INPUTS]
-        if bad_inputs or "input_ids" not in info["inputs"]:
-            raise BundleError(f"{info_path}: 'inputs' must name input_ids[, attention_mask, token_type_ids], got {info['inputs']}")
-
-        tok_path = bundle / "tokenizer.json"
-        if not tok_path.is_file():
-            raise BundleError(f"{tok_path}: file is missing")
-        try:
-            tokenizer = Tokenizer.from_file(str(tok_path))
-        except Exception as exc:  # the tokenizers library raises a bare Exception on parse errors
-            raise BundleError(f"{tok_path}: cannot load tokenizer ({exc})") from exc
-
-        model_path = bundle / model_file
-        if not model_path.is_file():
-            raise BundleError(f"{model_path}: file is missing")
-        try:
-            session = ort.InferenceSession(str(model_path), session_options(num_threads),
-                                           providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types for corrupt files
-            raise BundleError(f"{model_path}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from exc
+        info = read_bundle_info(info_path)
+        labels = info["labels"]
+        encoder = load_encoder(bundle / "tokenizer.json", info)
+        model_path = bundle / "model.onnx"
+        session = load_session(model_path, num_threads)
         session_inputs = {i.name for i in session.get_inputs()}
         if session_inputs != set(info["inputs"]):
             raise BundleError(f"{model_path}: model inputs {sorted(session_inputs)} != bundle.json inputs {info['inputs']}")
@@ -247,58 +109,32 @@ class Predictor:
             if expected is not None and abs(float(expected) - linear.weight) > 1e-9:
                 raise BundleError(f"{bundle / 'linear.json'}: weight {linear.weight} != bundle.json linear.weight {expected}")
 
-        pred = cls(session, tokenizer, info, linear=linear, batch_size=batch_size, source=str(bundle))
+        pred = cls(session, encoder, info, linear=linear, batch_size=batch_size, source=str(bundle))
         # One tiny run checks that the graph executes and that its outputs match the labels.
-        n_out = pred._transformer_logits(pred._encode(["warm up"])[0]).shape[1]
+        n_out = pred.transformer_logits(encoder.encode(["warm up"])).shape[1]
         if n_out != len(labels):
             raise BundleError(f"{model_path}: the model outputs {n_out} labels but {info_path} lists {len(labels)}")
         return pred
 
     # ------------------------------------------------------------------ inference
-    def _encode(self, texts: Sequence[str]):
-        encodings = self.tokenizer.encode_batch(list(texts))
-        n_tokens = [len(e.ids) for e in encodings]
-        truncated = [bool(e.overflowing) for e in encodings]
-        long_idx = [i for i, t in enumerate(truncated) if t]
-        if long_idx:  # only texts that did not fit pay for a second, untruncated count
-            for i, enc in zip(long_idx, self._counter.encode_batch([texts[i] for i in long_idx])):
-                n_tokens[i] = len(enc.ids)
-        return encodings, n_tokens, truncated
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        """The bundle's tokenisation of `texts` (truncated to max_length; full token counts kept)."""
+        return self.encoder.encode(texts)
 
-    def _feeds(self, encodings) -> dict[str, np.ndarray]:
-        """Dynamic padding: pad to the longest sequence of this batch, not to max_length."""
-        width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
-        types = np.zeros((len(encodings), width), dtype=np.int64)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
-            mask[row, :n] = 1
-            types[row, :n] = enc.type_ids
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return {name: feeds[name] for name in self.input_names}
-
-    def _transformer_logits(self, encodings) -> np.ndarray:
-        return self.session.run(["logits"], self._feeds(encodings))[0]
+    def transformer_logits(self, encoded: Encoded) -> np.ndarray:
+        """The ONNX model's logits [n, labels] for encoded texts, in input order."""
+        return self.encoder.run(lambda feeds: self.session.run(["logits"], feeds)[0], encoded, self.batch_size)
 
     def probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int], list[bool]]:
         """Blended probabilities [n, labels] for already-validated texts, plus token counts and truncation flags."""
-        encodings, n_tokens, truncated = self._encode(texts)
-        # Sort by length when there is more than one batch, so each batch pads to similar lengths.
-        order = (sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-                 if len(texts) > self.batch_size else list(range(len(texts))))
-        probs = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        encoded = self.encode(texts)
         if self.linear is not None and self.linear.weight >= 1.0:
             # The blend gives the transformer weight 0 (training found it no help on valid): don't run it.
-            return self.linear.probabilities(texts), n_tokens, truncated
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            probs[idx] = _sigmoid(self._transformer_logits([encodings[i] for i in idx]))
-        if self.linear is not None:
-            w = self.linear.weight
-            probs = w * self.linear.probabilities(texts) + (1.0 - w) * probs
-        return probs, n_tokens, truncated
+            return self.linear.probabilities(texts), encoded.n_tokens, encoded.truncated
+        p_model = sigmoid(self.transformer_logits(encoded))
+        p_linear = self.linear.probabilities(texts) if self.linear is not None else None
+        probs = blend(p_model, p_linear, self.linear.weight if self.linear is not None else 0.0)
+        return probs, encoded.n_tokens, encoded.truncated
 
     def predict(self, texts: Sequence[str], threshold: float | None = None,
                 top_k: int | None = None) -> list[dict]:
@@ -342,3 +178,41 @@ class Predictor:
     def __repr__(self) -> str:
         return (f"Predictor({self.source!r}, labels={len(self.labels)}, max_length={self.max_length}, "
                 f"linear={self.linear is not None})")
+
+
+def read_bundle_info(info_path: Path) -> dict:
+    """`bundle.json`, checked: BundleError naming the file for anything this predictor cannot serve."""
+    info = read_json(info_path)
+    if not isinstance(info, dict):
+        raise BundleError(f"{info_path}: expected a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in info]
+    if missing:
+        raise BundleError(f"{info_path}: missing keys {missing}")
+    if info["format_version"] != FORMAT_VERSION:
+        raise BundleError(f"{info_path}: format_version {info['format_version']!r}, this predictor reads {FORMAT_VERSION}")
+    labels, thresholds = info["labels"], info["thresholds"]
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+        raise BundleError(f"{info_path}: 'labels' must be a non-empty list of strings")
+    if len(set(labels)) != len(labels):
+        raise BundleError(f"{info_path}: duplicate labels")
+    if not (isinstance(thresholds, list) and len(thresholds) == len(labels)
+            and all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in thresholds)):
+        raise BundleError(f"{info_path}: 'thresholds' must be {len(labels)} numbers in [0, 1], aligned with 'labels'")
+    if not isinstance(info["max_length"], int) or info["max_length"] < 2:
+        raise BundleError(f"{info_path}: 'max_length' must be an integer >= 2")
+    bad_inputs = [n for n in info["inputs"] if n not in KNOWN_INPUTS]
+    if bad_inputs or "input_ids" not in info["inputs"]:
+        raise BundleError(f"{info_path}: 'inputs' must name input_ids[, attention_mask, token_type_ids], got {info['inputs']}")
+    return info
+
+
+def load_encoder(tok_path: Path, info: dict) -> TextEncoder:
+    """The bundle's tokenizer configured as bundle.json says (max_length, inputs, pad id)."""
+    if not tok_path.is_file():
+        raise BundleError(f"{tok_path}: file is missing")
+    try:
+        tokenizer = Tokenizer.from_file(str(tok_path))
+    except Exception as exc:  # the tokenizers library raises a bare Exception on parse errors
+        raise BundleError(f"{tok_path}: cannot load tokenizer ({exc})") from exc
+    pad = (info.get("tokenizer") or {}).get("pad_token_id", (tokenizer.padding or {}).get("pad_id"))
+    return TextEncoder(tokenizer, info["max_length"], info["inputs"], int(pad) if pad is not None else 0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from deployment.predictor import BundleError, LinearComponent, Predictor
 from tests.tiny_bundle import TINY_LABELS, TINY_MAX_LENGTH, fit_linear, make_tiny_bundle, sample_texts, write_linear_dir
@@ -103,12 +104,15 @@ def test_long_text_is_truncated_by_the_tokenizer_keeping_the_end_token(pred):
     res = pred.predict([LONG_TEXT, TEXTS[0]])
     assert res[0]["truncated"] is True and res[0]["n_tokens"] > pred.max_length
     assert res[1]["truncated"] is False and res[1]["n_tokens"] <= pred.max_length
-    encodings, n_tokens, truncated = pred._encode([LONG_TEXT])
-    ids = encodings[0].ids
+    encoded = pred.encode([LONG_TEXT])
+    ids = encoded.encodings[0].ids
     assert len(ids) == pred.max_length
-    assert ids[0] == pred.tokenizer.token_to_id("[CLS]")
-    assert ids[-1] == pred.tokenizer.token_to_id("[SEP]")  # the [:512] slice of the seeds dropped this
-    assert n_tokens[0] == len(pred._counter.encode(LONG_TEXT).ids)
+    tokenizer = pred.encoder.tokenizer
+    assert ids[0] == tokenizer.token_to_id("[CLS]")
+    assert ids[-1] == tokenizer.token_to_id("[SEP]")  # the [:512] slice of the seeds dropped this
+    untruncated = Tokenizer.from_str(tokenizer.to_str())
+    untruncated.no_truncation()
+    assert encoded.n_tokens[0] == len(untruncated.encode(LONG_TEXT).ids) > pred.max_length
 
 
 def test_text_of_exactly_max_length_tokens_is_not_truncated(pred):
@@ -202,12 +206,9 @@ def test_numpy_tfidf_logistic_regression_matches_scikit_learn():
 
 
 def test_bundle_with_linear_blends_it_with_the_transformer(linear_bundle):
-    from deployment.predictor import _sigmoid
-
     pred = Predictor.from_bundle(linear_bundle)
     assert pred.info["linear"] == {"weight": pred.linear.weight} and 0 < pred.linear.weight < 1
-    encodings, _, _ = pred._encode(TEXTS)
-    transformer = _sigmoid(pred._transformer_logits(encodings))
+    transformer = 1 / (1 + np.exp(-pred.transformer_logits(pred.encode(TEXTS)).astype(np.float64)))
     expected = pred.linear.weight * pred.linear.probabilities(TEXTS) + (1 - pred.linear.weight) * transformer
     blended, _, _ = pred.probabilities(TEXTS)
     assert np.abs(blended - expected).max() < 1e-9
@@ -302,7 +303,7 @@ def test_a_blend_weight_of_one_skips_the_transformer(linear_bundle, tmp_path):
     _edit_info(bundle, linear={"weight": 1.0})
     pred = Predictor.from_bundle(bundle)
     calls = []
-    pred._transformer_logits = lambda enc: calls.append(enc)  # would break the result if it were used
+    pred.transformer_logits = lambda enc: calls.append(enc)  # would break the result if it were used
     probs, n_tokens, truncated = pred.probabilities(TEXTS + [LONG_TEXT])
     assert calls == [] and np.abs(probs - pred.linear.probabilities(TEXTS + [LONG_TEXT])).max() == 0
     assert truncated[-1] and n_tokens[-1] > pred.max_length

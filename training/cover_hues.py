@@ -42,7 +42,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import shlex
 import sys
 import time
@@ -53,12 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:   # `python training/cover_hues.py` from anywhere finds config and training
-    sys.path.insert(0, str(ROOT))
-
-import config  # noqa: E402
-from training.palette import PaletteError, get_palette, nearest_names, rgb_to_hex, srgb_to_lab  # noqa: E402
+import config
+from outputs import write_text
+from training.palette import PaletteError, get_palette, nearest_names, rgb_to_hex, srgb_to_lab
 
 EXIT_BAD_INPUT = 2
 DETAILS_COLUMNS = ("url", "title", "text")            # required; `labels` (genres) is optional
@@ -316,12 +312,6 @@ def _genres(cell: str | None) -> str:
 
 
 # ---------------------------------------------------------------- outputs
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _csv_text(columns: tuple[str, ...], rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -397,12 +387,12 @@ def run(s: HueSettings, progress: bool = True, plot: bool = True, command: str =
     counts = Counter(label for r in rows for label in json.loads(r["labels"]))
     per_book = [len(json.loads(r["labels"])) for r in rows]
     stem = out.stem
-    _atomic_write(out, _csv_text(OUT_COLUMNS, rows))
-    _atomic_write(out.with_name(f"{stem}.errors.csv"), _csv_text(ERROR_COLUMNS, errors))
-    _atomic_write(out.with_name(f"{stem}_types_encoded.json"),
+    write_text(out, _csv_text(OUT_COLUMNS, rows))
+    write_text(out.with_name(f"{stem}.errors.csv"), _csv_text(ERROR_COLUMNS, errors))
+    write_text(out.with_name(f"{stem}_types_encoded.json"),
                   json.dumps({name: i for i, name in enumerate(palette)}, indent=1, ensure_ascii=False) + "\n")
-    _atomic_write(out.with_name("palette.json"), json.dumps(palette, indent=1, ensure_ascii=False) + "\n")
-    _atomic_write(out.with_name(f"{stem}.settings.json"),
+    write_text(out.with_name("palette.json"), json.dumps(palette, indent=1, ensure_ascii=False) + "\n")
+    write_text(out.with_name(f"{stem}.settings.json"),
                   json.dumps({**asdict(s), "command": command}, indent=2) + "\n")
     if plot and rows:
         plot_frequencies(counts, len(rows), palette, out.with_name(f"{stem}_label_frequencies.png"))

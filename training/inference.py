@@ -1,7 +1,8 @@
 """PyTorch inference over a Hugging Face classifier: length-sorted batches with dynamic padding.
 
-Used by training (valid/test probabilities) and compression (the PyTorch reference for parity). Serving never
-uses this: it goes through `deployment/predictor.py` (onnxruntime, no torch).
+Used by training for the valid/test logits that thresholds are tuned and metrics reported on (turn them into
+probabilities with `deployment.scoring.sigmoid`, the serving maths). The compression report feeds PyTorch the
+bundle's own token ids instead, and serving never uses this: it goes through `deployment/predictor.py`.
 """
 from __future__ import annotations
 
@@ -33,6 +34,3 @@ def predict_logits(model, tokenizer, texts: Sequence[str], max_length: int, batc
         out[idx] = model(**batch).logits.float().numpy()
     return out
 
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))

@@ -29,11 +29,8 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,14 +40,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:   # `python training/prepare.py` from anywhere finds config and training
-    sys.path.insert(0, str(ROOT))
-
-import config  # noqa: E402
-from training import data  # noqa: E402
-from training.data import LINE_COL, SPLITS, PrepareError  # noqa: E402
-from training.split import ensure_labels_in_fold, iterative_stratification  # noqa: E402
+import config
+from outputs import OutputError, replace_dir
+from training import data
+from training.data import LINE_COL, SPLITS, PrepareError
+from training.split import ensure_labels_in_fold, iterative_stratification
 
 OUTPUT_FILES = ("dataset.csv", "labels.json", "report.json", "label_frequencies.png")
 MAX_PLOTTED_LABELS = 400   # beyond this a bar chart stops being readable; the report still lists every label
@@ -261,54 +255,31 @@ def plot_label_frequencies(frequencies: dict, title: str, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def _is_prepare_output(folder: Path) -> bool:
-    entries = {p.name for p in folder.iterdir()}
-    return not entries or "report.json" in entries
-
-
 def write_outputs(
     df: pd.DataFrame, labels: list[str], report: dict, out: Path, passthrough: Sequence[str],
     started: float | None = None,
 ) -> None:
-    """Write the four files into a temporary folder beside `out`, then swap it into place.
+    """Write the four files into a staging folder beside `out`, then swap it into place (`outputs.replace_dir`).
 
     report.json goes last so its `elapsed_s` (from `started`, a perf_counter value) covers the writing too.
-
     An existing `out` is replaced only when it is empty or an earlier prepare output (has report.json), so a
     mistyped --out cannot wipe someone's folder.
     """
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or not _is_prepare_output(out)):
-        raise PrepareError(f"{out}: exists and is not a training.prepare output; choose another --out or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        dataset_frame(df, passthrough).to_csv(tmp / "dataset.csv", index=False, lineterminator="\n")
-        (tmp / "labels.json").write_text(
-            json.dumps({x: i for i, x in enumerate(labels)}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        plot_label_frequencies(
-            report["label_frequencies"],
-            f"{report['name']}: {len(labels)} labels on {report['rows_out']} rows",
-            tmp / "label_frequencies.png",
-        )
-        if started is not None:
-            report["elapsed_s"] = round(time.perf_counter() - started, 2)
-        (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o755)   # mkdtemp makes it 0700; the output is an ordinary folder
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with replace_dir(out, owned_by="report.json", what="training.prepare output") as tmp:
+            dataset_frame(df, passthrough).to_csv(tmp / "dataset.csv", index=False, lineterminator="\n")
+            (tmp / "labels.json").write_text(
+                json.dumps({x: i for i, x in enumerate(labels)}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            plot_label_frequencies(
+                report["label_frequencies"],
+                f"{report['name']}: {len(labels)} labels on {report['rows_out']} rows",
+                tmp / "label_frequencies.png",
+            )
+            if started is not None:
+                report["elapsed_s"] = round(time.perf_counter() - started, 2)
+            (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    except OutputError as exc:
+        raise PrepareError(str(exc)) from exc
 
 
 def run(settings: PrepareSettings, progress: bool = True, log=print, command: str | None = None) -> dict:

@@ -20,12 +20,11 @@ weight, the thresholds and every choice are made on `valid` only, and all metric
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
-import os
 import re
 import shlex
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import config
+from outputs import OutputError, check_replaceable, replace_dir
 from training.modeling import POOLING_KEY, backbone_pooling, load_classifier, with_pooling
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
@@ -69,6 +69,7 @@ class TrainSettings:
     resume: bool = False                 # start from <out>/checkpoint instead of the backbone
     pooling: str = "auto"                # sentence vector: auto (the backbone's own: mean for sentence-transformers), mean, cls
     bf16: str = "auto"                   # bfloat16 autocast for training: auto (on when the CPU has native bf16), on, off
+    quiet: bool = False                  # no fastai progress bars and epoch table (the summary lines stay)
 
 
 # --------------------------------------------------------------------------------------------- backbone
@@ -250,65 +251,62 @@ def make_learner(dls, model, y_train, s: TrainSettings):
     return learn, len(groups)
 
 
-class BudgetedOneCycle:
-    """fastai callback factory: a one-cycle schedule over `total` optimizer steps. With a deadline, the total
-    is re-planned from measured step times at a few early points (while the rate is still warming up), up or
-    down but never past the planned epochs, so the run anneals fully and ends before the deadline."""
+def budgeted_one_cycle(lrs, total, pct_start, deadline, reserve_fn, steps_per_epoch, log=print):
+    """A fastai callback: a one-cycle schedule over `total` optimizer steps. With a deadline, the total is
+    re-planned from measured step times at a few early points (while the rate is still warming up), up or down
+    but never past the planned epochs, so the run anneals fully and ends before the deadline.
 
-    REPLAN_AT = (12, 25, 50, 100, 200)
+    A factory rather than a module-level class so that importing this module does not import fastai."""
+    from fastai.callback.core import Callback, CancelFitException
 
-    def __new__(cls, *args, **kwargs):
-        from fastai.callback.core import Callback, CancelFitException
+    class BudgetedOneCycle(Callback):
+        order = 60
+        REPLAN_AT = (12, 25, 50, 100, 200)
 
-        replan_points = cls.REPLAN_AT
+        def __init__(self):
+            self.lrs, self.total, self.pct_start = np.asarray(lrs), total, pct_start
+            self.deadline, self.reserve_fn, self.log = deadline, reserve_fn, log
+            self.steps_per_epoch = steps_per_epoch
+            self.step, self.history, self.stopped_by_budget = 0, [], False
+            self.planned, self.durations, self.t_last = total, [], None
 
-        class _Sched(Callback):
-            order = 60
+        def before_batch(self):
+            if not self.training:
+                return
+            mult = one_cycle(self.step / max(self.total, 1), self.pct_start)
+            self.opt.set_hyper("lr", self.lrs * mult)
 
-            def __init__(self, lrs, total, pct_start, deadline, reserve_fn, steps_per_epoch, log=print):
-                self.lrs, self.total, self.pct_start = np.asarray(lrs), total, pct_start
-                self.deadline, self.reserve_fn, self.log = deadline, reserve_fn, log
-                self.steps_per_epoch = steps_per_epoch
-                self.step, self.history, self.stopped_by_budget = 0, [], False
-                self.planned, self.durations, self.t_last = total, [], None
+        def _replan(self, now: float) -> None:
+            d = np.array(self.durations[3:])  # the first steps pay for warm-up allocations
+            d = d[d < 5 * np.median(d)]        # drop gaps that hold an epoch-end validation
+            per_step = float(d.mean())
+            total = self.planned
+            for _ in range(3):  # epoch-end validations depend on the total: iterate to a fixed point
+                epoch_ends = max(0, math.ceil(total / self.steps_per_epoch) - 1 - self.step // self.steps_per_epoch)
+                left = self.deadline - now - self.reserve_fn(per_step, epoch_ends)
+                total = self.step + plan_steps(self.planned - self.step, per_step, left)
+            if total != self.total:
+                self.log(f"  time budget: {per_step:.2f} s/step at step {self.step} -> {total} steps "
+                         f"(planned {self.planned})")
+            self.total, self.stopped_by_budget = total, total < self.planned
 
-            def before_batch(self):
-                if not self.training:
-                    return
-                mult = one_cycle(self.step / max(self.total, 1), self.pct_start)
-                self.opt.set_hyper("lr", self.lrs * mult)
+        def after_batch(self):
+            if not self.training:
+                return
+            self.step += 1
+            now = time.time()
+            if self.t_last is not None:
+                self.durations.append(now - self.t_last)
+            self.t_last = now
+            self.history.append({"step": self.step, "lr": float(self.lrs[-1] * one_cycle(
+                (self.step - 1) / max(self.total, 1), self.pct_start)), "loss": float(self.learn.loss.detach())})
+            if (self.deadline and self.step in self.REPLAN_AT and self.step < 0.2 * self.planned
+                    and len(self.durations) > 5):
+                self._replan(now)
+            if self.step >= self.total:
+                raise CancelFitException()
 
-            def _replan(self, now: float) -> None:
-                d = np.array(self.durations[3:])  # the first steps pay for warm-up allocations
-                d = d[d < 5 * np.median(d)]        # drop gaps that hold an epoch-end validation
-                per_step = float(d.mean())
-                total = self.planned
-                for _ in range(3):  # epoch-end validations depend on the total: iterate to a fixed point
-                    epoch_ends = max(0, math.ceil(total / self.steps_per_epoch) - 1 - self.step // self.steps_per_epoch)
-                    left = self.deadline - now - self.reserve_fn(per_step, epoch_ends)
-                    total = self.step + plan_steps(self.planned - self.step, per_step, left)
-                if total != self.total:
-                    self.log(f"  time budget: {per_step:.2f} s/step at step {self.step} -> {total} steps "
-                             f"(planned {self.planned})")
-                self.total, self.stopped_by_budget = total, total < self.planned
-
-            def after_batch(self):
-                if not self.training:
-                    return
-                self.step += 1
-                now = time.time()
-                if self.t_last is not None:
-                    self.durations.append(now - self.t_last)
-                self.t_last = now
-                self.history.append({"step": self.step, "lr": float(self.lrs[-1] * one_cycle(
-                    (self.step - 1) / max(self.total, 1), self.pct_start)), "loss": float(self.learn.loss.detach())})
-                if (self.deadline and self.step in replan_points and self.step < 0.2 * self.planned
-                        and len(self.durations) > 5):
-                    self._replan(now)
-                if self.step >= self.total:
-                    raise CancelFitException()
-
-        return _Sched(*args, **kwargs)
+    return BudgetedOneCycle()
 
 
 def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_fn, log=print):
@@ -318,7 +316,7 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
     if s.freeze_epochs > 0:
         learn.freeze()
         total = max(1, int(round(s.freeze_epochs * steps_per_epoch)))
-        sched = BudgetedOneCycle(lrs, total, s.pct_start, None, reserve_fn, steps_per_epoch, log=log)
+        sched = budgeted_one_cycle(lrs, total, s.pct_start, None, reserve_fn, steps_per_epoch, log=log)
         log(f"  head only: {total} steps")
         learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched])
         learn.unfreeze()
@@ -328,7 +326,7 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
         left = deadline - time.time()
         if left <= 0:
             raise TrainError("--time-budget is already used up before training started (data loading, baseline)")
-    sched = BudgetedOneCycle(lrs, total, s.pct_start, deadline, reserve_fn, steps_per_epoch, log=log)
+    sched = budgeted_one_cycle(lrs, total, s.pct_start, deadline, reserve_fn, steps_per_epoch, log=log)
     log(f"  one-cycle: {total} steps ({s.epochs:g} epochs x {steps_per_epoch}), lr {lrs[0]:.2e} (embeddings) "
         f"... {lrs[-2]:.2e} (top layer), {lrs[-1]:.2e} (head)")
     learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched])
@@ -338,11 +336,12 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
 # --------------------------------------------------------------------------------------------- blending
 def choose_blend_weight(p_model, p_linear, y_valid, labels, min_support) -> tuple[float, list]:
     """The linear weight in [0, 1] with the best mean of micro- and macro-F1 on valid (thresholds re-tuned)."""
+    from deployment.scoring import blend
     from training.metrics import evaluate, tune_thresholds
 
     table = []
     for w in np.round(np.linspace(0, 1, 11), 2):
-        p = w * p_linear + (1 - w) * p_model
+        p = blend(p_model, p_linear, w)
         th = tune_thresholds(p, y_valid, labels, min_support)
         m = evaluate(p, y_valid, labels, th)
         table.append({"weight": float(w), "micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"]})
@@ -392,41 +391,56 @@ def plot_per_label(reports: dict[str, dict], path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- main flow
-def _atomic_dir(out: Path) -> Path:
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _commit_dir(tmp: Path, out: Path) -> None:
-    old = out.parent / f".{out.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def train(s: TrainSettings, command: str = "", log=print) -> dict:
-    import torch
-
-    from training.baseline import fit_linear
-    from training.inference import predict_logits, sigmoid
-    from training.metrics import (evaluate, markdown_table, multilabel_report, per_label_table,
-                                  top_frequency_baseline, tune_thresholds)
-
+    """check the output → load data and backbone → fit the linear model → fine-tune → tune and evaluate →
+    write the model dir atomically. Returns metrics.json's content."""
     t0 = time.time()
     deadline = t0 + s.time_budget if s.time_budget else None
     out = Path(s.out)
-    if out.exists() and any(out.iterdir()) and not (out / "settings.json").is_file():
-        raise TrainError(f"--out {out} exists and is not a model dir (no settings.json): refusing to replace it; "
-                         "choose a new folder")
+    try:
+        check_replaceable(out, owned_by="settings.json", what="model dir")
+    except OutputError as e:
+        raise TrainError(f"--out {e}") from e
+    run = _load(s, out, log)
+    linear = None
+    if s.blend:
+        log("tf-idf + logistic regression (baseline and blend component):")
+        from training.baseline import fit_linear
+
+        linear = fit_linear(run.texts["train"], run.ys["train"], run.texts["valid"], run.ys["valid"], run.labels, log=log)
+    sched, steps_per_epoch, epoch_losses = _fine_tune(run, s, deadline, log)
+    train_seconds = time.time() - t0
+    log("evaluating on valid (tuning) and test (reporting) ...")
+    ev = _tune_and_evaluate(run, linear, s)
+    train_info = {"steps": sched.step, "planned_steps": sched.planned, "epochs_done": round(sched.step / steps_per_epoch, 3),
+                  "stopped_by_budget": sched.stopped_by_budget, "train_seconds": round(train_seconds, 1),
+                  "epochs": epoch_losses}
+    metrics = _write_model_dir(out, run, linear, ev, sched, train_info, s, command, t0)
+    _log_summary(metrics, ev, out, t0, log)
+    return metrics
+
+
+@dataclass
+class _Run:
+    """What the fine-tuning works on: the splits, the model and its tokenizer, and where they came from."""
+    parts: dict
+    ys: dict
+    labels: list[str]
+    texts: dict
+    model: object
+    tokenizer: object
+    source: str
+    backbone_name: str
+    pooling: str
+
+
+def _load(s: TrainSettings, out: Path, log) -> _Run:
+    import torch
+
     if s.threads:
         torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     np.random.seed(s.seed)
-
     source, backbone_name = resolve_backbone(s.backbone)
     if s.resume:
         ck = out / "checkpoint"
@@ -449,102 +463,126 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict:
         raise TrainError(f"--pooling {s.pooling}: {e}") from e
     log(f"backbone: {backbone_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) from {source}; "
         f"{pooling} pooling; bf16 autocast {'on' if use_bf16(s.bf16) else 'off'} (--bf16 {s.bf16})")
-
     texts = {k: p["text"].tolist() for k, p in parts.items()}
-    linear = None
-    if s.blend:
-        log("tf-idf + logistic regression (baseline and blend component):")
-        linear = fit_linear(texts["train"], ys["train"], texts["valid"], ys["valid"], labels, log=log)
+    return _Run(parts, ys, labels, texts, model, tok, source, backbone_name, pooling)
 
-    dls = build_dls(parts["train"], parts["valid"], ys["train"], ys["valid"], labels, tok, model, s)
-    learn, n_groups = make_learner(dls, model, ys["train"], s)
-    n_eval = len(texts["valid"]) + len(texts["test"])
+
+def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log):
+    """fastai + blurr fit within the budget; the fine-tuned model replaces `run.model`."""
+    dls = build_dls(run.parts["train"], run.parts["valid"], run.ys["train"], run.ys["valid"], run.labels,
+                    run.tokenizer, run.model, s)
+    learn, n_groups = make_learner(dls, run.model, run.ys["train"], s)
+    n_eval = len(run.texts["valid"]) + len(run.texts["test"])
 
     def reserve(per_step: float, epoch_ends: int = 0) -> float:
         # time still needed besides training steps: epoch-end validation passes and the final evaluation
         # (forward only, ~1/3 of a training step per example) over valid + test, plus saving
         per_example = per_step / s.batch_size / 3
-        return per_example * (epoch_ends * len(texts["valid"]) + n_eval) * 1.3 + 15
+        return per_example * (epoch_ends * len(run.texts["valid"]) + n_eval) * 1.3 + 15
 
-    with learn.no_logging() if os.environ.get("MLTC_QUIET") else _nullcontext():
+    with contextlib.ExitStack() as quiet:
+        if s.quiet:
+            quiet.enter_context(learn.no_logging())
+            quiet.enter_context(learn.no_bar())
         sched, steps_per_epoch = fit(learn, n_groups, s, deadline, reserve, log=log)
-    train_seconds = time.time() - t0
-    epoch_losses = []
-    vals = list(getattr(learn.recorder, "values", []))
-    for i, v in enumerate(vals):
-        epoch_losses.append({"epoch": i + 1, "step": min((i + 1) * steps_per_epoch, sched.step),
-                             "train_loss": float(v[0]), "valid_loss": float(v[1]) if len(v) > 1 else None})
+    epoch_losses = [{"epoch": i + 1, "step": min((i + 1) * steps_per_epoch, sched.step), "train_loss": float(v[0]),
+                     "valid_loss": float(v[1]) if len(v) > 1 else None}
+                    for i, v in enumerate(getattr(learn.recorder, "values", []))]
+    run.model = learn.model.hf_model
+    return sched, steps_per_epoch, epoch_losses
 
-    log("evaluating on valid (tuning) and test (reporting) ...")
-    model = learn.model.hf_model
-    p_valid = sigmoid(predict_logits(model, tok, texts["valid"], s.max_length, s.eval_batch_size))
-    p_test = sigmoid(predict_logits(model, tok, texts["test"], s.max_length, s.eval_batch_size))
+
+@dataclass
+class _Evaluation:
+    results: dict                  # test metrics per model: transformer, baseline, blend, most_frequent
+    final_name: str                # "transformer" or "blend": what the bundle will serve
+    thresholds: dict               # tuned on valid for the final model
+    weight: float                  # the linear model's blend weight (0: transformer alone)
+    blend_table: list | None
+
+
+def _tune_and_evaluate(run: _Run, linear, s: TrainSettings) -> _Evaluation:
+    """Thresholds and the blend weight from valid; every metric on test."""
+    from deployment.scoring import blend, sigmoid
+    from training.inference import predict_logits
+    from training.metrics import evaluate, multilabel_report, top_frequency_baseline, tune_thresholds
+
+    ys, labels = run.ys, run.labels
+    p_valid, p_test = (sigmoid(predict_logits(run.model, run.tokenizer, run.texts[k], s.max_length, s.eval_batch_size))
+                       for k in ("valid", "test"))
     th_model = tune_thresholds(p_valid, ys["valid"], labels, s.min_support)
-    m_model = evaluate(p_test, ys["test"], labels, th_model)
-
-    results = {"transformer": m_model}
-    final_th, final_name, weight, blend_table = th_model, "transformer", 0.0, None
+    results = {"transformer": evaluate(p_test, ys["test"], labels, th_model)}
+    ev = _Evaluation(results, "transformer", th_model, 0.0, None)
     if linear is not None:
-        pl_valid, pl_test = linear.predict_proba(texts["valid"]), linear.predict_proba(texts["test"])
+        pl_valid, pl_test = linear.predict_proba(run.texts["valid"]), linear.predict_proba(run.texts["test"])
         th_lin = tune_thresholds(pl_valid, ys["valid"], labels, s.min_support)
         results["baseline"] = evaluate(pl_test, ys["test"], labels, th_lin)
         results["baseline"]["C"] = linear.c
-        weight, blend_table = choose_blend_weight(p_valid, pl_valid, ys["valid"], labels, s.min_support)
-        if weight > 0:
-            bv, bt = weight * pl_valid + (1 - weight) * p_valid, weight * pl_test + (1 - weight) * p_test
-            final_th = tune_thresholds(bv, ys["valid"], labels, s.min_support)
-            results["blend"] = evaluate(bt, ys["test"], labels, final_th)
-            final_name = "blend"
+        ev.weight, ev.blend_table = choose_blend_weight(p_valid, pl_valid, ys["valid"], labels, s.min_support)
+        if ev.weight > 0:
+            ev.thresholds = tune_thresholds(blend(p_valid, pl_valid, ev.weight), ys["valid"], labels, s.min_support)
+            results["blend"] = evaluate(blend(p_test, pl_test, ev.weight), ys["test"], labels, ev.thresholds)
+            ev.final_name = "blend"
     results["most_frequent"] = multilabel_report(
         ys["test"], top_frequency_baseline(ys["train"], len(ys["test"])), labels)
-    final = results[final_name]
+    return ev
 
-    tmp = _atomic_dir(out)
-    model.save_pretrained(tmp / "checkpoint")
-    tok.save_pretrained(tmp / "checkpoint")
-    (tmp / "labels.json").write_text(json.dumps({lab: i for i, lab in enumerate(labels)}, indent=2, ensure_ascii=False))
-    (tmp / "thresholds.json").write_text(json.dumps(final_th, indent=2, ensure_ascii=False))
-    if final_name == "blend":
-        linear.export(tmp / "linear", weight)
-    settings = asdict(s) | {"pooling_used": pooling, "bf16_used": use_bf16(s.bf16), "backbone": backbone_name, "backbone_source": source, "data": str(Path(s.data).resolve())}
-    (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
-    (tmp / "command.txt").write_text(command + "\n")
-    train_info = {"steps": sched.step, "planned_steps": sched.planned, "epochs_done": round(sched.step / steps_per_epoch, 3),
-                  "stopped_by_budget": sched.stopped_by_budget, "train_seconds": round(train_seconds, 1),
-                  "total_seconds": round(time.time() - t0, 1), "epochs": epoch_losses}
-    metrics = {"final": final_name, "model": final, **results, "blend_weight": weight, "blend_search": blend_table,
-               "train": train_info, "labels": labels, "data": str(Path(s.data).resolve())}
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
-    names = {"transformer": "transformer alone", "blend": f"ours: transformer + tf-idf (w={weight:g})",
-             "baseline": "tf-idf + logreg baseline", "most_frequent": "most frequent labels"}
-    table = markdown_table({names[k]: v for k, v in results.items()})
-    (tmp / "metrics.md").write_text(f"# Test metrics ({len(texts['test'])} rows, thresholds tuned on valid)\n\n{table}\n"
-                                    f"## Per label ({names[final_name]})\n\n{per_label_table(final)}")
-    (tmp / "history.json").write_text(json.dumps(sched.history))
-    plot_training(sched.history, epoch_losses, tmp / "training_curves.png")
-    plot_per_label({names[k]: results[k] for k in (final_name, "baseline") if k in results}, tmp / "per_label_f1.png")
-    _commit_dir(tmp, out)
 
-    log("\n" + table)
-    base = results.get("baseline")
-    log(f"done in {time.time() - t0:.0f}s: {sched.step} steps ({train_info['epochs_done']} epochs"
-        f"{', cut by the time budget' if sched.stopped_by_budget else ''}); test micro-F1 {final['micro_f1']:.4f} "
-        f"macro-F1 {final['macro_f1']:.4f} ({names[final_name]})"
-        + (f" vs baseline {base['micro_f1']:.4f} / {base['macro_f1']:.4f}" if base else "") + f" -> {out}")
+def _names(weight: float) -> dict[str, str]:
+    return {"transformer": "transformer alone", "blend": f"ours: transformer + tf-idf (w={weight:g})",
+            "baseline": "tf-idf + logreg baseline", "most_frequent": "most frequent labels"}
+
+
+def _write_model_dir(out: Path, run: _Run, linear, ev: _Evaluation, sched, train_info: dict, s: TrainSettings,
+                     command: str, t0: float) -> dict:
+    """Every file of docs/CONTRACTS.md's model dir, built beside `out` and swapped in at the end."""
+    from training.metrics import markdown_table, per_label_table
+
+    results, final = ev.results, ev.results[ev.final_name]
+    names = _names(ev.weight)
+    with replace_dir(out, owned_by="settings.json", what="model dir") as tmp:
+        run.model.save_pretrained(tmp / "checkpoint")
+        run.tokenizer.save_pretrained(tmp / "checkpoint")
+        (tmp / "labels.json").write_text(json.dumps({lab: i for i, lab in enumerate(run.labels)}, indent=2,
+                                                    ensure_ascii=False))
+        (tmp / "thresholds.json").write_text(json.dumps(ev.thresholds, indent=2, ensure_ascii=False))
+        if ev.final_name == "blend":
+            linear.export(tmp / "linear", ev.weight)
+        settings = asdict(s) | {"pooling_used": run.pooling, "bf16_used": use_bf16(s.bf16), "backbone": run.backbone_name,
+                                "backbone_source": run.source, "data": str(Path(s.data).resolve())}
+        (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
+        (tmp / "command.txt").write_text(command + "\n")
+        train_info["total_seconds"] = round(time.time() - t0, 1)
+        metrics = {"final": ev.final_name, "model": final, **results, "blend_weight": ev.weight,
+                   "blend_search": ev.blend_table, "train": train_info, "labels": run.labels,
+                   "data": str(Path(s.data).resolve())}
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+        table = markdown_table({names[k]: v for k, v in results.items()})
+        (tmp / "metrics.md").write_text(f"# Test metrics ({len(run.texts['test'])} rows, thresholds tuned on valid)\n\n"
+                                        f"{table}\n## Per label ({names[ev.final_name]})\n\n{per_label_table(final)}")
+        (tmp / "history.json").write_text(json.dumps(sched.history))
+        plot_training(sched.history, train_info["epochs"], tmp / "training_curves.png")
+        plot_per_label({names[k]: results[k] for k in (ev.final_name, "baseline") if k in results},
+                       tmp / "per_label_f1.png")
     return metrics
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
+def _log_summary(metrics: dict, ev: _Evaluation, out: Path, t0: float, log) -> None:
+    from training.metrics import markdown_table
 
-    def __exit__(self, *exc):
-        return False
+    names, final, info = _names(ev.weight), metrics["model"], metrics["train"]
+    log("\n" + markdown_table({names[k]: v for k, v in ev.results.items()}))
+    base = ev.results.get("baseline")
+    log(f"done in {time.time() - t0:.0f}s: {info['steps']} steps ({info['epochs_done']} epochs"
+        f"{', cut by the time budget' if info['stopped_by_budget'] else ''}); test micro-F1 {final['micro_f1']:.4f} "
+        f"macro-F1 {final['macro_f1']:.4f} ({names[ev.final_name]})"
+        + (f" vs baseline {base['micro_f1']:.4f} / {base['macro_f1']:.4f}" if base else "") + f" -> {out}")
 
 
 def evaluate_saved(model_dir: Path, log=print) -> dict:
     """Re-evaluate a saved model dir on its data's test split with its stored thresholds (no training)."""
-    from training.inference import predict_logits, sigmoid
+    from deployment.scoring import LinearComponent, blend, sigmoid  # the serving maths: evaluation sees what users get
+    from training.inference import predict_logits
     from training.metrics import evaluate, markdown_table
 
     model_dir = Path(model_dir)
@@ -567,11 +605,8 @@ def evaluate_saved(model_dir: Path, log=print) -> dict:
     p = sigmoid(predict_logits(model, tok, texts, settings["max_length"]))
     lin_dir = model_dir / "linear"
     if (lin_dir / "linear.json").is_file():
-        from deployment.predictor import LinearComponent  # the serving code: evaluation sees what users get
-
         head = LinearComponent.load(lin_dir / "linear.json", lin_dir / "linear.npz", len(labels))
-        w = json.loads((lin_dir / "linear.json").read_text())["weight"]
-        p = w * head.probabilities(texts) + (1 - w) * p
+        p = blend(p, head.probabilities(texts), head.weight)
     th = json.loads((model_dir / "thresholds.json").read_text())
     m = evaluate(p, ys["test"], labels, th)
     log(markdown_table({str(model_dir): m}))
@@ -615,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default=d.bf16,
                     help="bfloat16 autocast while training (auto: on when the CPU has native bf16, ~1.5x faster here)")
     ap.add_argument("--resume", action="store_true", help="continue training from <out>/checkpoint")
+    ap.add_argument("--quiet", action="store_true", help="no fastai progress bars or epoch table")
     ap.add_argument("--evaluate", type=Path, metavar="MODEL_DIR", help="re-evaluate a saved model dir on its test split and exit")
     return ap
 

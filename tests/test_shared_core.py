@@ -1,0 +1,145 @@
+"""The shared core: atomic outputs (`outputs.py`), the model maths (`deployment/scoring.py`), the text encoder
+(`deployment/encoding.py`), and a `config` import that leaves the process environment alone."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deployment.encoding import TextEncoder
+from deployment.scoring import blend, sigmoid
+from outputs import OutputError, clean_stale, replace_dir, replace_file, write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- outputs
+def test_replace_dir_swaps_a_whole_folder_in_and_leaves_no_staging_behind(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "marker.json").write_text("old")
+    (out / "stale.txt").write_text("from the old run")
+    with replace_dir(out, owned_by="marker.json") as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".out.partial-")
+        (tmp / "marker.json").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["marker.json"] and (out / "marker.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_replace_dir_keeps_the_old_folder_when_the_block_fails(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "marker.json").write_text("old")
+    with pytest.raises(RuntimeError, match="half way"):
+        with replace_dir(out, owned_by="marker.json") as tmp:
+            (tmp / "marker.json").write_text("new")
+            raise RuntimeError("failed half way")
+    assert (out / "marker.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_replace_dir_refuses_a_folder_that_is_not_this_stages_output(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputError, match=r"is not a model dir \(no settings\.json\): refusing to replace it"):
+        with replace_dir(out, owned_by="settings.json", what="model dir"):
+            pass
+    assert (out / "thesis.tex").read_text() == "years of work"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        with replace_dir(tmp_path / "file"):
+            pass
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_but_a_live_runs_are_not(tmp_path):
+    target = tmp_path / "preds.csv"
+    dead = tmp_path / f".preds.csv.partial-{_dead_pid()}"
+    dead.write_text("half a file")
+    live = tmp_path / f".preds.csv.partial-{os.getppid()}"      # our parent is alive
+    live.write_text("someone is writing")
+    lookalike = tmp_path / "x.partners.csv"                      # not ours: never touched
+    lookalike.write_text("keep")
+    write_text(target, "a,b\n")
+    assert target.read_text() == "a,b\n"
+    assert not dead.exists() and live.exists() and lookalike.read_text() == "keep"
+    assert clean_stale(target) == []
+
+
+def test_replace_file_writes_exact_bytes_and_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "data.csv"
+    with replace_file(path, newline="") as fh:
+        fh.write("a\r\nb\rc\x00\ufeff\n")
+    assert path.read_bytes() == "a\r\nb\rc\x00\ufeff\n".encode("utf-8")
+    with pytest.raises(ValueError, match="boom"):
+        with replace_file(path) as fh:
+            fh.write("partial")
+            raise ValueError("boom")
+    assert path.read_bytes() == "a\r\nb\rc\x00\ufeff\n".encode("utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
+# ---------------------------------------------------------------- scoring
+def test_sigmoid_is_exact_in_the_middle_and_never_overflows_at_the_ends():
+    x = np.array([-1e4, -745.0, -30.0, 0.0, 2.0, 30.0, 1e4])
+    with np.errstate(over="raise", invalid="raise"):
+        p = sigmoid(x)
+    assert p.dtype == np.float64 and p[3] == 0.5
+    assert abs(p[4] - 1 / (1 + np.exp(-2.0))) < 1e-15
+    assert p[0] == 0.0 and p[-1] == 1.0 and np.all(np.diff(p) >= 0)
+
+
+def test_blend_weights_the_linear_part_and_is_the_identity_without_one():
+    p_model, p_linear = np.array([[0.2, 0.8]]), np.array([[0.6, 0.4]])
+    assert np.allclose(blend(p_model, p_linear, 0.25), [[0.3, 0.7]])
+    assert blend(p_model, None, 0.7) is p_model
+    assert np.array_equal(blend(p_model, p_linear, 0.0), p_model)
+
+
+# ---------------------------------------------------------------- encoding
+@pytest.fixture(scope="module")
+def encoder(tiny_bundle) -> TextEncoder:
+    return TextEncoder.from_file(tiny_bundle / "tokenizer.json", 16, ["input_ids", "attention_mask"])
+
+
+def test_encoder_counts_every_token_and_truncates_keeping_the_end_token(encoder):
+    text = " ".join(["dragon"] * 40)
+    enc = encoder.encode([text, "a dragon"])
+    assert enc.truncated == [True, False] and enc.n_tokens[0] == 42 and enc.n_tokens[1] == 4
+    ids = enc.encodings[0].ids
+    assert len(ids) == 16 and ids[-1] == encoder.tokenizer.token_to_id("[SEP]")
+
+
+def test_encoder_run_returns_rows_in_input_order_whatever_the_batching(encoder):
+    texts = [" ".join(["word"] * n) for n in (9, 1, 5, 3, 12, 2, 7)]
+    encoded = encoder.encode(texts)
+    # a fake model whose "logit" is the row's token count: order mistakes show up as wrong numbers
+    forward = lambda feeds: feeds["attention_mask"].sum(1, keepdims=True).astype(np.float32)  # noqa: E731
+    for batch_size in (1, 2, 3, 32):
+        for sort in (None, True, False):
+            out = encoder.run(forward, encoded, batch_size, sort=sort)
+            assert out[:, 0].tolist() == [min(n, 16) for n in encoded.n_tokens]
+    feeds = encoder.feeds(encoded.encodings[:2])
+    assert set(feeds) == {"input_ids", "attention_mask"} and feeds["input_ids"].shape == (2, 11)
+
+
+# ---------------------------------------------------------------- config
+def test_importing_config_changes_no_environment_variable():
+    code = ("import os, json; before = dict(os.environ); import config; "
+            "print(json.dumps(sorted(set(os.environ.items()) ^ set(before.items()))))")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    assert out.stdout.strip() == "[]"
+    code = "import os, config; config.use_offline_hub(); print(os.environ['HF_HUB_OFFLINE'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    assert out.stdout.strip() == "1"

@@ -11,6 +11,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import config
+
+config.use_offline_hub()   # this module loads Hugging Face models: never wait on an unreachable hub
+
 OPSET = 17                     # >= 17: LayerNormalization is a real op, which the optimizer fuses cleanly
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -189,12 +193,23 @@ def quantize_int8(in_path: Path, out_path: Path, per_channel: bool) -> Path:
     # The legacy exporter's value_info is sound and the fused contrib ops (Attention, SkipLayerNormalization) need
     # it: onnx shape inference cannot type their outputs. (Clearing it is only needed for dynamo graphs.)
     # DefaultTensorType covers any tensor that is still untyped: every weight here is float32.
+    # quantize_dynamic logs a generic "consider pre-processing" advice on the root logger on every call: drop that
+    # one message while it runs (a filter, not a level change, so every other warning still gets through).
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic logs a generic "consider pre-processing" warning on every call
+    advice = _DropMessages("pre-processing before quantization")
+    root.addFilter(advice)
     try:
         quantize_dynamic(str(in_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
-        root.setLevel(level)
+        root.removeFilter(advice)
     return out_path
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, fragment: str):
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()

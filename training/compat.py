@@ -23,7 +23,9 @@ import inspect
 import importlib
 from types import SimpleNamespace
 
-import config  # noqa: F401  (sets the offline environment before transformers is imported)
+import config
+
+config.use_offline_hub()   # before fastai/blurr import transformers and datasets
 
 import fastai.text.all  # noqa: F401  (must come before blurr, see 3.)
 import fastcore.all

@@ -18,6 +18,10 @@ from pathlib import Path
 
 import torch
 
+import config
+
+config.use_offline_hub()   # this module loads Hugging Face models: never wait on an unreachable hub
+
 POOLING_KEY = "classifier_pooling"
 
 

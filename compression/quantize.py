@@ -29,7 +29,7 @@ import config
 from compression import report as rep
 from compression.export import (OPSET, CompressionError, ModelDir, export_onnx, load_torch_model, optimize_onnx,
                                 quantize_int8, read_model_dir)
-from deployment.encoding import Encoded, TextEncoder
+from deployment.encoding import Encoded, TextEncoder, Windows
 from deployment.predictor import DEFAULT_BATCH_SIZE, Predictor, session_options
 from deployment.scoring import LinearComponent, blend, sigmoid
 from outputs import OutputError, replace_dir
@@ -161,6 +161,7 @@ def _bundle_info(md: ModelDir, dest: Path, tok_files: list[str], command: str) -
         "thresholds": md.thresholds,
         "global_threshold": md.global_threshold,
         "max_length": min(md.max_length, int(md.config.get("max_position_embeddings", md.max_length))),
+        "windows": md.settings.get("windows") or Windows().to_dict(),   # model dirs from before windows: truncation
         "backbone": md.settings.get("backbone"),
         "tokenizer": {"kind": tok_cfg.get("tokenizer_class") or md.config.get("model_type"), "files": tok_files,
                       "uses_token_type_ids": md.uses_token_type_ids, "pad_token_id": _pad_token_id(md, dest)},
@@ -237,7 +238,11 @@ def _model_card(info: dict, ev: dict) -> str:
              "`python -m deployment.predict --bundle DIR --input FILE.csv --out OUT.csv`.", "",
              "## Labels and tuned thresholds", "", "| label | threshold |", "| --- | --- |"]
     lines += [f"| {lab} | {th:.3f} |" for lab, th in zip(info["labels"], info["thresholds"])]
-    lines += ["", f"Global threshold: {info['global_threshold']:.3f}. Texts are read up to {info['max_length']} tokens"
+    win = info.get("windows") or {"max_windows": 1}
+    reading = (f"in windows of {info['max_length']} tokens ({win['stride']} shared by consecutive windows, at most "
+               f"{win['max_windows']} per text, logits pooled by {win['pooling']})" if win["max_windows"] > 1
+               else f"up to {info['max_length']} tokens")
+    lines += ["", f"Global threshold: {info['global_threshold']:.3f}. Texts are read {reading}"
               + (f"; a TF-IDF + logistic-regression component is blended in with weight {info['linear']['weight']}."
                  if info["linear"] else "."), "", "## Metrics (test split)", ""]
     model_metrics = (info["metrics"] or {}).get("model") or {}
@@ -319,8 +324,12 @@ def _stage(md: ModelDir, tmp: Path, command: str) -> Staged:
             shutil.copy2(md.linear / name, tmp / name)
         linear = LinearComponent.load(tmp / "linear.json", tmp / "linear.npz", len(md.labels))
     info = _bundle_info(md, tmp, tok_files, command)
-    encoder = TextEncoder.from_file(tmp / "tokenizer.json", info["max_length"], info["inputs"],
-                                    info["tokenizer"]["pad_token_id"])
+    try:
+        windows = Windows.from_dict(info["windows"])
+        encoder = TextEncoder.from_file(tmp / "tokenizer.json", info["max_length"], info["inputs"],
+                                        info["tokenizer"]["pad_token_id"], windows)
+    except (TypeError, ValueError) as exc:
+        raise CompressionError(f"{md.root / 'settings.json'}: bad 'windows' ({exc})") from exc
     return Staged(info, encoder, linear)
 
 
@@ -420,10 +429,10 @@ def _measure(staged: Staged, ev_texts: "rep.EvalTexts", runners: dict, paths: di
 
 
 def _timing_feeds(encoder: TextEncoder, encoded: Encoded) -> tuple[list[dict], dict]:
-    """16 single texts, and one batch of 32 (the evaluation texts, repeated when there are fewer)."""
-    n = len(encoded)
-    single = [encoder.feeds([encoded.encodings[i]]) for i in range(min(16, n))]
-    batch = encoder.feeds([encoded.encodings[i % n] for i in range(32)])
+    """16 single windows, and one batch of 32 (the evaluation texts' windows, repeated when there are fewer)."""
+    n = len(encoded.windows)
+    single = [encoder.feeds([encoded.windows[i]]) for i in range(min(16, n))]
+    batch = encoder.feeds([encoded.windows[i % n] for i in range(32)])
     return single, batch
 
 
@@ -460,7 +469,8 @@ def _report(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m: Measured
     ev = {
         "created": staged.info["created"], "command": command, "model_dir": str(md.root),
         "texts": {"source": ev_texts.source, "n": len(ev_texts.texts), "mean_tokens": float(np.mean(m.encoded.n_tokens)),
-                  "truncated_fraction": float(np.mean(m.encoded.truncated)), "max_length": staged.encoder.max_length},
+                  "truncated_fraction": float(np.mean(m.encoded.truncated)), "max_length": staged.encoder.max_length,
+                  "windows": staged.encoder.windows.to_dict(), "mean_windows": float(np.mean(m.encoded.n_windows))},
         "warnings": warnings_,
         "sizes_bytes": sizes,
         "size_ratio_int8_vs_fp32": sizes["int8"] / sizes["onnx_fp32"],
@@ -471,7 +481,7 @@ def _report(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m: Measured
         "variants": variants, "fusions": fusions, "errors": errors,
         "bench": {"rounds": bench_rounds, "batch1_texts": 16, "batch_size": 32, "num_threads": num_threads,
                   "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                  "what": "model forward on identical pre-tokenised, dynamically padded inputs"},
+                  "what": "model forward on identical pre-tokenised, dynamically padded windows"},
         "linear": staged.info["linear"],
         "examples": ev_texts.examples,
         "onnxruntime": ort.__version__,

@@ -1,13 +1,21 @@
-"""Texts → model inputs, the one way: tokenise with the bundle's tokenizer, count, pad per batch, run batched.
+"""Texts → model inputs, the one way: tokenise with the bundle's tokenizer, cut long texts into overlapping
+windows, count, pad per batch, run batched, pool the windows' logits into one row per text.
 
-Shared by the predictor (serving) and the compression report (which feeds every ONNX variant and PyTorch the
-very same token ids), so a difference the report measures is a difference in the graph, never in tokenisation.
-Needs only numpy and `tokenizers`.
+Shared by the predictor (serving), the compression report (which feeds every ONNX variant and PyTorch the very
+same token ids) and training's evaluation on valid/test (`training.inference`), so a document's prediction does
+not depend on who asked, and a difference the report measures is a difference in the graph, never in
+tokenisation. Needs only numpy and `tokenizers`.
 
     encoder = TextEncoder.from_file("bundle/tokenizer.json", max_length=256,
-                                    input_names=["input_ids", "attention_mask"], pad_id=0)
+                                    input_names=["input_ids", "attention_mask"], pad_id=0,
+                                    windows=Windows(max_windows=8, stride=64, pooling="mean"))
     encoded = encoder.encode(["a text", ...])
     logits = encoder.run(lambda feeds: session.run(["logits"], feeds)[0], encoded, batch_size=32)
+
+Windows: a text longer than `max_length` tokens is read as consecutive windows of `max_length` tokens, each
+with the model's own special tokens ([CLS] ... [SEP]), consecutive windows sharing `stride` tokens (the meaning
+Hugging Face gives `stride`), at most `max_windows` of them (the first ones). The windows' logits are pooled
+(`mean` or `max` per label) into the text's logits. `max_windows=1` is plain truncation.
 """
 from __future__ import annotations
 
@@ -21,15 +29,49 @@ from tokenizers import Encoding, Tokenizer
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+POOLINGS = ("mean", "max")
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How a text longer than max_length is read (recorded in bundle.json as `windows`)."""
+    max_windows: int = 1          # windows read per text at most (1: truncate to the first max_length tokens)
+    stride: int = 0               # tokens shared by consecutive windows
+    pooling: str = "mean"         # how the windows' logits become the text's: mean or max per label
+
+    def __post_init__(self):
+        if isinstance(self.max_windows, bool) or not isinstance(self.max_windows, int) or self.max_windows < 1:
+            raise ValueError(f"windows.max_windows must be an integer >= 1, got {self.max_windows!r}")
+        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 0:
+            raise ValueError(f"windows.stride must be an integer >= 0, got {self.stride!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"windows.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+
+    def to_dict(self) -> dict:
+        return {"max_windows": self.max_windows, "stride": self.stride, "pooling": self.pooling}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Windows":
+        """From bundle.json's `windows` (absent: one window, as bundles written before windows existed)."""
+        if d is None:
+            return cls()
+        if not isinstance(d, dict) or set(d) - {"max_windows", "stride", "pooling"}:
+            raise ValueError(f"windows must be an object with max_windows, stride, pooling; got {d!r}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
 class Encoded:
-    """Tokenised texts: the (possibly truncated) encodings, each text's full token count, and whether it was cut."""
-    encodings: list[Encoding]
+    """Tokenised texts: every window of every text (text by text), the text each window belongs to, each text's
+    full token count, how many windows were read, and whether the cap on windows (or truncation) cut the text."""
+    windows: list[Encoding]
+    owner: np.ndarray                 # int [n_windows]: index of the text each window belongs to
     n_tokens: list[int]
+    n_windows: list[int]
     truncated: list[bool]
 
     def __len__(self) -> int:
-        return len(self.encodings)
+        return len(self.n_tokens)
 
 
 class TextEncoder:
@@ -39,37 +81,53 @@ class TextEncoder:
     with the library's own truncation, which keeps [SEP] / </s>; the other only counts tokens).
     """
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int, input_names: Sequence[str], pad_id: int = 0):
+    def __init__(self, tokenizer: Tokenizer, max_length: int, input_names: Sequence[str], pad_id: int = 0,
+                 windows: Windows | None = None):
         self.max_length = int(max_length)
         self.input_names = list(input_names)
         self.pad_id = int(pad_id)             # masked out anyway; RoBERTa's is 1, BERT's 0
+        self.windows = windows or Windows()
+        n_special = tokenizer.post_processor.num_special_tokens_to_add(False) if tokenizer.post_processor else 0
+        if self.windows.max_windows > 1 and not 0 <= self.windows.stride < self.max_length - n_special:
+            raise ValueError(f"windows.stride must be below the {self.max_length - n_special} text tokens of a "
+                             f"window (max_length {self.max_length} minus {n_special} special tokens), "
+                             f"got {self.windows.stride}")
         self._counter = Tokenizer.from_str(tokenizer.to_str())
         self._counter.no_padding()
         self._counter.no_truncation()
         self.tokenizer = tokenizer
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=self.max_length)
+        # With one window the text is simply truncated (no overflowing windows are built at all).
+        self.tokenizer.enable_truncation(max_length=self.max_length,
+                                         stride=self.windows.stride if self.windows.max_windows > 1 else 0)
 
     @classmethod
     def from_file(cls, path: str | Path, max_length: int, input_names: Sequence[str],
-                  pad_id: int | None = None) -> "TextEncoder":
+                  pad_id: int | None = None, windows: Windows | None = None) -> "TextEncoder":
         """Load `tokenizer.json`; `pad_id=None` takes the tokenizer's own padding id (or 0)."""
         tokenizer = Tokenizer.from_file(str(path))
         if pad_id is None:
             pad_id = (tokenizer.padding or {}).get("pad_id", 0)
-        return cls(tokenizer, max_length, input_names, pad_id)
+        return cls(tokenizer, max_length, input_names, pad_id, windows)
 
     def encode(self, texts: Sequence[str]) -> Encoded:
-        """Token ids cut to max_length; `n_tokens` counts the whole text (special tokens included)."""
+        """Windows of at most max_length tokens; `n_tokens` counts the whole text (special tokens included)."""
         texts = list(texts)
-        encodings = self.tokenizer.encode_batch(texts)
-        n_tokens = [len(e.ids) for e in encodings]
-        truncated = [bool(e.overflowing) for e in encodings]
-        long_idx = [i for i, t in enumerate(truncated) if t]
-        if long_idx:  # only texts that did not fit pay for a second, untruncated count
+        cap = self.windows.max_windows
+        windows, owner, n_windows, truncated, long_idx = [], [], [], [], []
+        for i, enc in enumerate(self.tokenizer.encode_batch(texts)):
+            parts = [enc] + (list(enc.overflowing)[:cap - 1] if cap > 1 else [])
+            windows.extend(parts)
+            owner.extend([i] * len(parts))
+            n_windows.append(len(parts))
+            truncated.append(len(enc.overflowing) + 1 > cap)
+            if enc.overflowing:
+                long_idx.append(i)
+        n_tokens = [len(windows[j].ids) for j in np.cumsum([0] + n_windows[:-1])] if texts else []
+        if long_idx:  # only texts that did not fit in one window pay for a second, untruncated count
             for i, enc in zip(long_idx, self._counter.encode_batch([texts[i] for i in long_idx])):
                 n_tokens[i] = len(enc.ids)
-        return Encoded(encodings, n_tokens, truncated)
+        return Encoded(windows, np.asarray(owner, dtype=np.int64), n_tokens, n_windows, truncated)
 
     def feeds(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
         """Model inputs for one batch, padded to its longest sequence (dynamic padding), not to max_length."""
@@ -87,22 +145,46 @@ class TextEncoder:
 
     @staticmethod
     def batches(encoded: Encoded, batch_size: int, sort: bool | None = None) -> list[list[int]]:
-        """Row indices per batch. Sorted by length (less padding) when there is more than one batch, unless
+        """Window indices per batch. Sorted by length (less padding) when there is more than one batch, unless
         `sort` says otherwise; one batch keeps the input order."""
-        order = list(range(len(encoded)))
+        order = list(range(len(encoded.windows)))
         if sort or (sort is None and len(order) > batch_size):
-            order.sort(key=lambda i: len(encoded.encodings[i].ids))
+            order.sort(key=lambda i: len(encoded.windows[i].ids))
         return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
-    def run(self, forward: Callable[[dict[str, np.ndarray]], np.ndarray], encoded: Encoded,
-            batch_size: int, sort: bool | None = None) -> np.ndarray:
-        """`forward(feeds) -> logits [batch, labels]` over every batch; logits [n, labels] in input order."""
+    def run_windows(self, forward: Callable[[dict[str, np.ndarray]], np.ndarray], encoded: Encoded,
+                    batch_size: int, sort: bool | None = None) -> np.ndarray:
+        """`forward(feeds) -> logits [batch, labels]` over every window; logits [n_windows, labels] in order."""
         out = None
         for idx in self.batches(encoded, batch_size, sort):
-            logits = np.asarray(forward(self.feeds([encoded.encodings[i] for i in idx])))
+            logits = np.asarray(forward(self.feeds([encoded.windows[i] for i in idx])))
             if out is None:
-                out = np.zeros((len(encoded), logits.shape[1]), dtype=logits.dtype)
+                out = np.zeros((len(encoded.windows), logits.shape[1]), dtype=logits.dtype)
             out[idx] = logits
         if out is None:
             raise ValueError("nothing to run: no texts")
         return out
+
+    def run(self, forward: Callable[[dict[str, np.ndarray]], np.ndarray], encoded: Encoded,
+            batch_size: int, sort: bool | None = None, pooling: str | None = None) -> np.ndarray:
+        """Logits [n_texts, labels] in input order: every window run, then pooled per text (`pooling` overrides
+        the encoder's)."""
+        return pool_windows(self.run_windows(forward, encoded, batch_size, sort), encoded.owner, len(encoded),
+                            pooling or self.windows.pooling)
+
+
+def pool_windows(window_logits: np.ndarray, owner: np.ndarray, n_texts: int, pooling: str) -> np.ndarray:
+    """One row of logits per text from its windows' rows: the mean or the max per label."""
+    window_logits = np.asarray(window_logits)
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if len(window_logits) == n_texts and np.array_equal(owner, np.arange(n_texts)):
+        return window_logits                      # one window per text: nothing to pool (bit-identical)
+    out = np.zeros((n_texts, window_logits.shape[1]), dtype=np.float64)
+    if pooling == "mean":
+        np.add.at(out, owner, window_logits)
+        out /= np.bincount(owner, minlength=n_texts)[:, None]
+    else:
+        out.fill(-np.inf)
+        np.maximum.at(out, owner, window_logits)
+    return out.astype(window_logits.dtype)

@@ -22,10 +22,10 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 if __package__:   # `deployment.predictor` in the repo
-    from .encoding import KNOWN_INPUTS, Encoded, TextEncoder
+    from .encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows
     from .scoring import BundleError, LinearComponent, blend, read_json, sigmoid
 else:             # the Space: this folder is the root, modules are top-level
-    from encoding import KNOWN_INPUTS, Encoded, TextEncoder  # type: ignore[no-redef]
+    from encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows  # type: ignore[no-redef]
     from scoring import BundleError, LinearComponent, blend, read_json, sigmoid  # type: ignore[no-redef]
 
 __all__ = ["BundleError", "LinearComponent", "Predictor", "session_options"]
@@ -125,24 +125,26 @@ class Predictor:
         """The ONNX model's logits [n, labels] for encoded texts, in input order."""
         return self.encoder.run(lambda feeds: self.session.run(["logits"], feeds)[0], encoded, self.batch_size)
 
-    def probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, list[int], list[bool]]:
-        """Blended probabilities [n, labels] for already-validated texts, plus token counts and truncation flags."""
+    def probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, Encoded]:
+        """Blended probabilities [n, labels] for already-validated texts, and their encoding (token counts,
+        windows read, truncation flags)."""
         encoded = self.encode(texts)
         if self.linear is not None and self.linear.weight >= 1.0:
             # The blend gives the transformer weight 0 (training found it no help on valid): don't run it.
-            return self.linear.probabilities(texts), encoded.n_tokens, encoded.truncated
+            return self.linear.probabilities(texts), encoded
         p_model = sigmoid(self.transformer_logits(encoded))
         p_linear = self.linear.probabilities(texts) if self.linear is not None else None
         probs = blend(p_model, p_linear, self.linear.weight if self.linear is not None else 0.0)
-        return probs, encoded.n_tokens, encoded.truncated
+        return probs, encoded
 
     def predict(self, texts: Sequence[str], threshold: float | None = None,
                 top_k: int | None = None) -> list[dict]:
         """Labels with scores (sorted, cut to `top_k`) and the predicted set for each text.
 
         `threshold=None` uses the bundle's tuned per-label thresholds; a number overrides all of them.
-        `n_tokens` counts the whole text's tokens (special tokens included); `truncated` is True when that
-        exceeds `max_length`, in which case the model read only the first `max_length` tokens.
+        `n_tokens` counts the whole text's tokens (special tokens included); a text longer than `max_length` is
+        read as overlapping windows (bundle.json's `windows`), `n_windows` of them; `truncated` is True when the
+        cap on windows (or, with one window, `max_length`) cut the text, so the model did not read all of it.
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError("predict() takes a list of texts; wrap a single text as [text]")
@@ -161,7 +163,7 @@ class Predictor:
         if not texts:
             return []
         thresholds = self.thresholds if threshold is None else [float(threshold)] * len(self.labels)
-        probs, n_tokens, truncated = self.probabilities(texts)
+        probs, encoded = self.probabilities(texts)
         results = []
         for row, p in enumerate(probs):
             ranked = sorted(range(len(self.labels)), key=lambda j: (-p[j], j))
@@ -170,14 +172,15 @@ class Predictor:
             results.append({
                 "labels": scored[:top_k] if top_k else scored,
                 "predicted": [s["label"] for s in scored if s["predicted"]],
-                "truncated": truncated[row],
-                "n_tokens": n_tokens[row],
+                "truncated": encoded.truncated[row],
+                "n_tokens": encoded.n_tokens[row],
+                "n_windows": encoded.n_windows[row],
             })
         return results
 
     def __repr__(self) -> str:
         return (f"Predictor({self.source!r}, labels={len(self.labels)}, max_length={self.max_length}, "
-                f"linear={self.linear is not None})")
+                f"windows={self.encoder.windows.to_dict()}, linear={self.linear is not None})")
 
 
 def read_bundle_info(info_path: Path) -> dict:
@@ -200,6 +203,10 @@ def read_bundle_info(info_path: Path) -> dict:
         raise BundleError(f"{info_path}: 'thresholds' must be {len(labels)} numbers in [0, 1], aligned with 'labels'")
     if not isinstance(info["max_length"], int) or info["max_length"] < 2:
         raise BundleError(f"{info_path}: 'max_length' must be an integer >= 2")
+    try:
+        Windows.from_dict(info.get("windows"))
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{info_path}: {exc}") from exc
     bad_inputs = [n for n in info["inputs"] if n not in KNOWN_INPUTS]
     if bad_inputs or "input_ids" not in info["inputs"]:
         raise BundleError(f"{info_path}: 'inputs' must name input_ids[, attention_mask, token_type_ids], got {info['inputs']}")
@@ -215,4 +222,8 @@ def load_encoder(tok_path: Path, info: dict) -> TextEncoder:
     except Exception as exc:  # the tokenizers library raises a bare Exception on parse errors
         raise BundleError(f"{tok_path}: cannot load tokenizer ({exc})") from exc
     pad = (info.get("tokenizer") or {}).get("pad_token_id", (tokenizer.padding or {}).get("pad_id"))
-    return TextEncoder(tokenizer, info["max_length"], info["inputs"], int(pad) if pad is not None else 0)
+    try:
+        return TextEncoder(tokenizer, info["max_length"], info["inputs"], int(pad) if pad is not None else 0,
+                           Windows.from_dict(info.get("windows")))
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"{tok_path.parent / 'bundle.json'}: {exc}") from exc

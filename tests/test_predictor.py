@@ -50,7 +50,7 @@ def test_each_text_gets_every_label_sorted_by_score(pred):
     results = pred.predict(TEXTS)
     assert len(results) == len(TEXTS)
     for res in results:
-        assert set(res) == {"labels", "predicted", "truncated", "n_tokens"}
+        assert set(res) == {"labels", "predicted", "truncated", "n_tokens", "n_windows"}
         scores = [s["score"] for s in res["labels"]]
         assert scores == sorted(scores, reverse=True)
         assert sorted(s["label"] for s in res["labels"]) == sorted(TINY_LABELS)
@@ -105,7 +105,7 @@ def test_long_text_is_truncated_by_the_tokenizer_keeping_the_end_token(pred):
     assert res[0]["truncated"] is True and res[0]["n_tokens"] > pred.max_length
     assert res[1]["truncated"] is False and res[1]["n_tokens"] <= pred.max_length
     encoded = pred.encode([LONG_TEXT])
-    ids = encoded.encodings[0].ids
+    ids = encoded.windows[0].ids
     assert len(ids) == pred.max_length
     tokenizer = pred.encoder.tokenizer
     assert ids[0] == tokenizer.token_to_id("[CLS]")
@@ -210,7 +210,7 @@ def test_bundle_with_linear_blends_it_with_the_transformer(linear_bundle):
     assert pred.info["linear"] == {"weight": pred.linear.weight} and 0 < pred.linear.weight < 1
     transformer = 1 / (1 + np.exp(-pred.transformer_logits(pred.encode(TEXTS)).astype(np.float64)))
     expected = pred.linear.weight * pred.linear.probabilities(TEXTS) + (1 - pred.linear.weight) * transformer
-    blended, _, _ = pred.probabilities(TEXTS)
+    blended, _ = pred.probabilities(TEXTS)
     assert np.abs(blended - expected).max() < 1e-9
     res = pred.predict(TEXTS)
     for row, r in enumerate(res):
@@ -304,9 +304,9 @@ def test_a_blend_weight_of_one_skips_the_transformer(linear_bundle, tmp_path):
     pred = Predictor.from_bundle(bundle)
     calls = []
     pred.transformer_logits = lambda enc: calls.append(enc)  # would break the result if it were used
-    probs, n_tokens, truncated = pred.probabilities(TEXTS + [LONG_TEXT])
+    probs, encoded = pred.probabilities(TEXTS + [LONG_TEXT])
     assert calls == [] and np.abs(probs - pred.linear.probabilities(TEXTS + [LONG_TEXT])).max() == 0
-    assert truncated[-1] and n_tokens[-1] > pred.max_length
+    assert encoded.truncated[-1] and encoded.n_tokens[-1] > pred.max_length
 
 
 def test_mismatched_linear_weight_between_files_is_a_bundle_error(linear_bundle, tmp_path):

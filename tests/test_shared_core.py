@@ -116,7 +116,7 @@ def test_encoder_counts_every_token_and_truncates_keeping_the_end_token(encoder)
     text = " ".join(["dragon"] * 40)
     enc = encoder.encode([text, "a dragon"])
     assert enc.truncated == [True, False] and enc.n_tokens[0] == 42 and enc.n_tokens[1] == 4
-    ids = enc.encodings[0].ids
+    ids = enc.windows[0].ids
     assert len(ids) == 16 and ids[-1] == encoder.tokenizer.token_to_id("[SEP]")
 
 
@@ -129,7 +129,7 @@ def test_encoder_run_returns_rows_in_input_order_whatever_the_batching(encoder):
         for sort in (None, True, False):
             out = encoder.run(forward, encoded, batch_size, sort=sort)
             assert out[:, 0].tolist() == [min(n, 16) for n in encoded.n_tokens]
-    feeds = encoder.feeds(encoded.encodings[:2])
+    feeds = encoder.feeds(encoded.windows[:2])
     assert set(feeds) == {"input_ids", "attention_mask"} and feeds["input_ids"].shape == (2, 11)
 
 

@@ -162,14 +162,23 @@ def test_evaluate_saved_model_reproduces_its_test_metrics(trained):
     assert again["macro_f1"] == pytest.approx(m["model"]["macro_f1"], abs=1e-6)
 
 
-def test_truncation_keeps_the_end_token(tiny_backbone):
-    from transformers import AutoTokenizer
+def test_training_tokenises_and_windows_exactly_as_hugging_face_does(tiny_backbone):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from training.inference import tokenize
+    from deployment.encoding import Windows
+    from training.inference import text_encoder
 
     tok = AutoTokenizer.from_pretrained(tiny_backbone)
-    ids = tokenize(tok, ["word " * 500], max_length=16)["input_ids"][0]
-    assert len(ids) == 16 and ids[-1] == tok.sep_token_id and ids[0] == tok.cls_token_id
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_backbone, num_labels=3)
+    text = " ".join(f"word{i % 7} w" for i in range(60))
+    plain = text_encoder(tok, model, 16).encode([text])
+    ids = plain.windows[0].ids
+    assert ids == tok([text], truncation=True, max_length=16)["input_ids"][0]
+    assert len(ids) == 16 and ids[-1] == tok.sep_token_id and ids[0] == tok.cls_token_id and plain.truncated == [True]
+    windowed = text_encoder(tok, model, 16, Windows(max_windows=100, stride=4)).encode([text])
+    theirs = tok([text], truncation=True, max_length=16, stride=4, return_overflowing_tokens=True)["input_ids"]
+    assert [w.ids for w in windowed.windows] == theirs and windowed.truncated == [False]
+    assert windowed.n_windows == [len(theirs)] and windowed.n_tokens == [len(tok(text)["input_ids"])]
 
 
 def test_layer_groups_give_lower_layers_smaller_rates(tiny_backbone):

@@ -84,11 +84,12 @@ def fit_linear(texts: Sequence[str], targets: Sequence[Sequence[str]], labels: S
 
 
 def make_tiny_model_dir(out_dir: str | Path, labels: Sequence[str], seed: int = 0, with_linear: bool = False,
-                        with_data: bool = True, linear_weight: float = 0.5) -> Path:
+                        with_data: bool = True, linear_weight: float = 0.5, windows: dict | None = None) -> Path:
     """Write a random tiny BertForSequenceClassification in the trained-model format; returns the model dir.
 
     With `with_data`, a small processed data set (`dataset.csv` with a test split) is written beside it and
-    named in `settings.json` → `data`, so the compression report's F1 part runs too.
+    named in `settings.json` → `data`, so the compression report's F1 part runs too. `windows` goes into
+    settings.json as training writes it (`{"max_windows", "stride", "pooling"}`); None: plain truncation.
     """
     import torch
     from transformers import BertConfig, BertForSequenceClassification
@@ -126,7 +127,8 @@ def make_tiny_model_dir(out_dir: str | Path, labels: Sequence[str], seed: int = 
                 writer.writerow([text, json.dumps(target), ("train", "valid", "test")[i % 3]])
         (data_dir / "labels.json").write_text(json.dumps({lab: i for i, lab in enumerate(labels)}))
     settings = {"backbone": "tiny-random-bert (tests)", "max_length": TINY_MAX_LENGTH,
-                "data": str(data_dir) if data_dir else None, "seed": seed}
+                "data": str(data_dir) if data_dir else None, "seed": seed,
+                **({"windows": windows} if windows else {})}
     (out / "settings.json").write_text(json.dumps(settings, indent=2))
     (out / "metrics.json").write_text(json.dumps({
         "model": {"micro_f1": 0.31, "macro_f1": 0.22, "samples_f1": 0.30},
@@ -140,12 +142,12 @@ def make_tiny_model_dir(out_dir: str | Path, labels: Sequence[str], seed: int = 
 
 
 def make_tiny_bundle(out_dir: str | Path, labels: Sequence[str], seed: int = 0, with_linear: bool = False,
-                     with_data: bool = True, bench_rounds: int = 1) -> Path:
+                     with_data: bool = True, bench_rounds: int = 1, windows: dict | None = None) -> Path:
     """A tiny model dir under `out_dir/model` compressed by the real `compression.quantize`; returns the bundle."""
     from compression.quantize import build_bundle
 
     model_dir = make_tiny_model_dir(Path(out_dir) / "model", labels, seed=seed, with_linear=with_linear,
-                                    with_data=with_data)
+                                    with_data=with_data, windows=windows)
     bundle = model_dir / "bundle"
     build_bundle(model_dir, bundle, bench_rounds=bench_rounds, quiet=True)
     return bundle

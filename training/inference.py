@@ -1,8 +1,9 @@
-"""PyTorch inference over a Hugging Face classifier: length-sorted batches with dynamic padding.
+"""PyTorch inference over a Hugging Face classifier, tokenised and windowed exactly as the served bundle is.
 
-Used by training for the valid/test logits that thresholds are tuned and metrics reported on (turn them into
-probabilities with `deployment.scoring.sigmoid`, the serving maths). The compression report feeds PyTorch the
-bundle's own token ids instead, and serving never uses this: it goes through `deployment/predictor.py`.
+Used by training for the valid/test logits that thresholds, the window pooling and the blend are tuned and
+metrics reported on (turn them into probabilities with `deployment.scoring.sigmoid`, the serving maths). The
+tokenisation is `deployment.encoding.TextEncoder` over the fast tokenizer's own `tokenizers` object, the code
+the predictor runs: a document's windows, and so its prediction, are the same in training and in serving.
 """
 from __future__ import annotations
 
@@ -10,27 +11,38 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 
+from deployment.encoding import Encoded, TextEncoder, Windows, pool_windows
 
-def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> dict:
-    """Token ids without padding; truncation is the tokenizer's, so [SEP]/</s> always closes the sequence."""
-    return tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+def text_encoder(tokenizer, model, max_length: int, windows: Windows | None = None) -> TextEncoder:
+    """The serving tokenisation for a Hugging Face fast tokenizer and its model (inputs the model accepts)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer: the serving path needs tokenizer.json")
+    # Segment ids only where the model has a real segment table (BERT, MiniLM), as the ONNX export decides.
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"]
+                                               if int(getattr(model.config, "type_vocab_size", 0) or 0) > 1 else [])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return TextEncoder(Tokenizer.from_str(backend.to_str()), max_length, names, pad, windows)
 
 
 @torch.no_grad()
-def predict_logits(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 32,
-                   progress=None) -> np.ndarray:
-    """Logits [n, L] in input order. Batches are formed over texts sorted by token length (less padding)."""
+def window_logits(model, encoder: TextEncoder, encoded: Encoded, batch_size: int = 32, progress=None) -> np.ndarray:
+    """Logits [n_windows, L] for every window of `encoded`, in window order (length-sorted batches inside)."""
     model.eval()
-    enc = tokenize(tokenizer, texts, max_length)
-    n = len(enc["input_ids"])
-    order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
-    out = np.zeros((n, model.config.num_labels), dtype=np.float32)
-    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-    steps = range(0, n, batch_size)
-    for start in (progress(steps) if progress else steps):
-        idx = order[start:start + batch_size]
-        batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
-        out[idx] = model(**batch).logits.float().numpy()
+    batches = encoder.batches(encoded, batch_size, sort=True)
+    out = np.zeros((len(encoded.windows), model.config.num_labels), dtype=np.float32)
+    for idx in (progress(batches) if progress else batches):
+        feeds = encoder.feeds([encoded.windows[i] for i in idx])
+        out[idx] = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
     return out
 
+
+def predict_logits(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 32,
+                   progress=None, windows: Windows | None = None) -> np.ndarray:
+    """Logits [n, L] in input order: each text's windows pooled as `windows` says (default: truncation)."""
+    encoder = text_encoder(tokenizer, model, max_length, windows)
+    encoded = encoder.encode(texts)
+    return pool_windows(window_logits(model, encoder, encoded, batch_size, progress), encoded.owner, len(encoded),
+                        encoder.windows.pooling)

@@ -49,7 +49,11 @@ class TrainSettings:
     data: str = ""                       # processed data dir (training.prepare output)
     out: str = ""                        # model dir to write
     backbone: str = DEFAULT_BACKBONE     # offline MiniLM, a local HF folder, or a cached hub name
-    max_length: int = 256                # tokens per text; truncation keeps the end token
+    max_length: int = 256                # tokens per window; truncation keeps the end token
+    max_windows: int = 8                 # windows read per document when evaluating and serving (1: first window only)
+    window_stride: int | None = None     # tokens shared by consecutive windows (None: max_length // 4)
+    window_pooling: str = "auto"         # windows' logits -> document: mean, max, or auto (the better on valid)
+    train_windows: str = "random"        # window a training step reads from a long document: random (a new one each epoch) or first
     batch_size: int = 16
     epochs: float = 10.0                 # planned epochs (fractions allowed); a time budget may shorten it
     lr: float = 2e-4                     # peak learning rate of the top transformer layer
@@ -206,21 +210,60 @@ def load_splits(data_dir: Path, max_train_rows: int | None, seed: int):
     return parts, ys, labels
 
 
+class WindowSampler:
+    """fastai `get_x`: the text of one window of a training document, a random one each time it is asked (fastai
+    asks once per epoch), so the epochs see the whole of long documents at the cost of one truncated pass.
+    Validation rows (and `mode="first"`) give the text itself, which the tokenizer cuts to the first window."""
+
+    def __init__(self, spans: dict[int, list[tuple[int, int]]], mode: str, seed: int):
+        self.spans, self.mode = spans, mode
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, row) -> str:
+        spans = self.spans.get(row["row_id"]) if self.mode == "random" and not row["is_valid"] else None
+        if not spans:
+            return row["text"]
+        start, end = spans[self.rng.integers(len(spans))]
+        return row["text"][start:end]
+
+
+def window_spans(encoder, texts: list[str]) -> dict[int, list[tuple[int, int]]]:
+    """Character spans [start, end) of each window of every text longer than one window."""
+    encoded = encoder.encode(texts)
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for window, owner in zip(encoded.windows, encoded.owner.tolist()):
+        if encoded.n_windows[owner] < 2:
+            continue
+        offsets = [o for o, special in zip(window.offsets, window.special_tokens_mask) if not special]
+        if offsets:
+            spans.setdefault(owner, []).append((offsets[0][0], offsets[-1][1]))
+    return spans
+
+
 def build_dls(train_df, valid_df, y_train, y_valid, labels, tokenizer, model, s: TrainSettings):
-    """fastai DataLoaders through blurr's TextBlock: batch tokenisation, dynamic padding, length-sorted."""
+    """fastai DataLoaders through blurr's TextBlock: batch tokenisation, dynamic padding, length-sorted; a long
+    training document contributes a random window per epoch (`--train-windows random`)."""
     import pandas as pd
     from fastai.data.block import ColReader, ColSplitter, DataBlock, MultiCategoryBlock
+    from deployment.encoding import Windows
     from training.compat import blurr_text
+    from training.inference import text_encoder
 
     frame = pd.concat([train_df[["text"]].assign(is_valid=False), valid_df[["text"]].assign(is_valid=True)],
                       ignore_index=True)
+    frame["row_id"] = range(len(frame))
+    spans = {}
+    if s.train_windows == "random":
+        encoder = text_encoder(tokenizer, model, s.max_length, Windows(max_windows=1_000_000, stride=0))
+        spans = window_spans(encoder, train_df["text"].tolist())
     onehot = np.vstack([y_train, y_valid]).astype(np.float32)
     frame["y"] = list(onehot)
     block = blurr_text.TextBlock(hf_arch=model.config.model_type, hf_config=model.config, hf_tokenizer=tokenizer,
                                  hf_model=model, include_labels=False, max_length=s.max_length, padding=True,
                                  truncation=True)
     dblock = DataBlock(blocks=(block, MultiCategoryBlock(encoded=True, vocab=list(labels))),
-                       get_x=ColReader("text"), get_y=ColReader("y"), splitter=ColSplitter("is_valid"))
+                       get_x=WindowSampler(spans, s.train_windows, s.seed), get_y=ColReader("y"),
+                       splitter=ColSplitter("is_valid"))
     return dblock.dataloaders(frame, bs=s.batch_size, val_bs=s.eval_batch_size, num_workers=0, seed=s.seed)
 
 
@@ -469,10 +512,13 @@ def _load(s: TrainSettings, out: Path, log) -> _Run:
 
 def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log):
     """fastai + blurr fit within the budget; the fine-tuned model replaces `run.model`."""
+    from training.inference import text_encoder
+
     dls = build_dls(run.parts["train"], run.parts["valid"], run.ys["train"], run.ys["valid"], run.labels,
                     run.tokenizer, run.model, s)
     learn, n_groups = make_learner(dls, run.model, run.ys["train"], s)
-    n_eval = len(run.texts["valid"]) + len(run.texts["test"])
+    encoder = text_encoder(run.tokenizer, run.model, s.max_length, _windows(s))
+    n_eval = sum(sum(encoder.encode(run.texts[k]).n_windows) for k in ("valid", "test"))  # the final evaluation reads windows
 
     def reserve(per_step: float, epoch_ends: int = 0) -> float:
         # time still needed besides training steps: epoch-end validation passes and the final evaluation
@@ -499,20 +545,48 @@ class _Evaluation:
     thresholds: dict               # tuned on valid for the final model
     weight: float                  # the linear model's blend weight (0: transformer alone)
     blend_table: list | None
+    windows: dict                  # how documents are read (max_windows, stride, the pooling chosen on valid)
+
+
+def _windows(s: TrainSettings, pooling: str = "mean"):
+    from deployment.encoding import Windows
+
+    stride = s.window_stride if s.window_stride is not None else s.max_length // 4
+    return Windows(max_windows=s.max_windows, stride=stride if s.max_windows > 1 else 0, pooling=pooling)
 
 
 def _tune_and_evaluate(run: _Run, linear, s: TrainSettings) -> _Evaluation:
-    """Thresholds and the blend weight from valid; every metric on test."""
+    """Window pooling, thresholds and the blend weight from valid; every metric on test."""
+    from deployment.encoding import pool_windows
     from deployment.scoring import blend, sigmoid
-    from training.inference import predict_logits
+    from training.inference import text_encoder, window_logits
     from training.metrics import evaluate, multilabel_report, top_frequency_baseline, tune_thresholds
 
     ys, labels = run.ys, run.labels
-    p_valid, p_test = (sigmoid(predict_logits(run.model, run.tokenizer, run.texts[k], s.max_length, s.eval_batch_size))
-                       for k in ("valid", "test"))
+    encoder = text_encoder(run.tokenizer, run.model, s.max_length, _windows(s))
+    encoded = {k: encoder.encode(run.texts[k]) for k in ("valid", "test")}
+    wl = {k: window_logits(run.model, encoder, encoded[k], s.eval_batch_size) for k in encoded}
+
+    def probs(k: str, pooling: str) -> np.ndarray:
+        return sigmoid(pool_windows(wl[k], encoded[k].owner, len(encoded[k]), pooling))
+
+    search = []
+    for pooling in (("mean", "max") if s.window_pooling == "auto" else (s.window_pooling,)):
+        th = tune_thresholds(probs("valid", pooling), ys["valid"], labels, s.min_support)
+        m = evaluate(probs("valid", pooling), ys["valid"], labels, th)
+        search.append({"pooling": pooling, "valid_micro_f1": m["micro_f1"], "valid_macro_f1": m["macro_f1"]})
+    pooling = max(search, key=lambda r: (r["valid_micro_f1"] + r["valid_macro_f1"]) / 2)["pooling"]
+    windows = {**_windows(s, pooling).to_dict(), "search": search,
+               "mean_windows": {k: float(np.mean(e.n_windows)) for k, e in encoded.items()},
+               "truncated_fraction": {k: float(np.mean(e.truncated)) for k, e in encoded.items()}}
+    p_valid, p_test = probs("valid", pooling), probs("test", pooling)
     th_model = tune_thresholds(p_valid, ys["valid"], labels, s.min_support)
     results = {"transformer": evaluate(p_test, ys["test"], labels, th_model)}
-    ev = _Evaluation(results, "transformer", th_model, 0.0, None)
+    if any(n > 1 for e in encoded.values() for n in e.n_windows):   # what reading whole documents changed
+        first = {k: sigmoid(wl[k][np.searchsorted(e.owner, np.arange(len(e)))]) for k, e in encoded.items()}
+        results["transformer_first_window"] = evaluate(
+            first["test"], ys["test"], labels, tune_thresholds(first["valid"], ys["valid"], labels, s.min_support))
+    ev = _Evaluation(results, "transformer", th_model, 0.0, None, windows)
     if linear is not None:
         pl_valid, pl_test = linear.predict_proba(run.texts["valid"]), linear.predict_proba(run.texts["test"])
         th_lin = tune_thresholds(pl_valid, ys["valid"], labels, s.min_support)
@@ -529,7 +603,8 @@ def _tune_and_evaluate(run: _Run, linear, s: TrainSettings) -> _Evaluation:
 
 
 def _names(weight: float) -> dict[str, str]:
-    return {"transformer": "transformer alone", "blend": f"ours: transformer + tf-idf (w={weight:g})",
+    return {"transformer": "transformer alone", "transformer_first_window": "transformer alone, first window only",
+            "blend": f"ours: transformer + tf-idf (w={weight:g})",
             "baseline": "tf-idf + logreg baseline", "most_frequent": "most frequent labels"}
 
 
@@ -549,12 +624,13 @@ def _write_model_dir(out: Path, run: _Run, linear, ev: _Evaluation, sched, train
         if ev.final_name == "blend":
             linear.export(tmp / "linear", ev.weight)
         settings = asdict(s) | {"pooling_used": run.pooling, "bf16_used": use_bf16(s.bf16), "backbone": run.backbone_name,
-                                "backbone_source": run.source, "data": str(Path(s.data).resolve())}
+                                "backbone_source": run.source, "data": str(Path(s.data).resolve()),
+                                "windows": {k: ev.windows[k] for k in ("max_windows", "stride", "pooling")}}
         (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
         (tmp / "command.txt").write_text(command + "\n")
         train_info["total_seconds"] = round(time.time() - t0, 1)
         metrics = {"final": ev.final_name, "model": final, **results, "blend_weight": ev.weight,
-                   "blend_search": ev.blend_table, "train": train_info, "labels": run.labels,
+                   "blend_search": ev.blend_table, "windows": ev.windows, "train": train_info, "labels": run.labels,
                    "data": str(Path(s.data).resolve())}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
         table = markdown_table({names[k]: v for k, v in results.items()})
@@ -581,6 +657,7 @@ def _log_summary(metrics: dict, ev: _Evaluation, out: Path, t0: float, log) -> N
 
 def evaluate_saved(model_dir: Path, log=print) -> dict:
     """Re-evaluate a saved model dir on its data's test split with its stored thresholds (no training)."""
+    from deployment.encoding import Windows
     from deployment.scoring import LinearComponent, blend, sigmoid  # the serving maths: evaluation sees what users get
     from training.inference import predict_logits
     from training.metrics import evaluate, markdown_table
@@ -602,7 +679,8 @@ def evaluate_saved(model_dir: Path, log=print) -> dict:
     if model.config.num_labels != len(labels):
         raise TrainError(f"{model_dir / 'checkpoint'} has {model.config.num_labels} outputs but labels.json has {len(labels)}")
     texts = parts["test"]["text"].tolist()
-    p = sigmoid(predict_logits(model, tok, texts, settings["max_length"]))
+    windows = Windows.from_dict(settings.get("windows"))   # absent in model dirs written before windows: truncation
+    p = sigmoid(predict_logits(model, tok, texts, settings["max_length"], windows=windows))
     lin_dir = model_dir / "linear"
     if (lin_dir / "linear.json").is_file():
         head = LinearComponent.load(lin_dir / "linear.json", lin_dir / "linear.npz", len(labels))
@@ -630,7 +708,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", type=Path, help="processed data dir (python -m training.prepare output)")
     ap.add_argument("--out", type=Path, help="model dir to write (default: models/<data dir name>)")
     ap.add_argument("--backbone", default=d.backbone, help="offline MiniLM (default), a local HF folder, or a cached hub name such as distilroberta-base")
-    ap.add_argument("--max-length", type=int, default=d.max_length, help="tokens per text (truncation keeps the end token)")
+    ap.add_argument("--max-length", type=int, default=d.max_length, help="tokens per window (truncation keeps the end token)")
+    ap.add_argument("--max-windows", type=int, default=d.max_windows,
+                    help="windows of --max-length tokens read per document at evaluation and serving (1: first window only)")
+    ap.add_argument("--window-stride", type=int, default=d.window_stride,
+                    help="tokens shared by consecutive windows (default: max-length // 4)")
+    ap.add_argument("--window-pooling", choices=("auto", "mean", "max"), default=d.window_pooling,
+                    help="how the windows' logits make the document's: auto = the better on valid")
+    ap.add_argument("--train-windows", choices=("random", "first"), default=d.train_windows,
+                    help="window a training step reads from a long document: a random one per epoch, or the first")
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size")
     ap.add_argument("--epochs", type=float, default=d.epochs, help="planned epochs (fractions allowed)")
     ap.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the top transformer layer")
@@ -669,6 +755,8 @@ def main(argv=None) -> int:
         if s.max_length < 8 or s.batch_size < 1 or s.epochs <= 0 or s.lr <= 0 or s.head_lr <= 0 or not 0 < s.lr_decay <= 1:
             raise TrainError("--max-length ≥ 8, --batch-size ≥ 1, --epochs > 0, --lr and --head-lr > 0 and "
                              "0 < --lr-decay ≤ 1 are required")
+        if s.max_windows < 1 or (s.window_stride is not None and not 0 <= s.window_stride < s.max_length - 2):
+            raise TrainError("--max-windows ≥ 1 and 0 ≤ --window-stride < --max-length - 2 are required")
         print("settings: " + json.dumps(asdict(s)))
         command = "python -m training.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         train(s, command)

@@ -1,0 +1,128 @@
+"""Whole documents: texts longer than one window are read as overlapping windows whose logits are pooled, the
+same way in serving (the predictor), in compression (PyTorch vs ONNX parity) and in training's evaluation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deployment.encoding import TextEncoder, Windows, pool_windows
+from deployment.predictor import BundleError, Predictor
+from tests.tiny_bundle import TINY_LABELS, TINY_MAX_LENGTH, make_tiny_bundle
+
+WINDOWS = {"max_windows": 4, "stride": 8, "pooling": "mean"}
+SHORT = "A young wizard must find the dragon's sword."
+LONG = " ".join(f"ghost{i % 9} haunted crypt starship galaxy" for i in range(30))   # ~3x the window
+
+
+@pytest.fixture(scope="module")
+def windowed_bundle(tmp_path_factory):
+    return make_tiny_bundle(tmp_path_factory.mktemp("windowed"), TINY_LABELS, windows=WINDOWS, bench_rounds=0)
+
+
+@pytest.fixture(scope="module")
+def pred(windowed_bundle) -> Predictor:
+    return Predictor.from_bundle(windowed_bundle)
+
+
+def _encoder(pred: Predictor, **windows) -> TextEncoder:
+    return TextEncoder.from_file(pred.source + "/tokenizer.json", pred.max_length, pred.encoder.input_names,
+                                 windows=Windows(**windows))
+
+
+def test_the_bundle_records_its_windows_and_compression_checked_them(windowed_bundle, pred):
+    info = json.loads((windowed_bundle / "bundle.json").read_text())
+    assert info["windows"] == WINDOWS and pred.encoder.windows == Windows(**WINDOWS)
+    ev = json.loads((windowed_bundle / "eval.json").read_text())
+    assert ev["texts"]["windows"] == WINDOWS and ev["parity"]["passed"]
+
+
+def test_short_and_exact_length_texts_are_one_window_and_not_truncated(pred):
+    exact = " ".join(["dragon"] * (TINY_MAX_LENGTH - 2))
+    res = pred.predict([SHORT, exact])
+    assert [r["n_windows"] for r in res] == [1, 1] and [r["truncated"] for r in res] == [False, False]
+    assert res[1]["n_tokens"] == TINY_MAX_LENGTH
+
+
+def test_long_text_windows_keep_special_tokens_overlap_and_cover_the_whole_text(pred):
+    enc = pred.encode([LONG])
+    tok = pred.encoder.tokenizer
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    assert 1 < enc.n_windows[0] <= WINDOWS["max_windows"] and enc.truncated == [False]
+    content = []
+    for w in enc.windows:
+        assert w.ids[0] == cls and w.ids[-1] == sep and len(w.ids) <= TINY_MAX_LENGTH   # the end token in every window
+        content.append([(i, o) for i, o, special in zip(w.ids, w.offsets, w.special_tokens_mask) if not special])
+    for a, b in zip(content, content[1:]):
+        assert a[-WINDOWS["stride"]:] == b[:WINDOWS["stride"]]          # consecutive windows share `stride` tokens
+    covered = [content[0]] + [c[WINDOWS["stride"]:] for c in content[1:]]
+    ids = [i for part in covered for i, _ in part]
+    whole = pred.encoder._counter.encode(LONG)
+    assert ids == whole.ids[1:-1] and enc.n_tokens[0] == len(whole.ids)   # every token read exactly once
+    assert covered[0][0][1][0] == 0 and covered[-1][-1][1][1] == len(LONG)  # offsets span the text end to end
+
+
+def test_the_cap_on_windows_is_honoured_and_reported_as_truncation(pred):
+    capped = _encoder(pred, max_windows=2, stride=8).encode([LONG, SHORT])
+    assert capped.n_windows == [2, 1] and capped.truncated == [True, False]
+    full = _encoder(pred, max_windows=100, stride=8).encode([LONG])
+    assert full.n_windows[0] > 2 and [w.ids for w in full.windows[:2]] == [w.ids for w in capped.windows[:2]]
+
+
+def test_document_logits_are_the_pooled_logits_of_its_windows(pred):
+    enc = pred.encode([SHORT, LONG])
+    per_window = pred.encoder.run_windows(lambda f: pred.session.run(["logits"], f)[0], enc, 64)
+    pooled = pred.transformer_logits(enc)
+    assert np.allclose(pooled[1], per_window[enc.owner == 1].mean(0), atol=1e-5)
+    assert np.allclose(pool_windows(per_window, enc.owner, 2, "max")[1], per_window[enc.owner == 1].max(0))
+    assert np.array_equal(pool_windows(per_window[:1], np.array([0]), 1, "mean"), per_window[:1])
+
+
+def test_a_document_gets_the_same_answer_alone_and_in_a_batch(pred):
+    alone = pred.predict([LONG])[0]
+    batched = pred.predict([SHORT, LONG, SHORT + " again"] * 12)[1]      # 36 texts: several sorted batches
+    # int8 activations are quantised per batch, so the company a window keeps moves scores in the 3rd decimal
+    assert alone["n_windows"] == batched["n_windows"] and alone["n_tokens"] == batched["n_tokens"]
+    a = {s["label"]: s["score"] for s in alone["labels"]}
+    b = {s["label"]: s["score"] for s in batched["labels"]}
+    assert max(abs(a[k] - b[k]) for k in a) < 0.02
+    near = {k for k, th in zip(pred.labels, pred.thresholds) if abs(a[k] - th) < 0.02}
+    assert set(alone["predicted"]) - near == set(batched["predicted"]) - near
+
+
+def test_pytorch_and_onnx_read_the_same_windows_and_agree(windowed_bundle, pred):
+    from transformers import AutoTokenizer
+
+    from deployment.scoring import sigmoid
+    from training.inference import predict_logits, text_encoder
+    from training.modeling import load_classifier
+
+    ckpt = windowed_bundle.parent / "checkpoint"
+    model, tok = load_classifier(ckpt), AutoTokenizer.from_pretrained(ckpt)
+    texts = [SHORT, LONG, LONG[:300]]
+    ours = text_encoder(tok, model, TINY_MAX_LENGTH, Windows(**WINDOWS)).encode(texts)
+    served = pred.encode(texts)
+    assert [w.ids for w in ours.windows] == [w.ids for w in served.windows] and ours.n_windows == served.n_windows
+    p_torch = sigmoid(predict_logits(model, tok, texts, TINY_MAX_LENGTH, windows=Windows(**WINDOWS)))
+    p_onnx = sigmoid(pred.transformer_logits(served))
+    assert np.abs(p_torch - p_onnx).max() < 0.05                       # int8 against fp32 PyTorch
+
+
+@pytest.mark.parametrize("windows, match", [
+    ({"max_windows": 0, "stride": 8, "pooling": "mean"}, "max_windows"),
+    ({"max_windows": 3, "stride": TINY_MAX_LENGTH, "pooling": "mean"}, "stride"),
+    ({"max_windows": 3, "stride": 8, "pooling": "median"}, "pooling"),
+    ({"max_windows": "3", "stride": 8, "pooling": "mean"}, "max_windows"),
+    ({"max_windows": 3, "stride": 8, "pooling": "mean", "extra": 1}, "windows must be"),
+    ("all of it", "windows must be"),
+])
+def test_bad_windows_in_bundle_json_are_bundle_errors(windowed_bundle, tmp_path, windows, match):
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(windowed_bundle, bundle)
+    info = json.loads((bundle / "bundle.json").read_text())
+    (bundle / "bundle.json").write_text(json.dumps({**info, "windows": windows}))
+    with pytest.raises(BundleError, match=match):
+        Predictor.from_bundle(bundle)

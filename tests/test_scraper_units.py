@@ -130,20 +130,25 @@ def test_labels_are_json_lists_and_multiline_text_round_trips(tmp_path):
     assert rows[1]["text"] == "line one\nline two 1\n\nend" and rows[1]["title"] == 'Title, "1"'
 
 
-def test_a_torn_last_row_is_cut_at_every_possible_byte(tmp_path):
-    """Whatever byte `kill -9` stops the write at, resume keeps exactly the complete rows before it."""
+def test_a_torn_last_row_is_cut_at_every_possible_byte_and_later_rows_append_cleanly(tmp_path):
+    """Whatever byte `kill -9` stops the write at, resume keeps exactly the complete rows before it, and the
+    rows appended after the repair read back whole."""
     path = tmp_path / "out.csv"
     write_rows(path, 3)
     full = path.read_bytes()
-    ends = [i + 1 for i, byte in enumerate(full) if byte == 0x0A and full[i + 1:i + 9] in (b"https://", b"")]
+    ends = [i + 1 for i, byte in enumerate(full) if byte == 0x0A and full[i + 1:i + 10] in (b'"https://', b"")]
+    assert len(ends) == 4                       # the header and three rows
     for cut in range(ends[0], len(full) + 1):
         path.write_bytes(full[:cut])
-        rows = repair_and_read(path, COLUMNS)
+        rows = repair_and_read(path, COLUMNS, log=lambda message: None)
         complete = sum(1 for end in ends[1:] if end <= cut)
         assert len(rows) == complete, cut
         assert path.read_bytes() == full[:ends[complete]]
-        write_rows(path, 0)                     # appending after the repair gives well-formed rows again
-    assert len(repair_and_read(path, COLUMNS)) == 3
+        with CsvAppender(path, COLUMNS) as out:               # the resumed run appends the next row
+            out.write({"url": "https://x/next", "title": "Next", "text": "a\nb", "labels": ["L"]})
+        again = repair_and_read(path, COLUMNS)
+        assert [r["url"] for r in again] == [f"https://x/{i}" for i in range(complete)] + ["https://x/next"]
+        assert again[-1] == {"url": "https://x/next", "title": "Next", "text": "a\nb", "labels": '["L"]'}
 
 
 def test_an_output_with_other_columns_is_refused(tmp_path):

@@ -30,9 +30,23 @@ _ZERO_WIDTH = re.compile(r"[\u200b\u200c\u200d\ufeff]")
 _NOT_TEXT = (Comment, CData, Declaration, Doctype, ProcessingInstruction)
 
 
+_END = object()
+
+
 def _walk(node: Tag) -> Iterator[tuple[str, object]]:
-    """Yield ("text", str), ("pre", str), ("br", 1) and ("break", n) events in document order."""
-    for child in node.children:
+    """Yield ("text", str), ("pre", str), ("br", 1) and ("break", n) events in document order.
+
+    Iterative (a stack of child iterators, each with the events to emit when it is done): a page nested
+    thousands of elements deep is text like any other, not a RecursionError.
+    """
+    stack: list[tuple[Iterator, tuple]] = [(iter(node.children), ())]
+    while stack:
+        children, closing = stack[-1]
+        child = next(children, _END)
+        if child is _END:
+            stack.pop()
+            yield from closing
+            continue
         if isinstance(child, NavigableString):
             if not isinstance(child, _NOT_TEXT):
                 yield "text", str(child)
@@ -40,7 +54,7 @@ def _walk(node: Tag) -> Iterator[tuple[str, object]]:
         if not isinstance(child, Tag):
             continue
         name = child.name.lower() if child.name else ""
-        if name in SKIP_TAGS:
+        if name in SKIP_TAGS or name == "img":
             continue
         if name == "br":
             yield "br", 1
@@ -50,20 +64,15 @@ def _walk(node: Tag) -> Iterator[tuple[str, object]]:
             yield "break", 2
         elif name in PARAGRAPH_TAGS:
             yield "break", 2
-            yield from _walk(child)
-            yield "break", 2
+            stack.append((iter(child.children), (("break", 2),)))
         elif name in LINE_TAGS:
             yield "break", 1
-            yield from _walk(child)
-            yield "break", 1
+            stack.append((iter(child.children), (("break", 1),)))
         elif name in CELL_TAGS:
             yield "text", " "
-            yield from _walk(child)
-            yield "text", " "
-        elif name == "img":
-            continue
+            stack.append((iter(child.children), (("text", " "),)))
         else:
-            yield from _walk(child)
+            stack.append((iter(child.children), ()))
 
 
 def html_to_text(html: str | bytes | Tag | None) -> str:

@@ -108,10 +108,22 @@ def test_robots_wildcards_and_end_anchor():
     assert robots.crawl_delay(DEFAULT_USER_AGENT) == 2
 
 
+def test_robots_fractional_and_garbage_crawl_delays():
+    """The stdlib drops "Crawl-delay: 0.5" (we would go faster than asked); negative and garbage values are ignored."""
+    assert parse_robots("User-agent: *\nCrawl-delay: 0.5\n").crawl_delay(DEFAULT_USER_AGENT) == 0.5
+    assert parse_robots("User-agent: *\nCrawl-delay: 2.5 # slow down\n").crawl_delay(DEFAULT_USER_AGENT) == 2.5
+    assert parse_robots("User-agent: *\nCrawl-delay: 1e9\n").crawl_delay(DEFAULT_USER_AGENT) == 1e9
+    for garbage in ("-3", "soon", "nan", ""):
+        assert parse_robots(f"User-agent: *\nCrawl-delay: {garbage}\nDisallow: /x\n").crawl_delay(
+            DEFAULT_USER_AGENT) is None, garbage
+
+
 def test_retry_after_seconds_and_http_date():
     assert parse_retry_after("3") == 3.0
-    assert 8 <= parse_retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10.5
-    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert parse_retry_after(formatdate(1_000_010, usegmt=True), now=1_000_000) == 10.0
+    assert parse_retry_after(formatdate(999_990, usegmt=True), now=1_000_000) == 0.0    # a date in the past
+    for unreadable in ("soon", "-5", "1e9", "inf", "Mon, 99 Foo 2024 99:99:99 GMT", "", None):
+        assert parse_retry_after(unreadable) is None, unreadable
 
 
 # ---------------------------------------------------------------- CSV output

@@ -149,7 +149,9 @@ class ApiRun:
 
 
 def _open(args, out: Path) -> ApiRun:
-    """Check the options, repair and read the earlier outputs, open the new ones. Raises UsageError/ValueError/OSError."""
+    """Check the options, repair and read the earlier outputs, open the new ones.
+
+    Raises UsageError, ValueError or OSError: bad input, reported as one line and exit code 2."""
     api_base = cli.check_url(args.api_base_url, "--api-base-url").rstrip("/")
     existing = repair_and_read(out, stackoverflow.DETAIL_COLUMNS)
     page_log_path = sidecar(out, "pages")

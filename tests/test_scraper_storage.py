@@ -143,7 +143,8 @@ def test_old_files_with_a_bare_carriage_return_are_requoted_not_cut(tmp_path, ca
     rows = repair_and_read(path, COLUMNS)
     assert [r["url"] for r in rows] == ["https://x/1", "https://x/2", "https://x/3"]
     cells = [[r[c] for c in COLUMNS] for r in rows]
-    assert cells == [["https://x/1", "Title\rwith CR", "text", "[]"], ["https://x/2", "Quoted, \r\nCRLF", "more", '["a"]'],
+    assert cells == [["https://x/1", "Title\rwith CR", "text", "[]"],
+                     ["https://x/2", "Quoted, \r\nCRLF", "more", '["a"]'],
                      ["https://x/3", "plain", "last\r", "[]"]]
     assert rows.requoted == 2 and "rewrote the file" in capsys.readouterr().err
     assert read_with_csv(path) == cells and read_with_pandas(path) == cells

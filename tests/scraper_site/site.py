@@ -373,7 +373,9 @@ class LocalSite:
                                  "quota_max": 300, "quota_remaining": 300 - n}
 
     def add(self, path: str, body: str | bytes, content_type: str = "text/html; charset=utf-8") -> None:
-        self.routes[path] = Route(body.encode("utf-8") if isinstance(body, str) else body, content_type)
+        # surrogatepass: a hostile title with a lone surrogate is served as the invalid bytes a real site would send
+        data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+        self.routes[path] = Route(data, content_type)
 
     def fault(self, path: str, fault: Fault, times: int | None = None) -> None:
         """Answer `path` with `fault` (the next `times` requests, or always when None); faults queue up in order."""

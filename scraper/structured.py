@@ -31,7 +31,7 @@ def json_ld_objects(soup: BeautifulSoup) -> list[dict]:
         raw = script.string or script.get_text() or ""
         try:
             data = json.loads(raw.strip())
-        except ValueError:
+        except (ValueError, RecursionError):        # RecursionError: a block nested thousands of levels deep
             continue
         stack: list[Any] = [data]
         while stack:

@@ -26,7 +26,9 @@ SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "head", "title
 CELL_TAGS = frozenset({"td", "th"})
 
 _SPACES = re.compile(r"[ \t\f\v\r\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
-_ZERO_WIDTH = re.compile(r"[\u200b\u200c\u200d\ufeff]")
+# Zero-width characters, and C0 controls other than whitespace (a NUL, an escape sequence): invisible on the page,
+# junk in a training text. Tab, newline, CR, VT and FF are whitespace and handled as such.
+_INVISIBLE = re.compile(r"[\u200b\u200c\u200d\ufeff\x00-\x08\x0e-\x1f\x7f]")
 _NOT_TEXT = (Comment, CData, Declaration, Doctype, ProcessingInstruction)
 
 
@@ -85,7 +87,7 @@ def html_to_text(html: str | bytes | Tag | None) -> str:
     pending_break = 0            # newlines owed before the next visible text
 
     def flush_line() -> None:
-        text = _SPACES.sub(" ", _ZERO_WIDTH.sub("", "".join(line))).replace("\n", " ")
+        text = _SPACES.sub(" ", _INVISIBLE.sub("", "".join(line))).replace("\n", " ")
         text = re.sub(r" {2,}", " ", text).strip()
         line.clear()
         if text:
@@ -109,7 +111,7 @@ def html_to_text(html: str | bytes | Tag | None) -> str:
             pending_break = min(pending_break + 1, 2)
         else:  # pre: keep the code's own spacing, drop only leading/trailing blank lines
             flush_line()
-            code = _ZERO_WIDTH.sub("", str(value)).replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " ")
+            code = _INVISIBLE.sub("", str(value)).replace("\r\n", "\n").replace("\r", "\n").replace("\u00a0", " ")
             code = "\n".join(l.rstrip() for l in code.strip("\n").split("\n"))
             if code.strip():
                 pending_break = max(pending_break, 2)
@@ -121,7 +123,7 @@ def html_to_text(html: str | bytes | Tag | None) -> str:
 
 def normalise_text(text: str) -> str:
     """Trim each line, keep at most one blank line in a row, no leading/trailing blank lines."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     lines = [l.rstrip() for l in text.split("\n")]
     text = "\n".join(lines)
     text = re.sub(r"\n{3,}", "\n\n", text)
@@ -132,4 +134,4 @@ def clean_inline(text: str | None) -> str:
     """One-line cleanup for titles, names and labels: entities already decoded, whitespace collapsed."""
     if not text:
         return ""
-    return re.sub(r"\s+", " ", _ZERO_WIDTH.sub("", text.replace("\u00a0", " "))).strip()
+    return re.sub(r"\s+", " ", _INVISIBLE.sub("", text.replace("\u00a0", " "))).strip()

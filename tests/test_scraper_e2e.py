@@ -292,7 +292,9 @@ def test_an_output_file_of_another_kind_is_refused_not_appended_to(tmp_path, cap
 
 
 def test_commands_have_help_and_run_as_modules():
-    for module in ("scraper.url_scraper", "scraper.details_scraper"):
+    for module in ("scraper.url_scraper", "scraper.details_scraper", "scraper.covers"):
         result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
                                 timeout=30)
-        assert result.returncode == 0 and "--delay" in result.stdout and "--ignore-robots" in result.stdout
+        assert result.returncode == 0, result.stderr
+        for option in ("--delay", "--ignore-robots", "--deadline", "--max-redirects", "--max-crawl-delay"):
+            assert option in result.stdout, (module, option)

@@ -499,6 +499,8 @@ def url_problem(url: str) -> str:
         return "no host"
     if re.search(r"[\x00-\x1f\x7f]", url):
         return "control characters in it"
+    if re.search("[\ud800-\udfff]", url):
+        return "lone surrogates in it (not encodable as UTF-8)"
     if re.search(r"\s", parts.netloc):
         return "whitespace in the host"
     return ""

@@ -77,11 +77,25 @@ def _walk(node: Tag) -> Iterator[tuple[str, object]]:
             stack.append((iter(child.children), ()))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def parse_html(html: str | bytes) -> BeautifulSoup:
+    """Parse with lxml (fast, forgiving with truncated pages); bytes let bs4 honour the page's own charset.
+
+    A str with lone surrogates (JSON `"\\ud800"` in an API body or a JSON-LD description) makes lxml raise
+    UnicodeEncodeError: a surrogate pair is joined, a lone half becomes U+FFFD, as the CSV writer does.
+    """
+    if isinstance(html, str) and _SURROGATE.search(html):
+        html = html.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return BeautifulSoup(html, "lxml")
+
+
 def html_to_text(html: str | bytes | Tag | None) -> str:
     """Readable text of an HTML fragment or element: blocks on their own lines, code kept verbatim."""
     if html is None:
         return ""
-    node = html if isinstance(html, Tag) else BeautifulSoup(html, "lxml")
+    node = html if isinstance(html, Tag) else parse_html(html)
     out: list[str] = []          # finished chunks
     line: list[str] = []         # inline text of the current block, whitespace not yet collapsed
     pending_break = 0            # newlines owed before the next visible text

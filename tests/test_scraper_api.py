@@ -92,6 +92,19 @@ def test_malformed_items_become_error_rows_and_the_run_goes_on(site, tmp_path, c
     assert "10 errors (api_bad_item 8, no_labels 1, no_text 1)" in capsys.readouterr().out
 
 
+def test_lone_surrogates_in_a_question_are_written_as_u_fffd_and_counted(site, tmp_path, capsys):
+    """JSON escapes decode to lone surrogates, which UTF-8 cannot store and lxml cannot parse: they once
+    crashed the whole run."""
+    item = site.api_pages[1]["items"][0]
+    item.update(title="Broken \ud800 title", body="<p>Body \udfff text</p>", tags=["py\ud83dthon"])
+    out = tmp_path / "api.csv"
+    assert details_scraper.run(api_argv(site, out)) == 0
+    row = read_csv(out)[0]
+    assert (row["title"], row["text"], json.loads(row["labels"])) == (
+        "Broken \ufffd title", "Body \ufffd text", ["py\ufffdthon"])
+    assert "2 lone surrogate(s) (invalid Unicode from the source) were written as U+FFFD" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("page, reason, message", [
     ({"items": {"not": "a list"}, "has_more": True}, "api_bad_json", "`items` is a JSON dict, not a list"),
     (b"[" * 100_000 + b"]" * 100_000, "api_bad_json", "response is not a JSON object"),

@@ -75,6 +75,11 @@ PAGES = {
     "JSON-LD nested 100,000 deep": (BOOK_PAGE.format(
         head='<script type="application/ld+json">' + "[" * 100_000 + "]" * 100_000 + "</script>",
         title="Deep JSON", text="Layout text.").encode(), "text/html", ("Deep JSON", "Layout text.")),
+    "lone surrogates in JSON-LD": (BOOK_PAGE.format(
+        head='<script type="application/ld+json">{"@type": "Book", "name": "LD \\ud800 title", '
+             '"description": "<p>A description \\udfff with markup.</p>", "genre": ["Fiction"]}</script>',
+        title="Layout title", text="Short.").encode(), "text/html",
+        ("LD \ufffd title", "A description \ufffd with markup.")),
     "HTML served as JSON": (BOOK_PAGE.format(head="", title="T", text="x").encode(), "application/json", "not_html"),
     "an image": (PNG_BYTES, "image/png", "not_html"),
     "binary garbage": (random.Random(3).randbytes(50_000), "text/html", "unrecognised_page"),

@@ -231,6 +231,15 @@ class _DeadlineAdapter(requests.adapters.HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
 
+class _Session(requests.Session):
+    """A Session that never resolves redirects: with allow_redirects=False, requests still runs its redirect
+    resolver once (for `Response.next`), and that reads the whole 3xx body into memory, with no size cap
+    (a 302 announcing a 100 GB body was a MemoryError). The client follows Location itself, hop by hop."""
+
+    def get_redirect_target(self, resp):
+        return None
+
+
 # ---------------------------------------------------------------- per-host politeness
 class _HostState:
     """Politeness state of one host: robots rules, the gap between requests, the next free slot."""
@@ -279,7 +288,7 @@ class PoliteClient:
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = _Session()
             session.headers.update({"User-Agent": self.user_agent,
                                     "Accept": "text/html,application/xhtml+xml,application/json;q=0.9,*/*;q=0.8"})
             adapter = _DeadlineAdapter(pool_connections=self.pool_size, pool_maxsize=self.pool_size)
@@ -475,6 +484,8 @@ class PoliteClient:
                                                                               detail=_one_line(exc))
         except (requests.exceptions.RequestException, ValueError) as exc:   # InvalidURL, InvalidHeader, ...
             return Fetched(url, reason="request_error", detail=_one_line(exc))
+        except Exception as exc:         # a decoder's own error (brotli.error) that urllib3 does not wrap: one
+            return Fetched(url, reason="request_error", detail=_one_line(exc))     # bad response, not the run
         if not 200 <= fetched.status < 300:
             fetched.reason = f"http_{fetched.status}"
             fetched.detail = f"HTTP {fetched.status}"

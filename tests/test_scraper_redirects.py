@@ -122,3 +122,15 @@ def test_a_robots_txt_redirect_loop_blocks_the_host(sites, tmp_path):
     rows, errors = run_details(tmp_path, [home.url(BOOKS[0].path)])
     assert rows == {} and errors[home.url(BOOKS[0].path)]["reason"] == "robots_unreachable"
     assert home.hits(BOOKS[0].path) == 0
+
+
+def test_a_redirect_announcing_a_100_gb_body_is_followed_without_reading_it(sites, tmp_path):
+    """requests' own redirect resolver read 3xx bodies whole, uncapped: this was a MemoryError (found by fuzzing)."""
+    home, _ = sites
+    home.fault("/huge-redirect", Fault(raw=b"HTTP/1.1 302 Found\r\nLocation: " + BOOKS[1].path.encode()
+                                       + b"\r\nContent-Length: 99999999999\r\nContent-Encoding: gzip\r\n"
+                                       + b"Connection: close\r\n\r\n"
+                                       + b"x" * 100_000))
+    start = home.url("/huge-redirect")
+    rows, errors = run_details(tmp_path, [start])
+    assert errors == {} and json.loads(rows[start]["labels"]) == BOOKS[1].labels

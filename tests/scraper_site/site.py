@@ -311,6 +311,7 @@ class Fault:
     short_read: bool = False             # promise the full Content-Length, send half, close the connection
     drip: float = 0.0                    # send the response one byte every `drip` seconds (a tarpit) ...
     drip_headers: bool = False           # ... from the status line on (True) or only the body (False)
+    raw: bytes | None = None             # these exact bytes as the whole response (any lie a server can tell)
 
 
 @dataclass
@@ -466,6 +467,13 @@ class LocalSite:
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
+            if fault.raw is not None:
+                handler.close_connection = True
+                try:
+                    handler.wfile.write(fault.raw)
+                except OSError:          # the client stopped reading: that is allowed
+                    pass
+                return None
             if fault.drip:
                 return self._drip(handler, fault, route.body if route is not None else b"<p>slow</p>" * 100)
             if fault.body is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scraper import covers, details_scraper, url_scraper
+from scraper import covers, details_scraper
 from scraper.storage import errors_path
 from tests.scraper_site.site import BOOKS, PNG_BYTES, Fault, LocalSite, WaitRecorder
 

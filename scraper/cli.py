@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import re
 import shlex
 import signal
 import sys
@@ -17,9 +19,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
-from urllib.parse import urlsplit
 
-from scraper.client import DEFAULT_USER_AGENT, PoliteClient
+from scraper.client import DEFAULT_USER_AGENT, PoliteClient, url_problem
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -36,32 +37,71 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def number(kind: type, *, minimum: float | None = None, above: float | None = None,
+           maximum: float | None = None):
+    """An argparse `type` for a bounded int or finite float: a bad value is an argparse error (exit code 2)
+    naming the option, before any file is touched."""
+    what = "an integer" if kind is int else "a number"
+    bounds = " and ".join(b for b in (f">= {minimum:g}" if minimum is not None else "",
+                                      f"> {above:g}" if above is not None else "",
+                                      f"<= {maximum:g}" if maximum is not None else "") if b)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what} {bounds}, got {text!r}".replace("  ", " ")) from None
+        if (not math.isfinite(value) or (minimum is not None and value < minimum)
+                or (above is not None and value <= above) or (maximum is not None and value > maximum)):
+            raise argparse.ArgumentTypeError(f"must be {what} {bounds}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def header_value(text: str) -> str:
+    """An HTTP header value given on the command line: not empty, no control characters (no header injection)."""
+    if not text.strip() or re.search(r"[\x00-\x1f\x7f]", text):
+        raise argparse.ArgumentTypeError(f"must be a non-empty line without control characters, got {text!r}")
+    return text.strip()
+
+
+MAX_WORKERS = 64                 # politeness is per host: more threads only queue up (and each holds a socket)
+
+
+def add_workers_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--workers", type=number(int, minimum=1, maximum=MAX_WORKERS), default=4,
+                        help=f"{what} threads, 1-{MAX_WORKERS} (default 4); one writer")
+
+
 def add_client_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("politeness and network")
-    group.add_argument("--delay", type=float, default=1.0,
+    group.add_argument("--delay", type=number(float, minimum=0), default=1.0,
                        help="seconds between requests to one host, across all workers (default 1; a larger "
                             "robots.txt Crawl-delay wins)")
-    group.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a response (default 30)")
-    group.add_argument("--retries", type=int, default=3,
-                       help="retries on 429/5xx/timeouts/connection errors, with exponential backoff (default 3)")
-    group.add_argument("--max-retry-after", type=float, default=120.0,
-                       help="longest Retry-After wait honoured, in seconds (default 120)")
-    group.add_argument("--user-agent", default=DEFAULT_USER_AGENT, help="User-Agent header (default names the project)")
+    group.add_argument("--timeout", type=number(float, above=0), default=30.0,
+                       help="seconds to wait for a connection or for the next bytes of a response (default 30)")
+    group.add_argument("--deadline", type=number(float, above=0), default=120.0,
+                       help="seconds one request may take in all, however steadily the server drips bytes "
+                            "(default 120); a slower response is an error row (deadline_exceeded)")
+    group.add_argument("--retries", type=number(int, minimum=0, maximum=20), default=3,
+                       help="retries on 429/5xx/timeouts/connection errors, with exponential backoff, 0-20 "
+                            "(default 3)")
+    group.add_argument("--max-retry-after", type=number(float, minimum=0), default=120.0,
+                       help="longest wait a server can impose, in seconds: caps Retry-After and the Stack Exchange "
+                            "API's backoff (default 120)")
+    group.add_argument("--max-redirects", type=number(int, minimum=0, maximum=20), default=5,
+                       help="redirect hops followed per URL, each checked against its host's robots.txt, 0-20 "
+                            "(default 5); more is an error row (too_many_redirects)")
+    group.add_argument("--max-crawl-delay", type=number(float, minimum=0), default=60.0,
+                       help="largest robots.txt Crawl-delay accepted, in seconds (default 60); a host asking for "
+                            "more is skipped (robots_crawl_delay), never crawled faster than it asks")
+    group.add_argument("--user-agent", type=header_value, default=DEFAULT_USER_AGENT,
+                       help="User-Agent header (default names the project)")
     group.add_argument("--ignore-robots", action="store_true",
                        help="do not read robots.txt (off by default; only for sites you own or have permission for)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar (the summary line still prints)")
-
-
-def check_client_options(args: argparse.Namespace) -> None:
-    for name in ("delay", "max_retry_after"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
-    if args.retries < 0:
-        raise UsageError(f"--retries must be >= 0, got {args.retries}")
-    if getattr(args, "workers", 1) < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
 
 
 def make_client(args: argparse.Namespace, pool_size: int = 10) -> PoliteClient:
@@ -70,14 +110,16 @@ def make_client(args: argparse.Namespace, pool_size: int = 10) -> PoliteClient:
               "Only do this for sites you own or have permission to crawl.", file=sys.stderr, flush=True)
     return PoliteClient(user_agent=args.user_agent, delay=args.delay, timeout=args.timeout, retries=args.retries,
                         ignore_robots=args.ignore_robots, max_retry_after=args.max_retry_after,
-                        backoff_base=min(1.0, max(0.05, args.timeout / 2)), pool_size=pool_size)
+                        backoff_base=min(1.0, max(0.05, args.timeout / 2)), pool_size=pool_size,
+                        deadline=args.deadline, max_redirects=args.max_redirects,
+                        max_crawl_delay=args.max_crawl_delay)
 
 
 def check_url(url: str, what: str) -> str:
     """An absolute http(s) URL with a host, or a UsageError naming the option."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"{what} {url!r} is not an absolute http(s) URL")
+    problem = url_problem(url.strip())
+    if problem:
+        raise UsageError(f"{what} {url!r} is not an absolute http(s) URL ({problem})")
     return url.strip()
 
 
@@ -90,11 +132,18 @@ class Summary:
     rows_before: int = 0                 # rows already in the output when the run started
     skipped: int = 0                     # URLs already done in an earlier run
     errors: Counter = field(default_factory=Counter)
+    warnings: Counter = field(default_factory=Counter)   # rows written, but worth a look (generic_layout, ...)
     started: float = field(default_factory=time.monotonic)
     extra: str = ""
 
     def error(self, reason: str) -> None:
         self.errors[reason] += 1
+
+    def warn(self, kind: str, message: str) -> None:
+        """Count a warning; print the first of each kind (the summary line gives the count)."""
+        self.warnings[kind] += 1
+        if self.warnings[kind] == 1:
+            print(f"warning: {message} (further ones are counted in the summary)", file=sys.stderr, flush=True)
 
     def line(self, requests_made: int | None = None) -> str:
         elapsed = time.monotonic() - self.started
@@ -103,6 +152,8 @@ class Summary:
         parts = [f"{self.stage}: {self.pages} pages fetched",
                  f"{self.rows} rows written" + (f" ({self.rows_before} already there)" if self.rows_before else ""),
                  f"{errors} errors" + (f" ({by_reason})" if by_reason else "")]
+        if self.warnings:
+            parts.append("warnings (" + ", ".join(f"{kind} {n}" for kind, n in sorted(self.warnings.items())) + ")")
         if self.skipped:
             parts.append(f"{self.skipped} skipped as done")
         if requests_made is not None:

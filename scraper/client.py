@@ -2,10 +2,17 @@
 
 - one `requests.Session` per thread (pooled connections, honest User-Agent naming the project);
 - robots.txt per host via `urllib.robotparser` (plus `*`/`$` wildcards, which the stdlib ignores and
-  StackOverflow's robots.txt uses); a robots.txt that cannot be fetched (5xx, network) blocks the host,
-  as RFC 9309 says; 4xx means no rules;
+  StackOverflow's robots.txt uses, and fractional `Crawl-delay`s, which it drops); a robots.txt that cannot
+  be fetched (5xx, 429, network, a redirect loop) blocks the host, as RFC 9309 says; other 4xx mean no
+  rules; only its first 500 KiB are read (RFC 9309 allows that limit);
+- redirects are followed here, one hop at a time, never by `requests`: every hop passes the robots.txt of
+  its own host and waits for that host's turn; a disallowed hop ends as `robots_disallowed`, and more than
+  `max_redirects` hops (or a loop) as an error, never as content;
 - a per-host gap between request starts (`--delay`, or the robots.txt `Crawl-delay` when larger),
-  shared by all worker threads, so `--workers 8` is never ruder than `--workers 1`;
+  shared by all worker threads, so `--workers 8` is never ruder than `--workers 1`; a Crawl-delay above
+  `max_crawl_delay` blocks the host instead of stalling the run (we never go faster than asked);
+- every attempt has a total deadline (`--deadline`) on top of the per-read `--timeout`: a watchdog shuts
+  the socket of a server that drips its headers or body a byte at a time;
 - retries with exponential backoff and jitter on 429, 5xx, connection errors and timeouts, honouring
   `Retry-After` (capped) and slowing the whole host down when told to;
 - never raises for a bad page: every call returns a `Fetched` with `ok`, `status` and a short `reason`.
@@ -13,21 +20,38 @@
 from __future__ import annotations
 
 import email.utils
+import http.client
+import math
 import random
 import re
+import socket
 import sys
 import threading
 import time
 import urllib.robotparser
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
+import urllib3
 
 DEFAULT_USER_AGENT = ("multilabel-text-pipeline/0.1 "
                       "(+https://github.com/multilabel-text-pipeline/multilabel-text-pipeline; research scraper)")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_BODY_BYTES = 20 * 1024 * 1024        # a "page" bigger than this is not a page we want
+ROBOTS_MAX_BYTES = 500 * 1024            # RFC 9309 lets a crawler stop parsing robots.txt here
+ROBOTS_MAX_REDIRECTS = 5                 # RFC 9309: follow at least five; more means "unreachable"
+
+# Failures that may go away by themselves: a rerun tries them again (the others are permanent until
+# --retry-errors). Matched as prefixes: "http_5" covers every 5xx.
+TRANSIENT_REASONS = ("timeout", "connection_error", "request_error", "http_429", "http_5", "robots_unreachable",
+                     "deadline_exceeded")
+
+
+def is_transient(reason: str) -> bool:
+    """Whether an error reason (from `Fetched.reason`) is worth trying again in a later run."""
+    return reason.startswith(TRANSIENT_REASONS)
 
 
 @dataclass
@@ -40,7 +64,7 @@ class Fetched:
     reason: str = ""                     # "" when ok; else http_404, timeout, connection_error, robots_disallowed…
     detail: str = ""                     # human-readable detail for the errors file
     attempts: int = 0
-    final_url: str = ""
+    final_url: str = ""                  # the URL the content came from, after redirects
 
     @property
     def ok(self) -> bool:
@@ -53,15 +77,16 @@ class Fetched:
     def html(self) -> str | bytes:
         """Decoded text when the server named a charset; raw bytes otherwise, so the parser reads `<meta charset>`
         instead of requests' ISO-8859-1 guess for text/html."""
-        match = re.search(r"charset=([\w.:-]+)", self.content_type)
+        match = re.search(r"charset=[\"']?([\w.:-]+)", self.content_type)
         if match:
             try:
                 return self.content.decode(match.group(1), errors="replace")
-            except LookupError:
+            except LookupError:          # a charset Python does not know: let the parser sniff the bytes
                 pass
         return self.content
 
 
+# ---------------------------------------------------------------- robots.txt parsing
 class _WildcardRule(urllib.robotparser.RuleLine):
     """A robots.txt rule with Google-style `*` (any run) and trailing `$` (end of URL)."""
 
@@ -76,17 +101,146 @@ class _WildcardRule(urllib.robotparser.RuleLine):
         return self.path == "*" or bool(self._regex.match(unquote(filename)))
 
 
+_CRAWL_DELAY_LINE = re.compile(r"^(\s*crawl-delay\s*:\s*)([^#\r\n]*?)(\s*(?:#.*)?)$", re.IGNORECASE)
+
+
 def parse_robots(text: str) -> urllib.robotparser.RobotFileParser:
-    """A `RobotFileParser` for robots.txt text, with wildcard support and first-match order as in the stdlib."""
+    """A `RobotFileParser` for robots.txt text, with wildcard support and first-match order as in the stdlib.
+
+    The stdlib keeps only whole-number Crawl-delays ("0.5" is silently dropped, so we would go faster than
+    asked): each value is swapped for its index in a list before parsing and the exact float put back after.
+    Negative and NaN delays are ignored; `inf` stays (the client then blocks the host).
+    """
+    delays: list[float] = []
+
+    def number_the_delay(line: str) -> str:
+        match = _CRAWL_DELAY_LINE.match(line)
+        if not match:
+            return line
+        try:
+            value = float(match.group(2))
+        except ValueError:
+            return ""                    # garbage: as if the line were not there
+        if math.isnan(value) or value < 0:
+            return ""
+        delays.append(value)
+        return f"{match.group(1)}{len(delays) - 1}{match.group(3)}"
+
     parser = urllib.robotparser.RobotFileParser()
-    parser.parse(text.splitlines())
+    parser.parse([number_the_delay(line) for line in text.splitlines()])
     entries = list(parser.entries) + ([parser.default_entry] if parser.default_entry else [])
     for entry in entries:
         entry.rulelines = [_WildcardRule(r) if ("*" in unquote(r.path) or "$" in r.path) else r
                            for r in entry.rulelines]
+        if entry.delay is not None:
+            entry.delay = delays[entry.delay]
     return parser
 
 
+# ---------------------------------------------------------------- the total deadline
+_current = threading.local()             # the deadline of the attempt running on this thread
+
+
+class _Deadline:
+    """A watchdog for one attempt: when `seconds` are up it shuts down the attempt's socket, which wakes a
+    read blocked on a server that sends one byte per `--timeout` (headers or body) and ends it with an error."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._watched: list = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Deadline":
+        _current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _current.deadline = None
+
+    def watch(self, watched) -> None:
+        """Shut `watched` (a connection or a socket) when the time is up, or now if it already is."""
+        with self._lock:
+            self._watched.append(watched)
+            expired = self.expired
+        if expired:
+            _shut(watched)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            watched = list(self._watched)
+        for item in watched:
+            _shut(item)
+
+
+def _shut(watched) -> None:
+    """Shut down a socket, or the socket a connection holds now, so that a blocked read returns at once."""
+    sock = watched if isinstance(watched, socket.socket) else getattr(watched, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:                  # already closed: nothing left to wake
+            pass
+
+
+class _Watched:
+    """Mixin for urllib3 connections: each request registers its connection, and then its socket, with the
+    thread's deadline. The socket itself is kept because http.client drops `conn.sock` once a response that
+    ends with the connection (`Connection: close`) starts: the response still reads from that socket."""
+
+    def request(self, *args, **kwargs):
+        deadline = getattr(_current, "deadline", None)
+        if deadline is not None:
+            deadline.watch(self)         # the socket appears only while the request is sent
+        return super().request(*args, **kwargs)
+
+    def getresponse(self, *args, **kwargs):
+        deadline = getattr(_current, "deadline", None)
+        if deadline is not None and self.sock is not None:
+            deadline.watch(self.sock)    # shut at once when the deadline already passed
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """An HTTPAdapter whose direct connections the deadline watchdog can shut (proxied ones fall back on the
+    deadline check between body chunks)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _Session(requests.Session):
+    """A Session that never resolves redirects: with allow_redirects=False, requests still runs its redirect
+    resolver once (for `Response.next`), and that reads the whole 3xx body into memory, with no size cap
+    (a 302 announcing a 100 GB body was a MemoryError). The client follows Location itself, hop by hop."""
+
+    def get_redirect_target(self, resp):
+        return None
+
+
+# ---------------------------------------------------------------- per-host politeness
 class _HostState:
     """Politeness state of one host: robots rules, the gap between requests, the next free slot."""
 
@@ -94,9 +248,10 @@ class _HostState:
         self.lock = threading.Lock()
         self.robots: urllib.robotparser.RobotFileParser | None = None
         self.robots_lock = threading.Lock()
-        self.robots_error = ""           # set when robots.txt could not be read: the host is blocked
+        self.robots_reason = ""          # set when the host is blocked: robots_unreachable, robots_crawl_delay
+        self.robots_error = ""           # ... and why, for the errors file
         self.delay = 0.0
-        self.next_slot = 0.0             # monotonic time the next request may start
+        self.next_slot = 0.0             # clock time the next request may start
 
 
 class PoliteClient:
@@ -105,7 +260,8 @@ class PoliteClient:
     def __init__(self, *, user_agent: str = DEFAULT_USER_AGENT, delay: float = 1.0, timeout: float = 30.0,
                  retries: int = 3, ignore_robots: bool = False, max_retry_after: float = 120.0,
                  backoff_base: float = 1.0, backoff_cap: float = 60.0, pool_size: int = 10,
-                 sleep=time.sleep, log=None):
+                 deadline: float = 120.0, max_redirects: int = 5, max_crawl_delay: float = 60.0,
+                 sleep=time.sleep, clock=time.monotonic, log=None):
         self.user_agent = user_agent
         self.delay = max(0.0, delay)
         self.timeout = timeout
@@ -115,12 +271,16 @@ class PoliteClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.pool_size = pool_size
+        self.deadline = deadline
+        self.max_redirects = max_redirects
+        self.max_crawl_delay = max_crawl_delay
         self._sleep = sleep
+        self._clock = clock              # injectable with `sleep`: tests check the waits asked for, not wall time
         self._log = log or (lambda message: print(message, file=sys.stderr))
         self._hosts: dict[str, _HostState] = {}
         self._hosts_lock = threading.Lock()
         self._local = threading.local()
-        self.requests_made = 0           # every HTTP request, retries and robots.txt included
+        self.requests_made = 0           # every HTTP request, retries, redirect hops and robots.txt included
         self._count_lock = threading.Lock()
 
     # ------------------------------------------------------------ plumbing
@@ -128,10 +288,10 @@ class PoliteClient:
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = _Session()
             session.headers.update({"User-Agent": self.user_agent,
                                     "Accept": "text/html,application/xhtml+xml,application/json;q=0.9,*/*;q=0.8"})
-            adapter = requests.adapters.HTTPAdapter(pool_connections=self.pool_size, pool_maxsize=self.pool_size)
+            adapter = _DeadlineAdapter(pool_connections=self.pool_size, pool_maxsize=self.pool_size)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._local.session = session
@@ -150,7 +310,7 @@ class PoliteClient:
     def _wait_turn(self, state: _HostState) -> None:
         """Reserve the host's next slot under the lock, sleep outside it: workers queue up `delay` apart."""
         with state.lock:
-            now = time.monotonic()
+            now = self._clock()
             start = max(now, state.next_slot)
             state.next_slot = start + state.delay
         if start > now:
@@ -159,7 +319,7 @@ class PoliteClient:
     def _push_back(self, state: _HostState, seconds: float) -> None:
         """The server asked us to slow down: nobody talks to this host for `seconds`."""
         with state.lock:
-            state.next_slot = max(state.next_slot, time.monotonic() + seconds)
+            state.next_slot = max(state.next_slot, self._clock() + seconds)
 
     def pause_host(self, url: str, seconds: float) -> None:
         """Hold every request to `url`'s host for `seconds` (an API's `backoff`, a 429)."""
@@ -176,56 +336,96 @@ class PoliteClient:
         with state.robots_lock:                           # one robots.txt fetch per host, however many workers
             if state.robots is not None:
                 return
-            result = self._get_with_retries(root + "/robots.txt", state)
-            robots_error = ""
+            # Redirects of robots.txt are followed (RFC 9309), without a robots check of their own.
+            result = self._follow(root + "/robots.txt", check_robots=False, params=None,
+                                  max_redirects=ROBOTS_MAX_REDIRECTS)
+            reason, why = "", ""
             if result.ok:
-                parser = parse_robots(result.content.decode("utf-8", errors="replace"))
-            elif result.status is not None and 400 <= result.status < 500:
+                parser = parse_robots(result.content[:ROBOTS_MAX_BYTES].decode("utf-8", errors="replace"))
+            elif result.status is not None and 400 <= result.status < 500 and result.status != 429:
                 parser = parse_robots("")                 # no robots.txt: no rules
             else:
                 parser = parse_robots("User-agent: *\nDisallow: /")
-                robots_error = f"robots.txt unreachable ({result.reason}): host skipped, as RFC 9309 asks"
-            crawl_delay = None if robots_error else parser.crawl_delay(self.user_agent)
+                reason = "robots_unreachable"
+                why = f"robots.txt unreachable ({result.reason}): host skipped, as RFC 9309 asks"
+            crawl_delay = None if reason else parser.crawl_delay(self.user_agent)
+            if crawl_delay is not None and float(crawl_delay) > self.max_crawl_delay:
+                reason = "robots_crawl_delay"
+                why = (f"robots.txt asks for Crawl-delay {float(crawl_delay):g}s, more than --max-crawl-delay "
+                       f"{self.max_crawl_delay:g}: host skipped rather than crawled faster than asked")
             with state.lock:
-                state.robots_error = robots_error
-                if crawl_delay is not None and float(crawl_delay) > state.delay:
+                state.robots_reason, state.robots_error = reason, why
+                if not reason and crawl_delay is not None and float(crawl_delay) > state.delay:
                     state.delay = float(crawl_delay)
             state.robots = parser                         # set last: it is the "done" flag read without the lock
-        if robots_error:
-            self._log(f"warning: {root}: {robots_error}")
+        if reason:
+            self._log(f"warning: {root}: {why}")
         elif crawl_delay is not None and float(crawl_delay) > self.delay:
-            self._log(f"note: {root}/robots.txt asks for Crawl-delay {crawl_delay:g}s; using it instead of "
+            self._log(f"note: {root}/robots.txt asks for Crawl-delay {float(crawl_delay):g}s; using it instead of "
                       f"--delay {self.delay:g}")
 
-    def allowed(self, url: str) -> tuple[bool, str]:
-        """Whether robots.txt lets us fetch `url` (fetching and caching the host's robots.txt on first use)."""
+    def robots_verdict(self, url: str) -> tuple[str, str]:
+        """("", "") when robots.txt lets us fetch `url`; else (reason, detail): robots_disallowed,
+        robots_unreachable or robots_crawl_delay. Fetches and caches the host's robots.txt on first use."""
         if self.ignore_robots:
-            return True, ""
+            return "", ""
         root, state = self._host(url)
         self._ensure_robots(root, state)
-        if state.robots_error:
-            return False, state.robots_error
+        if state.robots_reason:
+            return state.robots_reason, state.robots_error
         assert state.robots is not None
         if not state.robots.can_fetch(self.user_agent, url):
-            return False, "disallowed by robots.txt"
-        return True, ""
+            return "robots_disallowed", "disallowed by robots.txt"
+        return "", ""
+
+    def allowed(self, url: str) -> tuple[bool, str]:
+        """Whether robots.txt lets us fetch `url`, and why not."""
+        reason, detail = self.robots_verdict(url)
+        return not reason, detail
 
     def host_delay(self, url: str) -> float:
         return self._host(url)[1].delay
 
     # ------------------------------------------------------------ GET
     def get(self, url: str, *, check_robots: bool = True, params: dict | None = None) -> Fetched:
-        """Fetch `url` politely. Never raises for network or HTTP trouble: look at `.ok` and `.reason`."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return Fetched(url, reason="bad_url", detail=f"not an http(s) URL: {url!r}")
-        if check_robots:
-            ok, why = self.allowed(url)
-            if not ok:
-                reason = "robots_disallowed" if why == "disallowed by robots.txt" else "robots_unreachable"
-                return Fetched(url, reason=reason, detail=why)
-        _, state = self._host(url)
-        return self._get_with_retries(url, state, params=params)
+        """Fetch `url` politely, following redirects hop by hop. Never raises for network or HTTP trouble:
+        look at `.ok` and `.reason`."""
+        return self._follow(url, check_robots=check_robots, params=params, max_redirects=self.max_redirects)
+
+    def _follow(self, url: str, *, check_robots: bool, params: dict | None, max_redirects: int) -> Fetched:
+        current, visited, attempts = url, [], 0
+
+        def failure(reason: str, detail: str, status=None) -> Fetched:
+            hops = f" (after {' -> '.join(visited)})" if visited else ""
+            return Fetched(url, status=status, reason=reason, detail=(detail + hops)[:500], attempts=attempts,
+                           final_url=current)
+
+        while True:
+            problem = url_problem(current)
+            if problem:
+                return failure("bad_url" if not visited else "bad_redirect",
+                               f"not an absolute http(s) URL ({problem}): {current[:200]!r}")
+            if check_robots:
+                reason, why = self.robots_verdict(current)
+                if reason:
+                    return failure(reason, why + (f": {current}" if visited else ""))
+            result = self._get_with_retries(current, self._host(current)[1], params=params if not visited else None)
+            attempts += result.attempts
+            location = result.headers.get("location") if result.status in REDIRECT_STATUSES else None
+            if not location:
+                result.url, result.final_url, result.attempts = url, current, attempts
+                return result
+            try:
+                target = urljoin(current, location.strip()).partition("#")[0]
+            except ValueError as exc:
+                return failure("bad_redirect", f"HTTP {result.status} to an unreadable Location {location!r}: {exc}",
+                               result.status)
+            visited.append(current)
+            if target in visited:
+                return failure("redirect_loop", f"HTTP {result.status} back to {target}", result.status)
+            if len(visited) > max_redirects:
+                return failure("too_many_redirects", f"more than {max_redirects} redirects", result.status)
+            current = target
 
     def _get_with_retries(self, url: str, state: _HostState, params: dict | None = None) -> Fetched:
         result = Fetched(url)
@@ -251,34 +451,73 @@ class PoliteClient:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _attempt(self, url: str, params: dict | None) -> Fetched:
+        """One GET, redirects not followed, the body read under the total deadline."""
         self._count()
+        deadline = _Deadline(self.deadline)
         try:
-            with self.session.get(url, params=params, timeout=self.timeout, stream=True,
-                                  allow_redirects=True) as response:
+            with deadline, self.session.get(url, params=params, timeout=self.timeout, stream=True,
+                                            allow_redirects=False) as response:
                 headers = {k.lower(): v for k, v in response.headers.items()}
+                status = response.status_code
+                if status in REDIRECT_STATUSES and headers.get("location"):
+                    return Fetched(url, status=status, headers=headers, final_url=url,
+                                   reason=f"http_{status}", detail=f"HTTP {status} redirect")
                 chunks, size = [], 0
                 for chunk in response.iter_content(64 * 1024):
+                    if deadline.expired:
+                        break
                     chunks.append(chunk)
                     size += len(chunk)
                     if size > MAX_BODY_BYTES:
-                        return Fetched(url, status=response.status_code, headers=headers, reason="too_large",
-                                       detail=f"body over {MAX_BODY_BYTES} bytes", final_url=response.url)
-                fetched = Fetched(url, status=response.status_code, content=b"".join(chunks), headers=headers,
-                                  final_url=response.url)
+                        return Fetched(url, status=status, headers=headers, reason="too_large",
+                                       detail=f"body over {MAX_BODY_BYTES} bytes", final_url=url)
+                if deadline.expired:
+                    return self._deadline_error(url)
+                fetched = Fetched(url, status=status, content=b"".join(chunks), headers=headers, final_url=url)
         except requests.exceptions.Timeout as exc:
-            return Fetched(url, reason="timeout", detail=_one_line(exc))
+            return self._deadline_error(url) if deadline.expired else Fetched(url, reason="timeout",
+                                                                              detail=_one_line(exc))
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError) as exc:
-            return Fetched(url, reason="connection_error", detail=_one_line(exc))
-        except requests.exceptions.RequestException as exc:
+                requests.exceptions.ContentDecodingError, urllib3.exceptions.HTTPError,
+                http.client.HTTPException, OSError) as exc:
+            return self._deadline_error(url) if deadline.expired else Fetched(url, reason="connection_error",
+                                                                              detail=_one_line(exc))
+        except (requests.exceptions.RequestException, ValueError) as exc:   # InvalidURL, InvalidHeader, ...
             return Fetched(url, reason="request_error", detail=_one_line(exc))
+        except Exception as exc:         # a decoder's own error (brotli.error) that urllib3 does not wrap: one
+            return Fetched(url, reason="request_error", detail=_one_line(exc))     # bad response, not the run
         if not 200 <= fetched.status < 300:
             fetched.reason = f"http_{fetched.status}"
             fetched.detail = f"HTTP {fetched.status}"
         return fetched
 
+    def _deadline_error(self, url: str) -> Fetched:
+        return Fetched(url, reason="deadline_exceeded",
+                       detail=f"no complete response within --deadline {self.deadline:g}s (server too slow)")
 
-def parse_retry_after(value: str | None) -> float | None:
+
+def url_problem(url: str) -> str:
+    """Why `url` cannot be requested, in a few words ("" when it can): not http(s), no host, a bad port, control
+    characters (which could split a request line), whitespace in the host."""
+    try:
+        parts = urlsplit(url)
+        parts.port                       # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return f"unreadable ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "not http(s)"
+    if not parts.hostname:
+        return "no host"
+    if re.search(r"[\x00-\x1f\x7f]", url):
+        return "control characters in it"
+    if re.search("[\ud800-\udfff]", url):
+        return "lone surrogates in it (not encodable as UTF-8)"
+    if re.search(r"\s", parts.netloc):
+        return "whitespace in the host"
+    return ""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """`Retry-After` as seconds: either delta-seconds or an HTTP date. None when absent or unreadable."""
     if value is None:
         return None
@@ -287,11 +526,15 @@ def parse_retry_after(value: str | None) -> float | None:
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    try:
+        stamp = when.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return None
+    return max(0.0, stamp - (time.time() if now is None else now))
 
 
 def _one_line(exc: Exception) -> str:

@@ -7,7 +7,8 @@ or `img.book-list-image` on listings), fetch the image with the same polite clie
 (robots.txt, per-host delay, retries with backoff, Retry-After) and keep it only if it really is a
 complete image: the response says `image/*` AND the bytes start with a JPEG/PNG/GIF/WebP signature AND
 they end where that format ends (a truncated transfer is not a cover). Files are written to a temporary
-name and renamed, so an interrupted run never leaves half an image that looks finished.
+name (`<id>.<ext>.part<thread>`) and renamed, so an interrupted run never leaves half an image that looks
+finished; the next run deletes those temporary files, and only those (`x.partners.csv` is not one).
 
 Outputs in `--out`:
   <book id>.<jpg|png|gif|webp>   one file per cover, named after the book page (`/books/view/52` → `52.jpg`)
@@ -17,7 +18,6 @@ Rerunning skips covers already on disk and permanent errors; transient failures 
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import re
@@ -29,12 +29,14 @@ from urllib.parse import urlsplit
 
 import config
 from scraper import cli
-from scraper.client import PoliteClient
-from scraper.details_scraper import is_transient
-from scraper.storage import ERROR_COLUMNS, CsvAppender, repair_and_read
+from scraper.client import PoliteClient, is_transient
+from scraper.storage import ERROR_COLUMNS, CsvAppender, read_csv_dicts, repair_and_read
 
 MANIFEST_COLUMNS = ("url", "cover_url", "file", "content_type", "bytes")
 MAX_IMAGE_BYTES = 15 * 1024 * 1024
+IMAGE_KINDS = ("jpg", "png", "gif", "webp")
+# The temporary names `download_cover` writes: `<book id or URL hash>.<kind>.part<thread id>`.
+_PARTIAL_NAME = re.compile(r"[0-9a-f]+\.(?:jpg|png|gif|webp)\.part\d+")
 
 
 @dataclass
@@ -45,7 +47,9 @@ class CoverSettings:
     retry_errors: bool
     delay: float
     timeout: float
+    deadline: float
     retries: int
+    max_redirects: int
     user_agent: str
     ignore_robots: bool
 
@@ -130,7 +134,7 @@ def download_cover(client: PoliteClient, book_url: str, cover_url: str, out_dir:
         outcome.reason, outcome.detail = reason, f"{detail} ({cover_url})"
         return outcome
     target = out_dir / f"{cover_stem(book_url)}.{kind}"
-    partial = target.with_name(target.name + f".part{threading.get_ident()}")
+    partial = target.with_name(target.name + f".part{threading.get_ident()}")    # matches _PARTIAL_NAME
     partial.write_bytes(fetched.content)
     os.replace(partial, target)                         # atomic: a cover on disk is always a whole cover
     outcome.file, outcome.content_type, outcome.size = target.name, fetched.content_type, len(fetched.content)
@@ -146,7 +150,7 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--out", type=Path, default=config.RAW_DIR / "smashwords_covers",
                         help="folder for the images, covers.csv and covers.errors.csv "
                              "(default data/raw/smashwords_covers/)")
-    parser.add_argument("--workers", type=int, default=4, help="download threads (default 4); one writer")
+    cli.add_workers_option(parser, "download")
     parser.add_argument("--retry-errors", action="store_true",
                         help="also retry covers whose earlier error was permanent (404, corrupt, ...)")
     cli.add_client_options(parser)
@@ -156,18 +160,23 @@ def build_parser() -> cli.ArgumentParser:
 def read_cover_rows(path: Path) -> list[dict]:
     if not path.exists():
         raise cli.UsageError(f"--details {path} does not exist (run python -m scraper.details_scraper first)")
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"url", "cover_url"} - set(reader.fieldnames or [])
-        if missing:
-            raise cli.UsageError(f"--details {path} has no {', '.join(sorted(missing))} column "
-                                 f"(columns: {reader.fieldnames})")
-        return list(reader)
+    if path.is_dir():
+        raise cli.UsageError(f"--details {path} is a folder, not a file")
+    columns, rows = read_csv_dicts(path, "--details")
+    missing = {"url", "cover_url"} - set(columns)
+    if missing:
+        raise cli.UsageError(f"--details {path} has no {', '.join(sorted(missing))} column (columns: {columns})")
+    return rows
+
+
+def leftover_partials(out_dir: Path) -> list[Path]:
+    """The temporary files of an interrupted earlier run: exactly the names `download_cover` writes."""
+    return [path for path in out_dir.iterdir() if path.is_file() and _PARTIAL_NAME.fullmatch(path.name)]
 
 
 def existing_cover(out_dir: Path, book_url: str) -> Path | None:
     stem = cover_stem(book_url)
-    for ext in ("jpg", "png", "gif", "webp"):
+    for ext in IMAGE_KINDS:
         if (out_dir / f"{stem}.{ext}").exists():
             return out_dir / f"{stem}.{ext}"
     return None
@@ -177,28 +186,28 @@ def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        cli.check_client_options(args)
         rows = read_cover_rows(args.details)
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         manifest_path, errors_file = out_dir / "covers.csv", out_dir / "covers.errors.csv"
         manifest = repair_and_read(manifest_path, MANIFEST_COLUMNS)
         earlier_errors = repair_and_read(errors_file, ERROR_COLUMNS)
+        settings = CoverSettings(details=str(args.details), out=str(out_dir), workers=args.workers,
+                                 retry_errors=args.retry_errors, delay=args.delay, timeout=args.timeout,
+                                 deadline=args.deadline, retries=args.retries, max_redirects=args.max_redirects,
+                                 user_agent=args.user_agent, ignore_robots=args.ignore_robots)
+        cli.save_settings(settings, out_dir / "covers.settings.json", "scraper.covers")
+        for leftover in leftover_partials(out_dir):     # a kill -9 mid-write leaves these; they are never covers
+            leftover.unlink()
+        manifest_out = CsvAppender(manifest_path, MANIFEST_COLUMNS)
+        errors_out = CsvAppender(errors_file, ERROR_COLUMNS)
     except (cli.UsageError, ValueError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return cli.EXIT_BAD_INPUT
 
-    settings = CoverSettings(details=str(args.details), out=str(out_dir), workers=args.workers,
-                             retry_errors=args.retry_errors, delay=args.delay, timeout=args.timeout,
-                             retries=args.retries, user_agent=args.user_agent, ignore_robots=args.ignore_robots)
-    cli.save_settings(settings, out_dir / "covers.settings.json", "scraper.covers")
-    for leftover in out_dir.glob("*.part*"):            # a kill -9 mid-write leaves these; they are never covers
-        leftover.unlink()
-
     summary = cli.Summary(stage="covers", rows_before=len(manifest))
     in_manifest = {row["url"] for row in manifest}
     failed_before = {row["url"] for row in earlier_errors if not args.retry_errors and not is_transient(row["reason"])}
-    manifest_out = CsvAppender(manifest_path, MANIFEST_COLUMNS)
     todo, queued = [], set()
     for row in rows:
         book_url, cover_url = (row.get("url") or "").strip(), (row.get("cover_url") or "").strip()
@@ -221,7 +230,6 @@ def run(argv: list[str] | None = None) -> int:
         todo.append((book_url, cover_url))
 
     client = cli.make_client(args, pool_size=max(10, args.workers))
-    errors_out = CsvAppender(errors_file, ERROR_COLUMNS)
     bar = cli.progress(len(todo), "covers", args.no_progress)
     stop = threading.Event()
 

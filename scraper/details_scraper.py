@@ -18,7 +18,6 @@ and `--retry-errors` retries every error. A torn last row left by `kill -9` is c
 """
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import threading
@@ -28,11 +27,11 @@ from types import ModuleType
 
 import config
 from scraper import cli
-from scraper.client import PoliteClient
+from scraper.client import PoliteClient, is_transient
 from scraper.sites import SITES, dedupe_key, rebase
-from scraper.storage import ERROR_COLUMNS, CsvAppender, errors_path, repair_and_read, sidecar
+from scraper.storage import (ERROR_COLUMNS, CsvAppender, errors_path, read_csv_dicts, read_text, repair_and_read,
+                             sidecar)
 
-TRANSIENT_REASONS = ("timeout", "connection_error", "request_error", "http_429", "http_5", "robots_unreachable")
 HTML_TYPES = ("html", "xml")
 
 
@@ -47,7 +46,9 @@ class DetailsScraperSettings:
     retry_errors: bool
     delay: float
     timeout: float
+    deadline: float
     retries: int
+    max_redirects: int
     user_agent: str
     ignore_robots: bool
 
@@ -60,6 +61,7 @@ class Outcome:
     status: int | str = ""
     reason: str = ""
     detail: str = ""
+    warning: str = ""                    # the row came from a generic fallback layer: worth a look
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -73,16 +75,17 @@ def build_parser() -> cli.ArgumentParser:
                         help="CSV with a `url` column (stage 1 output) or a plain list of URLs, one a line; "
                              "any host (default: data/raw/<site>_urls.csv)")
     parser.add_argument("--out", type=Path, help="output CSV (default: data/raw/<site>_details.csv)")
-    parser.add_argument("--workers", type=int, default=4, help="fetching threads (default 4); one writer")
+    cli.add_workers_option(parser, "fetching")
     parser.add_argument("--base-url", help="replace the site's scheme://host in --urls with this one (mirror, "
                                            "local server); rows keep the URL as listed")
     parser.add_argument("--retry-errors", action="store_true",
                         help="also retry URLs whose earlier error was permanent (404, no labels, ...)")
     api = parser.add_argument_group("Stack Exchange API (--source api)")
     api.add_argument("--tagged", default="python", help="tags, ';'-separated, all required (default python)")
-    api.add_argument("--max-pages", type=int, default=10, help="API pages to read, 0 = until has_more is false "
-                                                               "(default 10)")
-    api.add_argument("--pagesize", type=int, default=100, help="questions per API page, 1-100 (default 100)")
+    api.add_argument("--max-pages", type=cli.number(int, minimum=0), default=10,
+                     help="API pages to read, 0 = until has_more is false (default 10)")
+    api.add_argument("--pagesize", type=cli.number(int, minimum=1, maximum=100), default=100,
+                     help="questions per API page, 1-100 (default 100)")
     api.add_argument("--sort", default="votes", choices=("activity", "votes", "creation", "hot", "week", "month"),
                      help="API sort order (default votes)")
     api.add_argument("--api-key", default=os.environ.get("STACKEXCHANGE_KEY"),
@@ -99,19 +102,18 @@ def read_url_list(path: Path) -> list[dict]:
     """Rows with at least `url` from a stage-1 CSV (extra columns kept as hints) or a plain list of URLs."""
     if not path.exists():
         raise cli.UsageError(f"--urls {path} does not exist (run python -m scraper.url_scraper first)")
-    with open(path, encoding="utf-8", newline="") as handle:
-        first = handle.readline()
-        handle.seek(0)
-        if first.strip().lower().startswith(("http://", "https://")):
-            return [{"url": line.strip()} for line in handle if line.strip() and not line.startswith("#")]
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "url" not in reader.fieldnames:
-            raise cli.UsageError(f"--urls {path} has no `url` column (columns: {reader.fieldnames})")
-        return [row for row in reader if (row.get("url") or "").strip()]
-
-
-def is_transient(reason: str) -> bool:
-    return reason.startswith(TRANSIENT_REASONS)
+    if path.is_dir():
+        raise cli.UsageError(f"--urls {path} is a folder, not a file")
+    lines = [line.strip() for line in read_text(path, "--urls").split("\n")]
+    first = next((line for line in lines if line and not line.startswith("#")), "")
+    if first.lower().startswith(("http://", "https://")):
+        return [{"url": line} for line in lines if line and not line.startswith("#")]
+    columns, rows = read_csv_dicts(path, "--urls")
+    if "url" not in columns:
+        raise cli.UsageError(f"--urls {path} has no `url` column (columns: {columns})")
+    # A row with fewer cells than the header has None for the missing ones; more cells land under None.
+    return [{k: v for k, v in row.items() if isinstance(k, str) and isinstance(v, str)}
+            for row in rows if (row.get("url") or "").strip()]
 
 
 # ---------------------------------------------------------------- one page
@@ -126,6 +128,7 @@ def scrape_one(client: PoliteClient, adapter: ModuleType, url: str, fetch_url: s
         record = adapter.parse_details(fetched.html(), url)
     except Exception as exc:   # one odd page must not end a long run; the errors file keeps the trace
         return Outcome(url, status=fetched.status, reason="unparseable", detail=f"{type(exc).__name__}: {exc}"[:300])
+    warning = getattr(record, "warning", "")
     record["url"] = url
     if not record.get("title") and hint.get("title"):
         record["title"] = hint["title"]             # the listing knew the title even if this layout hides it
@@ -138,37 +141,39 @@ def scrape_one(client: PoliteClient, adapter: ModuleType, url: str, fetch_url: s
         return Outcome(url, status=fetched.status, reason="no_text", detail="page has no description/body text")
     if not record.get("labels"):
         return Outcome(url, status=fetched.status, reason="no_labels", detail="page has no categories/tags")
-    return Outcome(url, row=record, status=fetched.status)
+    return Outcome(url, row=record, status=fetched.status, warning=warning)
 
 
 # ---------------------------------------------------------------- the command
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    adapter = SITES[args.site]
+    out = Path(args.out or config.RAW_DIR / f"{args.site}_details.csv")
+    if args.source == "api":
+        if args.site != "stackoverflow":
+            print(f"{parser.prog}: error: --source api is only available for --site stackoverflow", file=sys.stderr)
+            return cli.EXIT_BAD_INPUT
+        from scraper import stackexchange_api
+        return stackexchange_api.run(args, out)
     try:
-        adapter = SITES[args.site]
-        cli.check_client_options(args)
         base_url = cli.check_url(args.base_url, "--base-url") if args.base_url else None
-        out = Path(args.out or config.RAW_DIR / f"{args.site}_details.csv")
-        if args.source == "api":
-            if args.site != "stackoverflow":
-                raise cli.UsageError("--source api is only available for --site stackoverflow")
-            from scraper import stackexchange_api
-            return stackexchange_api.run(args, out)
         urls_path = Path(args.urls or config.RAW_DIR / f"{args.site}_urls.csv")
         listed = read_url_list(urls_path)
         existing = repair_and_read(out, adapter.DETAIL_COLUMNS)
         errors_file = errors_path(out)
         earlier_errors = repair_and_read(errors_file, ERROR_COLUMNS)
-    except (cli.UsageError, ValueError, UnicodeDecodeError) as exc:
+        settings = DetailsScraperSettings(site=args.site, source="html", urls=str(urls_path), out=str(out),
+                                          workers=args.workers, base_url=base_url, retry_errors=args.retry_errors,
+                                          delay=args.delay, timeout=args.timeout, deadline=args.deadline,
+                                          retries=args.retries, max_redirects=args.max_redirects,
+                                          user_agent=args.user_agent, ignore_robots=args.ignore_robots)
+        cli.save_settings(settings, sidecar(out, "settings", ".json"), "scraper.details_scraper")
+        rows_out = CsvAppender(out, adapter.DETAIL_COLUMNS)
+        errors_out = CsvAppender(errors_file, ERROR_COLUMNS)
+    except (cli.UsageError, ValueError, OSError) as exc:            # UnicodeDecodeError is a ValueError
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return cli.EXIT_BAD_INPUT
-
-    settings = DetailsScraperSettings(site=args.site, source="html", urls=str(urls_path), out=str(out),
-                                      workers=args.workers, base_url=base_url, retry_errors=args.retry_errors,
-                                      delay=args.delay, timeout=args.timeout, retries=args.retries,
-                                      user_agent=args.user_agent, ignore_robots=args.ignore_robots)
-    cli.save_settings(settings, sidecar(out, "settings", ".json"), "scraper.details_scraper")
 
     done = {dedupe_key(adapter, row["url"]) for row in existing}
     failed_before = {dedupe_key(adapter, row["url"]) for row in earlier_errors
@@ -188,8 +193,6 @@ def run(argv: list[str] | None = None) -> int:
         todo.append(dict(row, url=url))
 
     client = cli.make_client(args, pool_size=max(10, args.workers))
-    rows_out = CsvAppender(out, adapter.DETAIL_COLUMNS)
-    errors_out = CsvAppender(errors_file, ERROR_COLUMNS)
     bar = cli.progress(len(todo), f"details {args.site}", args.no_progress)
     stop = threading.Event()
 
@@ -209,6 +212,8 @@ def run(argv: list[str] | None = None) -> int:
         if outcome.row is not None:
             rows_out.write(outcome.row)
             summary.rows += 1
+            if outcome.warning:
+                summary.warn("generic_layout", f"{outcome.url}: {outcome.warning}")
         else:
             summary.error(outcome.reason)
             errors_out.write({"url": outcome.url, "status": outcome.status, "reason": outcome.reason,

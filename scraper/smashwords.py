@@ -11,6 +11,9 @@ Layers, first match wins per field (the longest text wins for `text`, see `scrap
   4. layout selectors: `_layout_2013` (Bootstrap page, `<h1>`, `#longDescription`),
      `_layout_2012` (`h2.bookpage_title_heading`, "Extended description"), `_layout_text_fields`
      ("Published:", "Words:", "Price:" lines any layout prints)
+Listings: `_listing_2013` (`div.library-book`), then the generic last layer: links to `/books/view/<id>` in
+the main content, with a warning on the listing. Book pages have no generic label layer: category links are
+also the site's navigation, so an unknown design gives `no_labels` rather than made-up genres.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import re
 
 from bs4 import BeautifulSoup, NavigableString, Tag
 
-from scraper.adapter import absolute, combine, first_layout_rows, iso_date, strip_query, to_int, unique
+from scraper.adapter import (Listing, Record, absolute, combine, first_layout_rows, generic_item_rows, is_http,
+                             iso_date, strip_query, to_int, unique)
 from scraper.structured import (as_list, itemprop_elements, itemprop_first, json_ld_of_type, ld_text, make_soup,
                                 meta_content, microdata_scope, rel_next_link)
 from scraper.text import clean_inline, html_to_text
@@ -39,11 +43,18 @@ def canonical_url(url: str) -> str:
 
 
 # ---------------------------------------------------------------- listings
-def parse_listing(html: str | bytes, base_url: str) -> tuple[list[dict], str | None]:
+def parse_listing(html: str | bytes, base_url: str) -> Listing:
     """Book rows (url, title, cover_url) of one category listing page, and the next page's URL or None."""
     soup = make_soup(html)
-    unique_rows = first_layout_rows(soup, base_url, LISTING_LAYOUTS, canonical_url)
-    return unique_rows, _next_page(soup, base_url)
+    rows = first_layout_rows(soup, base_url, LISTING_LAYOUTS, canonical_url)
+    warning = ""
+    if not rows:
+        rows = generic_item_rows(soup, base_url, _BOOK_PATH, HOSTS, canonical_url,
+                                 extra=lambda link: {"cover_url": _nearby_cover(link, base_url)})
+        if rows:
+            warning = (f"listing layout not recognised: took {len(rows)} links to /books/view/<id> pages from the "
+                       f"main content")
+    return Listing(rows, _next_page(soup, base_url), warning)
 
 
 def _listing_2013(soup: BeautifulSoup, base_url: str) -> list[dict]:
@@ -57,21 +68,17 @@ def _listing_2013(soup: BeautifulSoup, base_url: str) -> list[dict]:
     return rows
 
 
-def _listing_any_book_links(soup: BeautifulSoup, base_url: str) -> list[dict]:
-    """Fallback for an unknown design: every link to a book page that has text, cover from a nearby image."""
-    rows = []
-    for link in soup.find_all("a", href=_BOOK_PATH):
-        title = clean_inline(link.get_text(" "))
-        if not title:
-            continue
+def _nearby_cover(link, base_url: str) -> str:
+    """The image in the list item, article or block around a book link: its cover, in every design we know."""
+    img = link.find("img", src=True)
+    if img is None:
         container = link.find_parent(["li", "article", "div"])
         img = container.find("img", src=True) if container else None
-        rows.append({"url": absolute(link["href"], base_url), "title": title,
-                     "cover_url": absolute(img["src"], base_url) if img else ""})
-    return rows
+    cover = absolute(img["src"], base_url) if img else ""
+    return cover if is_http(cover) else ""
 
 
-LISTING_LAYOUTS = (_listing_2013, _listing_any_book_links)
+LISTING_LAYOUTS = (_listing_2013,)
 
 
 def _next_page(soup: BeautifulSoup, base_url: str) -> str | None:
@@ -82,7 +89,8 @@ def _next_page(soup: BeautifulSoup, base_url: str) -> str | None:
             if link.select_one(".icon-hand-right, .icon-chevron-right") or clean_inline(link.get_text()).lower() in {
                     "next", "next »", "»", "›"}:
                 href = str(link["href"])
-    return absolute(href, base_url) or None
+    next_url = absolute(href, base_url)
+    return next_url if is_http(next_url) else None
 
 
 # ---------------------------------------------------------------- book pages
@@ -90,7 +98,7 @@ def parse_details(html: str | bytes, url: str) -> dict:
     """One book page → {"url", "title", "text", "labels", "author", "price", "words", "published", "cover_url"}."""
     soup = make_soup(html)
     record = combine(layer(soup) for layer in DETAIL_LAYERS)
-    out = {column: record.get(column, "") for column in DETAIL_COLUMNS}
+    out = Record((column, record.get(column, "")) for column in DETAIL_COLUMNS)
     out["url"] = url
     out["labels"] = unique(record.get("labels") or [])
     out["cover_url"] = absolute(out["cover_url"], url)

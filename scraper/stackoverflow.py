@@ -8,17 +8,21 @@ Layers, first match wins per field (the longest text wins for `text`):
   3. OpenGraph / meta (title, description excerpt)
   4. layout selectors: `_layout_question` (2021–today: `.s-prose.js-post-body`, `.post-taglist a.post-tag`),
      `_layout_legacy` (pre-2019 `.post-text` bodies, `.post-taglist a.post-tag`)
+  5. generic: when no layer found tags, the `/questions/tagged/<tag>` links of the main content (not the
+     sidebar), with a warning on the record
 Listings: `_listing_post_summary` (today's `s-post-summary`), `_listing_question_summary` (2015–2021
-`question-summary`); pagination by `rel="next"`.
+`question-summary`), then the generic last layer: links to `/questions/<id>/...` in the main content, with a
+warning on the listing; pagination by `rel="next"`.
 """
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from bs4 import BeautifulSoup, Tag
 
-from scraper.adapter import absolute, combine, first_layout_rows, iso_date, strip_query, to_int, unique
+from scraper.adapter import (Listing, Record, in_page_chrome, absolute, combine, first_layout_rows, generic_item_rows,
+                             is_http, iso_date, main_content, strip_query, to_int, unique)
 from scraper.structured import (itemprop_elements, itemprop_first, json_ld_of_type, ld_text, make_soup, meta_content,
                                 microdata_scope, rel_next_link)
 from scraper.text import clean_inline, html_to_text
@@ -30,6 +34,7 @@ URL_COLUMNS = ("url", "title")
 DETAIL_COLUMNS = ("url", "title", "text", "labels", "score", "asked", "answers")
 
 _QUESTION_PATH = re.compile(r"^/questions/(\d+)(/|$)")
+_TAG_PATH = re.compile(r"^/questions/tagged/([^/+\s]+)/?$")
 _TITLE_SUFFIX = re.compile(r"\s+-\s+Stack Overflow$")
 
 
@@ -39,17 +44,24 @@ def canonical_url(url: str) -> str:
 
 
 # ---------------------------------------------------------------- listings
-def parse_listing(html: str | bytes, base_url: str) -> tuple[list[dict], str | None]:
+def parse_listing(html: str | bytes, base_url: str) -> Listing:
     """Question rows (url, title) of one listing page, and the next page's URL or None."""
     soup = make_soup(html)
     out = first_layout_rows(soup, base_url, LISTING_LAYOUTS, canonical_url)
+    warning = ""
+    if not out:
+        out = generic_item_rows(soup, base_url, _QUESTION_PATH, HOSTS, canonical_url)
+        if out:
+            warning = (f"listing layout not recognised: took {len(out)} links to /questions/<id>/ pages from the "
+                       f"main content")
     next_href = rel_next_link(soup)
     if not next_href:
         link = soup.select_one(".s-pagination a.s-pagination--item[href][rel~=next], "
                                ".pager a[href] .page-numbers.next")
         if link is not None:
             next_href = str((link if link.name == "a" else link.find_parent("a"))["href"])
-    return out, absolute(next_href, base_url) or None
+    next_url = absolute(next_href, base_url)
+    return Listing(out, next_url if is_http(next_url) else None, warning)
 
 
 def _rows_from_links(links, base_url: str) -> list[dict]:
@@ -81,13 +93,17 @@ def parse_details(html: str | bytes, url: str) -> dict:
     """One question page → {"url", "title", "text", "labels", "score", "asked", "answers"}."""
     soup = make_soup(html)
     record = combine(layer(soup) for layer in DETAIL_LAYERS)
-    out = {column: record.get(column, "") for column in DETAIL_COLUMNS}
+    out = Record((column, record.get(column, "")) for column in DETAIL_COLUMNS)
     out["url"] = url
     out["title"] = _TITLE_SUFFIX.sub("", out["title"])
     out["labels"] = unique(record.get("labels") or [])
     for key in ("score", "answers"):
         out[key] = to_int(str(out[key])) if out[key] not in ("", None) else ""
     out["asked"] = iso_date(out["asked"])
+    if not out["labels"]:
+        out["labels"] = _generic_tags(soup)
+        if out["labels"]:
+            out.warning = "question layout not recognised: tags taken from /questions/tagged/ links in the main content"
     return out
 
 
@@ -155,3 +171,17 @@ def _layout_legacy(soup: BeautifulSoup) -> dict:
 
 DETAIL_LAYERS = (_from_json_ld, _from_microdata, _from_meta, _layout_question, _layout_legacy)
 
+
+
+def _generic_tags(soup: BeautifulSoup) -> list[str]:
+    """The generic last layer for tags: `/questions/tagged/<tag>` links in the main content, outside sidebars.
+
+    The question's own tag list comes first in the main content on every design we know; answers carry no tags.
+    """
+    scope = main_content(soup)
+    tags = []
+    for link in scope.find_all("a", href=True):
+        match = _TAG_PATH.match(_path(absolute(link["href"], "https://stackoverflow.com/")))
+        if match and not in_page_chrome(link, scope):
+            tags.append(clean_inline(link.get_text(" ")) or unquote(match.group(1)))
+    return unique(tags)

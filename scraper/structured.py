@@ -12,12 +12,12 @@ from typing import Any, Iterator
 
 from bs4 import BeautifulSoup, Tag
 
-from scraper.text import clean_inline, html_to_text, normalise_text
+from scraper.text import clean_inline, html_to_text, normalise_text, parse_html
 
 
 def make_soup(html: str | bytes) -> BeautifulSoup:
     """Parse with lxml (fast, forgiving with truncated pages); bytes let bs4 honour the page's own charset."""
-    return BeautifulSoup(html, "lxml")
+    return parse_html(html)
 
 
 # ---------------------------------------------------------------- JSON-LD
@@ -31,7 +31,7 @@ def json_ld_objects(soup: BeautifulSoup) -> list[dict]:
         raw = script.string or script.get_text() or ""
         try:
             data = json.loads(raw.strip())
-        except ValueError:
+        except (ValueError, RecursionError):        # RecursionError: a block nested thousands of levels deep
             continue
         stack: list[Any] = [data]
         while stack:

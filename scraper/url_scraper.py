@@ -36,7 +36,9 @@ class UrlScraperSettings:
     base_url: str | None
     delay: float
     timeout: float
+    deadline: float
     retries: int
+    max_redirects: int
     user_agent: str
     ignore_robots: bool
 
@@ -49,7 +51,7 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--start-url", action="append", default=[], metavar="URL",
                         help="a listing to start from (repeatable): a Smashwords category, a StackOverflow tag "
                              "or search listing; default: the adapter's DEFAULT_START_URLS")
-    parser.add_argument("--max-pages", type=int, default=0,
+    parser.add_argument("--max-pages", type=cli.number(int, minimum=0), default=0,
                         help="listing pages to read per start URL (default 0 = until there is no next page)")
     parser.add_argument("--base-url", help="replace the site's scheme://host with this one (mirror, local server)")
     cli.add_client_options(parser)
@@ -61,9 +63,6 @@ def run(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         adapter = SITES[args.site]
-        cli.check_client_options(args)
-        if args.max_pages < 0:
-            raise cli.UsageError(f"--max-pages must be >= 0, got {args.max_pages}")
         base_url = cli.check_url(args.base_url, "--base-url") if args.base_url else None
         starts = [cli.check_url(u, "--start-url") for u in (args.start_url or adapter.DEFAULT_START_URLS)]
         out = Path(args.out or config.RAW_DIR / f"{args.site}_urls.csv")
@@ -72,22 +71,23 @@ def run(argv: list[str] | None = None) -> int:
         page_log = repair_and_read(page_log_path, PAGE_LOG_COLUMNS)
         errors_file = errors_path(out)
         repair_and_read(errors_file, ERROR_COLUMNS)
-    except (cli.UsageError, ValueError) as exc:
+        settings = UrlScraperSettings(site=args.site, out=str(out), start_urls=starts, max_pages=args.max_pages,
+                                      base_url=base_url, delay=args.delay, timeout=args.timeout,
+                                      deadline=args.deadline, retries=args.retries, max_redirects=args.max_redirects,
+                                      user_agent=args.user_agent, ignore_robots=args.ignore_robots)
+        cli.save_settings(settings, sidecar(out, "settings", ".json"), "scraper.url_scraper")
+        outputs = (CsvAppender(out, adapter.URL_COLUMNS), CsvAppender(page_log_path, PAGE_LOG_COLUMNS),
+                   CsvAppender(errors_file, ERROR_COLUMNS))
+    except (cli.UsageError, ValueError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return cli.EXIT_BAD_INPUT
 
-    settings = UrlScraperSettings(site=args.site, out=str(out), start_urls=starts, max_pages=args.max_pages,
-                                  base_url=base_url, delay=args.delay, timeout=args.timeout, retries=args.retries,
-                                  user_agent=args.user_agent, ignore_robots=args.ignore_robots)
-    cli.save_settings(settings, sidecar(out, "settings", ".json"), "scraper.url_scraper")
     client = cli.make_client(args)
     crawl = ListingCrawl(client=client, adapter=adapter, base_url=base_url, max_pages=args.max_pages,
                          summary=cli.Summary(stage=f"url_scraper {args.site}", rows_before=len(existing)),
                          seen={dedupe_key(adapter, row["url"]) for row in existing},
                          finished={row["page_url"]: row["next_url"] for row in page_log},
-                         rows_out=CsvAppender(out, adapter.URL_COLUMNS),
-                         pages_out=CsvAppender(page_log_path, PAGE_LOG_COLUMNS),
-                         errors_out=CsvAppender(errors_file, ERROR_COLUMNS),
+                         rows_out=outputs[0], pages_out=outputs[1], errors_out=outputs[2],
                          bar=cli.progress(args.max_pages * len(starts) or None, f"listings {args.site}",
                                           args.no_progress))
     interrupted = False
@@ -124,8 +124,9 @@ class ListingCrawl:
 
     def follow(self, url: str | None) -> None:
         done, visited = 0, set()
-        while url and url in self.finished and (not self.max_pages or done < self.max_pages):
-            visited.add(url)             # finished in an earlier run: jump along the logged chain
+        while (url and url in self.finished and url not in visited
+               and (not self.max_pages or done < self.max_pages)):
+            visited.add(url)             # finished in an earlier run: jump along the logged chain (a loop ends it)
             url, done = self.finished[url] or None, done + 1
             self.summary.skipped += 1
             self.bar.update(1)
@@ -141,10 +142,15 @@ class ListingCrawl:
         self.bar.update(1)
         if not fetched.ok:               # without this page there is no next link to follow
             return self.error(url, fetched.status, fetched.reason, fetched.detail)
+        if fetched.content_type and not any(t in fetched.content_type for t in ("html", "xml")):
+            return self.error(url, fetched.status, "not_html", f"Content-Type {fetched.content_type}")
         try:
-            rows, next_url = self.adapter.parse_listing(fetched.html(), fetched.final_url or url)
+            listing = self.adapter.parse_listing(fetched.html(), fetched.final_url or url)
         except Exception as exc:         # a parser bug on one odd page must not end the run
             return self.error(url, fetched.status, "unparseable", f"{type(exc).__name__}: {exc}"[:300])
+        rows, next_url = listing
+        if getattr(listing, "warning", ""):
+            self.summary.warn("generic_layout", f"{url}: {listing.warning}")
         if not rows:
             self.error(url, fetched.status, "no_rows", "no item links found on the listing page")
         new = 0
@@ -157,6 +163,7 @@ class ListingCrawl:
                 new += 1
         self.summary.rows += new
         next_url = rebase(next_url, self.base_url, self.adapter.HOSTS) if next_url else None
+        self.rows_out.sync()             # the page is logged as done only once its rows are on disk
         self.pages_out.write({"page_url": url, "next_url": next_url or "", "new_rows": new})
         self.finished[url] = next_url or ""
         self.bar.set_postfix(rows=self.summary.rows_before + self.summary.rows,

@@ -3,6 +3,9 @@ non-image covers are recorded and the run goes on; good covers are validated and
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,7 @@ from scraper import covers, details_scraper, url_scraper
 from scraper.covers import check_image, cover_stem
 from tests.scraper_site.site import BOOKS, JPEG_BYTES, PNG_BYTES, Fault, LocalSite
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--delay", "0", "--timeout", "0.5", "--retries", "1", "--no-progress"]
 
 
@@ -114,3 +118,25 @@ def test_rows_without_a_cover_url_are_counted_not_fetched(tmp_path, capsys):
     details.write_text('url,title,text,labels,cover_url\nhttps://x/books/view/1,T,text,"[""A""]",\n')
     assert covers.run(["--details", str(details), "--out", str(tmp_path / "c"), *FAST]) == 0
     assert "no_cover_url 1" in capsys.readouterr().out
+
+
+def test_python_m_scraper_covers_runs_as_a_user_runs_it_and_cleans_only_its_own_temporary_files(details_csv,
+                                                                                                 tmp_path):
+    """`python -m scraper.covers` in a subprocess; an earlier run's `<id>.<ext>.part<thread>` leftovers go, files
+    that merely contain `.part` (x.partners.csv) stay."""
+    site, details = details_csv
+    out = tmp_path / "covers"
+    out.mkdir()
+    theirs = {"x.partners.csv": b"id,partner\n", "notes.part1.txt": b"mine", "2.png.partial": b"kept",
+              "cover.part3": b"not a cover name"}
+    for name, content in theirs.items():
+        (out / name).write_bytes(content)
+    (out / "3.png.part140234").write_bytes(PNG_BYTES[:20])            # ours: a kill -9 mid-write
+    (out / "0123abcd0123abcd.jpg.part77").write_bytes(b"\xff\xd8")    # ours too (a URL-hash stem)
+    result = subprocess.run([sys.executable, "-m", "scraper.covers", "--details", str(details), "--out", str(out),
+                             *FAST], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"covers: {len(BOOKS)} pages fetched, {len(BOOKS)} rows written, 0 errors" in result.stdout
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in theirs} == theirs
+    assert not (out / "3.png.part140234").exists() and not (out / "0123abcd0123abcd.jpg.part77").exists()
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(f"{b.id}.png" for b in BOOKS)

@@ -14,7 +14,7 @@ import pytest
 from scraper import details_scraper, url_scraper
 from scraper.client import DEFAULT_USER_AGENT
 from scraper.storage import errors_path
-from tests.scraper_site.site import BOOKS, QUESTIONS, Fault, LocalSite
+from tests.scraper_site.site import BOOKS, QUESTIONS, Fault, LocalSite, WaitRecorder
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--delay", "0", "--timeout", "0.5", "--retries", "1", "--no-progress"]
@@ -94,7 +94,8 @@ def test_details_stage_writes_exact_rows_for_both_page_variants(site, tmp_path):
 
 
 def test_details_stage_survives_every_injected_fault_and_the_rerun_retries_only_transient_ones(site, tmp_path,
-                                                                                                capsys):
+                                                                                                capsys, monkeypatch):
+    waits = WaitRecorder().install(monkeypatch)
     site.robots = "User-agent: *\nDisallow: /books/view/8\n"
     truncated_at = site.routes["/books/view/6"].body.index(b'"genre"')      # cut inside the JSON-LD
     site.fault("/books/view/1", Fault(short_read=True), times=1)            # connection cut mid-body, then fine
@@ -129,8 +130,7 @@ def test_details_stage_survives_every_injected_fault_and_the_rerun_retries_only_
     assert site.hits("/books/view/3") == 2                                 # retried once, then given up
     assert site.hits("/books/view/8") == 0                                 # robots.txt obeyed
     assert site.hits("/robots.txt") == 1
-    retry_times = site.times("/books/view/4")
-    assert retry_times[1] - retry_times[0] >= 0.9                          # Retry-After: 1 honoured
+    assert site.hits("/books/view/4") == 2 and max(waits.waits) >= 1.0     # Retry-After: 1 asked for and waited
 
     site.faults.clear()                                                     # the site recovers; same command again
     assert details_scraper.run(argv) == 0
@@ -170,32 +170,33 @@ def test_base_url_points_site_urls_at_a_mirror_and_rows_keep_the_listed_url(site
 
 
 # ---------------------------------------------------------------- politeness
-def test_workers_share_one_per_host_delay_send_the_project_user_agent_and_read_robots_once(site, tmp_path):
+def test_workers_share_one_per_host_delay_send_the_project_user_agent_and_read_robots_once(site, tmp_path,
+                                                                                         monkeypatch):
+    waits = WaitRecorder().install(monkeypatch)
     urls = tmp_path / "urls.txt"
     urls.write_text("".join(site.url(q.path) + "\n" for q in QUESTIONS))
     out = tmp_path / "so.csv"
     argv = ["--site", "stackoverflow", "--urls", str(urls), "--out", str(out), "--workers", "4", "--delay", "0.15",
             "--timeout", "2", "--no-progress"]
     assert details_scraper.run(argv) == 0
-    times = sorted(t for path, _, t in site.requests)
-    assert len(times) == 1 + len(QUESTIONS)
-    # 4 workers, still one request per 0.15 s (measured on arrival, so allow for scheduling jitter per gap)
-    assert times[-1] - times[0] >= 0.15 * (len(times) - 1) * 0.95
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.075
+    assert len(site.requests) == 1 + len(QUESTIONS)
+    # 4 workers, one host: robots.txt takes the first slot, then every request its own slot 0.15 s after the last
+    assert sorted(waits.waits) == [round(0.15 * k, 6) for k in range(1, len(QUESTIONS) + 1)]
     assert {agent for _, agent, _ in site.requests} == {DEFAULT_USER_AGENT}
     assert "multilabel-text-pipeline/0.1" in DEFAULT_USER_AGENT and "research scraper" in DEFAULT_USER_AGENT
     assert site.hits("/robots.txt") == 1
 
 
-def test_robots_crawl_delay_wins_over_a_smaller_delay(site, tmp_path, capsys):
-    site.robots = "User-agent: *\nCrawl-delay: 1\n"
+def test_robots_crawl_delay_wins_over_a_smaller_delay(site, tmp_path, capsys, monkeypatch):
+    waits = WaitRecorder().install(monkeypatch)
+    site.robots = "User-agent: *\nCrawl-delay: 1.5\n"
     urls = tmp_path / "urls.txt"
     urls.write_text(site.url(QUESTIONS[0].path) + "\n" + site.url(QUESTIONS[1].path) + "\n")
     argv = ["--site", "stackoverflow", "--urls", str(urls), "--out", str(tmp_path / "o.csv"), *FAST, "--workers", "2"]
     assert details_scraper.run(argv) == 0
-    times = site.times("/questions/")
-    assert abs(times[1] - times[0]) >= 0.9
-    assert "Crawl-delay 1s" in capsys.readouterr().err
+    assert len(site.times("/questions/")) == 2
+    assert waits.waits == [1.5]                      # the second page waits the fractional Crawl-delay, not --delay 0
+    assert "Crawl-delay 1.5s" in capsys.readouterr().err
 
 
 def test_ignore_robots_warns_loudly_and_unreachable_robots_blocks_the_host(site, tmp_path, capsys):
@@ -216,7 +217,8 @@ def test_ignore_robots_warns_loudly_and_unreachable_robots_blocks_the_host(site,
 
 
 # ---------------------------------------------------------------- Stack Exchange API
-def test_api_source_pages_until_has_more_is_false_and_honours_backoff(site, tmp_path, capsys):
+def test_api_source_pages_until_has_more_is_false_and_honours_backoff(site, tmp_path, capsys, monkeypatch):
+    waits = WaitRecorder().install(monkeypatch)
     site.api_pages[1]["backoff"] = 1
     out = tmp_path / "api.csv"
     argv = ["--site", "stackoverflow", "--source", "api", "--api-base-url", site.root, "--pagesize", "3",
@@ -227,8 +229,7 @@ def test_api_source_pages_until_has_more_is_false_and_honours_backoff(site, tmp_
                                                                               for q in QUESTIONS]
     assert [(r["score"], r["asked"], r["answers"]) for r in rows] == [(str(q.score), q.asked, str(q.answers))
                                                                       for q in QUESTIONS]
-    times = site.times("/2.3/questions")
-    assert len(times) == 2 and times[1] - times[0] >= 0.9
+    assert len(site.times("/2.3/questions")) == 2 and waits.waits == [1.0]    # page 2 waited the backoff
     output = capsys.readouterr()
     assert "quota_remaining 298" in output.out and "backoff" in output.err
     assert site.hits("/robots.txt") == 0                                   # an API, not a crawl
@@ -253,7 +254,7 @@ def test_api_error_object_is_recorded_and_ends_the_run(site, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--site", "smashwords", "--urls", "missing.csv", "--out", "o.csv"], "does not exist"),
     (["--site", "goodreads", "--urls", "u.csv"], "invalid choice: 'goodreads'"),
-    (["--site", "smashwords", "--urls", "u.csv", "--workers", "0"], "--workers must be >= 1"),
+    (["--site", "smashwords", "--urls", "u.csv", "--workers", "0"], "argument --workers: must be an integer >= 1"),
     (["--site", "smashwords", "--source", "api"], "only available for --site stackoverflow"),
 ])
 def test_details_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys, argv, message, monkeypatch):
@@ -269,10 +270,14 @@ def test_details_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys, a
 @pytest.mark.parametrize("argv, message", [
     (["--site", "smashwords", "--start-url", "ftp://x/y"], "is not an absolute http(s) URL"),
     (["--site", "smashwords", "--start-url", "books/category/1"], "is not an absolute http(s) URL"),
-    (["--site", "stackoverflow", "--max-pages", "-1"], "--max-pages must be >= 0"),
+    (["--site", "stackoverflow", "--max-pages", "-1"], "argument --max-pages: must be an integer >= 0"),
+    (["--site", "smashwords", "--start-url", "http://x/\x00y"], "control characters"),
 ])
 def test_url_stage_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys, argv, message):
-    assert url_scraper.run(argv + ["--out", str(tmp_path / "o.csv")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        sys.exit(url_scraper.run(argv + ["--out", str(tmp_path / "o.csv")]))
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "o.csv").exists()
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
 
@@ -287,7 +292,9 @@ def test_an_output_file_of_another_kind_is_refused_not_appended_to(tmp_path, cap
 
 
 def test_commands_have_help_and_run_as_modules():
-    for module in ("scraper.url_scraper", "scraper.details_scraper"):
+    for module in ("scraper.url_scraper", "scraper.details_scraper", "scraper.covers"):
         result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
                                 timeout=30)
-        assert result.returncode == 0 and "--delay" in result.stdout and "--ignore-robots" in result.stdout
+        assert result.returncode == 0, result.stderr
+        for option in ("--delay", "--ignore-robots", "--deadline", "--max-redirects", "--max-crawl-delay"):
+            assert option in result.stdout, (module, option)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 from email.utils import formatdate
 
 import pytest
@@ -108,10 +107,22 @@ def test_robots_wildcards_and_end_anchor():
     assert robots.crawl_delay(DEFAULT_USER_AGENT) == 2
 
 
+def test_robots_fractional_and_garbage_crawl_delays():
+    """The stdlib drops "Crawl-delay: 0.5" (we would go faster than asked); negative and garbage values are ignored."""
+    assert parse_robots("User-agent: *\nCrawl-delay: 0.5\n").crawl_delay(DEFAULT_USER_AGENT) == 0.5
+    assert parse_robots("User-agent: *\nCrawl-delay: 2.5 # slow down\n").crawl_delay(DEFAULT_USER_AGENT) == 2.5
+    assert parse_robots("User-agent: *\nCrawl-delay: 1e9\n").crawl_delay(DEFAULT_USER_AGENT) == 1e9
+    for garbage in ("-3", "soon", "nan", ""):
+        assert parse_robots(f"User-agent: *\nCrawl-delay: {garbage}\nDisallow: /x\n").crawl_delay(
+            DEFAULT_USER_AGENT) is None, garbage
+
+
 def test_retry_after_seconds_and_http_date():
     assert parse_retry_after("3") == 3.0
-    assert 8 <= parse_retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10.5
-    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert parse_retry_after(formatdate(1_000_010, usegmt=True), now=1_000_000) == 10.0
+    assert parse_retry_after(formatdate(999_990, usegmt=True), now=1_000_000) == 0.0    # a date in the past
+    for unreadable in ("soon", "-5", "1e9", "inf", "Mon, 99 Foo 2024 99:99:99 GMT", "", None):
+        assert parse_retry_after(unreadable) is None, unreadable
 
 
 # ---------------------------------------------------------------- CSV output
@@ -130,20 +141,25 @@ def test_labels_are_json_lists_and_multiline_text_round_trips(tmp_path):
     assert rows[1]["text"] == "line one\nline two 1\n\nend" and rows[1]["title"] == 'Title, "1"'
 
 
-def test_a_torn_last_row_is_cut_at_every_possible_byte(tmp_path):
-    """Whatever byte `kill -9` stops the write at, resume keeps exactly the complete rows before it."""
+def test_a_torn_last_row_is_cut_at_every_possible_byte_and_later_rows_append_cleanly(tmp_path):
+    """Whatever byte `kill -9` stops the write at, resume keeps exactly the complete rows before it, and the
+    rows appended after the repair read back whole."""
     path = tmp_path / "out.csv"
     write_rows(path, 3)
     full = path.read_bytes()
-    ends = [i + 1 for i, byte in enumerate(full) if byte == 0x0A and full[i + 1:i + 9] in (b"https://", b"")]
+    ends = [i + 1 for i, byte in enumerate(full) if byte == 0x0A and full[i + 1:i + 10] in (b'"https://', b"")]
+    assert len(ends) == 4                       # the header and three rows
     for cut in range(ends[0], len(full) + 1):
         path.write_bytes(full[:cut])
-        rows = repair_and_read(path, COLUMNS)
+        rows = repair_and_read(path, COLUMNS, log=lambda message: None)
         complete = sum(1 for end in ends[1:] if end <= cut)
         assert len(rows) == complete, cut
         assert path.read_bytes() == full[:ends[complete]]
-        write_rows(path, 0)                     # appending after the repair gives well-formed rows again
-    assert len(repair_and_read(path, COLUMNS)) == 3
+        with CsvAppender(path, COLUMNS) as out:               # the resumed run appends the next row
+            out.write({"url": "https://x/next", "title": "Next", "text": "a\nb", "labels": ["L"]})
+        again = repair_and_read(path, COLUMNS)
+        assert [r["url"] for r in again] == [f"https://x/{i}" for i in range(complete)] + ["https://x/next"]
+        assert again[-1] == {"url": "https://x/next", "title": "Next", "text": "a\nb", "labels": '["L"]'}
 
 
 def test_an_output_with_other_columns_is_refused(tmp_path):

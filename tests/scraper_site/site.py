@@ -309,6 +309,9 @@ class Fault:
     delay: float = 0.0                   # seconds to sleep before answering (slower than the client's timeout)
     truncate_at: int | None = None       # serve only the first N bytes of the normal page, honest length
     short_read: bool = False             # promise the full Content-Length, send half, close the connection
+    drip: float = 0.0                    # send the response one byte every `drip` seconds (a tarpit) ...
+    drip_headers: bool = False           # ... from the status line on (True) or only the body (False)
+    raw: bytes | None = None             # these exact bytes as the whole response (any lie a server can tell)
 
 
 @dataclass
@@ -371,7 +374,9 @@ class LocalSite:
                                  "quota_max": 300, "quota_remaining": 300 - n}
 
     def add(self, path: str, body: str | bytes, content_type: str = "text/html; charset=utf-8") -> None:
-        self.routes[path] = Route(body.encode("utf-8") if isinstance(body, str) else body, content_type)
+        # surrogatepass: a hostile title with a lone surrogate is served as the invalid bytes a real site would send
+        data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+        self.routes[path] = Route(data, content_type)
 
     def fault(self, path: str, fault: Fault, times: int | None = None) -> None:
         """Answer `path` with `fault` (the next `times` requests, or always when None); faults queue up in order."""
@@ -453,15 +458,24 @@ class LocalSite:
             if fault is not None and fault.status != 200:
                 return self._send(handler, fault.status, b"robots unavailable", "text/plain", fault.headers)
             return self._send(handler, 200, self.robots.encode(), "text/plain; charset=utf-8")
-        if parts.path == "/2.3/questions":
-            return self._api(handler, parse_qs(parts.query))
         if self.page_delay:
             time.sleep(self.page_delay)
+        if parts.path == "/2.3/questions":
+            return self._api(handler, parse_qs(parts.query))
         fault = self._take_fault(path) or self._take_fault(parts.path)
         route = self.routes.get(path) or self.routes.get(parts.path)
         if fault is not None:
             if fault.delay:
                 time.sleep(fault.delay)
+            if fault.raw is not None:
+                handler.close_connection = True
+                try:
+                    handler.wfile.write(fault.raw)
+                except OSError:          # the client stopped reading: that is allowed
+                    pass
+                return None
+            if fault.drip:
+                return self._drip(handler, fault, route.body if route is not None else b"<p>slow</p>" * 100)
             if fault.body is not None:
                 return self._send(handler, fault.status, fault.body, fault.headers.get("Content-Type", "text/html"),
                                   fault.headers)
@@ -483,6 +497,23 @@ class LocalSite:
         if route is None:
             return self._send(handler, 404, b"<h1>Not found</h1>", "text/html")
         return self._send(handler, 200, route.body, route.content_type)
+
+    @staticmethod
+    def _drip(handler: BaseHTTPRequestHandler, fault: Fault, body: bytes) -> None:
+        """A tarpit: a well-formed response, one byte at a time, each sooner than any sane read timeout."""
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        handler.close_connection = True
+        try:
+            if not fault.drip_headers:
+                handler.wfile.write(head)
+                head = b""
+            for byte in head + body:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(fault.drip)
+        except OSError:                  # the client hung up (its deadline): the point of the exercise
+            pass
 
     def _api(self, handler: BaseHTTPRequestHandler, query: dict) -> None:
         fault = self._take_fault("/2.3/questions")
@@ -520,3 +551,41 @@ def serve_forever(books: int = 200, questions: int = 200, per_page: int = 20, po
     if port_file:
         Path(port_file).write_text(site.root)
     threading.Event().wait()
+
+
+# ---------------------------------------------------------------- the client's waits, without wall-clock time
+class WaitRecorder:
+    """Stands in for the polite client's clock and sleep: time stands still and every wait it asks for is
+    recorded instead of slept. Politeness is then checked on the schedule the client computed (deterministic
+    on any machine), never on arrival times measured on 2 busy cores.
+
+        waits = WaitRecorder().install(monkeypatch)     # every command run in this test uses it
+        ... run a command ...
+        assert sorted(waits.waits) == [0.15, 0.3, 0.45]
+    """
+
+    NOW = 1000.0
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self._lock = threading.Lock()
+
+    def clock(self) -> float:
+        return self.NOW
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(round(seconds, 6))
+
+    def install(self, monkeypatch) -> "WaitRecorder":
+        import scraper.cli
+        import scraper.client
+
+        recorder = self
+
+        class RecordingClient(scraper.client.PoliteClient):
+            def __init__(self, **kwargs):
+                super().__init__(sleep=recorder.sleep, clock=recorder.clock, **kwargs)
+
+        monkeypatch.setattr(scraper.cli, "PoliteClient", RecordingClient)
+        return self

@@ -510,13 +510,26 @@ def _load(s: TrainSettings, out: Path, log) -> _Run:
     return _Run(parts, ys, labels, texts, model, tok, source, backbone_name, pooling)
 
 
+def build_learner(run: _Run, s: TrainSettings):
+    """The fastai Learner `train` fits: blurr DataLoaders over the train/valid split and the classifier with its
+    layer groups. Returns (learn, number of layer groups)."""
+    dls = build_dls(run.parts["train"], run.parts["valid"], run.ys["train"], run.ys["valid"], run.labels,
+                    run.tokenizer, run.model, s)
+    return make_learner(dls, run.model, run.ys["train"], s)
+
+
+def learner_for(s: TrainSettings, log=print):
+    """The Learner `python -m training.train` would fit for these settings, data and backbone loaded the same way,
+    for a fastai user to explore: `learn.dls.show_batch()`, `learn.lr_find()`, `learn.fit_one_cycle(...)`,
+    `learn.show_results()`. (`train` adds the budgeted schedule, thresholds, the blend and the model dir.)"""
+    return build_learner(_load(s, Path(s.out or "."), log), s)[0]
+
+
 def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log):
     """fastai + blurr fit within the budget; the fine-tuned model replaces `run.model`."""
     from training.inference import text_encoder
 
-    dls = build_dls(run.parts["train"], run.parts["valid"], run.ys["train"], run.ys["valid"], run.labels,
-                    run.tokenizer, run.model, s)
-    learn, n_groups = make_learner(dls, run.model, run.ys["train"], s)
+    learn, n_groups = build_learner(run, s)
     encoder = text_encoder(run.tokenizer, run.model, s.max_length, _windows(s))
     n_eval = sum(sum(encoder.encode(run.texts[k]).n_windows) for k in ("valid", "test"))  # the final evaluation reads windows
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
+import reprlib
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +34,12 @@ KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 class BundleError(RuntimeError):
     """A bundle that cannot be served: missing or corrupt files, or labels that don't match the model."""
+
+
+class InputError(ValueError, TypeError):
+    """Input the caller can fix: a text that is not a string, is empty or is not valid Unicode; a bad threshold or
+    top_k. The message says which text and why. Servers answer it with a 4xx; it subclasses both ValueError and
+    TypeError, the two types predict() raised for these cases before it existed."""
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -51,6 +59,17 @@ def session_options(num_threads: int | None = None) -> ort.SessionOptions:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return options
+
+
+def _brief(value: Any) -> str:
+    """A short repr for error messages: a client can send a megabyte where a number belongs."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 60
+    short.maxlong = 40
+    try:
+        return short.repr(value)
+    except ValueError:   # an int beyond Python's 4300-digit str() limit
+        return f"a {type(value).__name__} too large to print"
 
 
 def _read_json(path: Path) -> Any:
@@ -300,6 +319,42 @@ class Predictor:
             probs = w * self.linear.probabilities(texts) + (1.0 - w) * probs
         return probs, n_tokens, truncated
 
+    # ------------------------------------------------------------------ input checks
+    # One set of rules for every consumer: Flask, Gradio and the batch CLI call these to check a request or a
+    # row before predict(), and predict() applies the same ones, so what they accept the model can read.
+    _LONE_SURROGATE = re.compile("[\ud800-\udfff]")   # str can hold them (JSON "\\ud800"); UTF-8 cannot
+
+    @classmethod
+    def text_problem(cls, text: Any) -> str | None:
+        """Why `text` cannot be classified, as the end of a sentence ("is empty ..."); None when it can."""
+        if not isinstance(text, str):
+            return f"is {type(text).__name__}, expected str"
+        if not text.strip():
+            return "is empty or whitespace only; there is nothing to classify"
+        surrogate = cls._LONE_SURROGATE.search(text)
+        if surrogate:   # the tokenizer cannot take it (its Rust strings are UTF-8): say so instead of a TypeError
+            return (f"holds a lone surrogate (U+{ord(surrogate.group()):04X} at character {surrogate.start()}), "
+                    "which is not valid Unicode text")
+        return None
+
+    @staticmethod
+    def threshold_problem(threshold: Any) -> str | None:
+        """None for None (the tuned thresholds) or a finite number in [0, 1]; otherwise what is wrong."""
+        if threshold is None:
+            return None
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
+            return f"threshold must be a number between 0 and 1, got {_brief(threshold)}"
+        return None
+
+    @staticmethod
+    def top_k_problem(top_k: Any) -> str | None:
+        """None for None (every label) or a positive integer; otherwise what is wrong."""
+        if top_k is None:
+            return None
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+            return f"top_k must be a positive integer, got {_brief(top_k)}"
+        return None
+
     def predict(self, texts: Sequence[str], threshold: float | None = None,
                 top_k: int | None = None) -> list[dict]:
         """Labels with scores (sorted, cut to `top_k`) and the predicted set for each text.
@@ -309,21 +364,18 @@ class Predictor:
         exceeds `max_length`, in which case the model read only the first `max_length` tokens.
         """
         if isinstance(texts, (str, bytes)):
-            raise TypeError("predict() takes a list of texts; wrap a single text as [text]")
+            raise InputError("predict() takes a list of texts; wrap a single text as [text]")
         texts = list(texts)
         for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"text {i} is {type(text).__name__}, expected str")
-            if not text.strip():
-                raise ValueError(f"text {i} is empty or whitespace only; there is nothing to classify")
-        if threshold is not None:
-            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-                raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
-        if top_k is not None:
-            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-                raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+            problem = self.text_problem(text)
+            if problem:
+                raise InputError(f"text {i} {problem}")
+        problem = self.threshold_problem(threshold) or self.top_k_problem(top_k)
+        if problem:
+            raise InputError(problem)
         if not texts:
             return []
+        top_k = None if top_k is None else int(top_k)
         thresholds = self.thresholds if threshold is None else [float(threshold)] * len(self.labels)
         probs, n_tokens, truncated = self.probabilities(texts)
         results = []

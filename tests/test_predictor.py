@@ -3,6 +3,7 @@ threads, the numpy TF-IDF component against scikit-learn, and broken bundles."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployment.predictor import BundleError, LinearComponent, Predictor
+from deployment.predictor import BundleError, InputError, LinearComponent, Predictor
 from tests.tiny_bundle import TINY_LABELS, TINY_MAX_LENGTH, fit_linear, make_tiny_bundle, sample_texts, write_linear_dir
 
 TEXTS = ["A young wizard must find the dragon's sword before the kingdom falls.",
@@ -136,11 +137,32 @@ def test_a_bare_string_is_a_type_error_not_a_list_of_characters(pred):
         pred.predict("a single text")
 
 
-@pytest.mark.parametrize("kwargs", [{"threshold": 1.5}, {"threshold": -0.1}, {"threshold": "0.5"},
-                                    {"top_k": 0}, {"top_k": 2.5}, {"top_k": True}])
-def test_bad_threshold_or_top_k_is_a_value_error(pred, kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"threshold": 1.5}, "threshold must be a number between 0 and 1, got 1.5"),
+    ({"threshold": -0.1}, "got -0.1"), ({"threshold": "0.5"}, "got '0.5'"), ({"threshold": float("nan")}, "got nan"),
+    ({"threshold": True}, "got True"), ({"threshold": "x" * 10_000}, "threshold must be"),
+    ({"top_k": 0}, "top_k must be a positive integer, got 0"), ({"top_k": 2.5}, "got 2.5"),
+    ({"top_k": True}, "got True"), ({"top_k": -(10 ** 5000)}, "too large to print"),
+])
+def test_bad_threshold_or_top_k_is_an_input_error(pred, kwargs, fragment):
+    with pytest.raises(InputError, match=re.escape(fragment)) as err:
         pred.predict(["fine text"], **kwargs)
+    assert isinstance(err.value, ValueError) and len(str(err.value)) < 200   # a megabyte is not echoed back
+
+
+@pytest.mark.parametrize("text,where", [("\ud800", "U+D800 at character 0"), ("fine \udfff end", "U+DFFF at character 5"),
+                                        ("\udbff\udc00", "U+DBFF at character 0")])
+def test_a_lone_surrogate_is_an_input_error_naming_where_it_is(pred, text, where):
+    """A str can hold one (JSON "\\ud800" decodes to it); the tokenizer would raise an unrelated TypeError."""
+    with pytest.raises(InputError, match=re.escape(f"text 1 holds a lone surrogate ({where})")):
+        pred.predict(["fine text", text])
+    problem = Predictor.text_problem(text)
+    assert problem and "lone surrogate" in problem
+
+
+def test_numpy_numbers_are_accepted_for_threshold_and_top_k(pred):
+    got = pred.predict(["fine text"], threshold=np.float32(0.25), top_k=np.int64(2))[0]
+    assert len(got["labels"]) == 2 and got["labels"] == pred.predict(["fine text"], threshold=0.25, top_k=2)[0]["labels"]
 
 
 def test_unicode_and_odd_text_is_predicted(pred):

@@ -12,6 +12,7 @@ or styles: bars and colour swatches are SVG attributes, the sample buttons use s
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 import config
 from deployment.examples import load_examples
+from deployment.predictor import InputError as PredictorInputError
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,10 @@ class InputError(ValueError):
     """A request the client can fix: shown as a message (form) or a 400 JSON error (API)."""
 
 
+class ConfigError(ValueError):
+    """A bad server setting (an environment variable): the server does not start, the message names it."""
+
+
 def _load_predictor(bundle_dir: Path, num_threads: int | None):
     from deployment.predictor import BundleError, Predictor   # imported here so the factory can run on a fake
 
@@ -58,6 +64,48 @@ def _load_predictor(bundle_dir: Path, num_threads: int | None):
         raise BundleError(f"bundle directory not found: {bundle_dir} (pass --bundle DIR or set MLTC_BUNDLE; "
                           f"`make run` builds {DEFAULT_BUNDLE})")
     return Predictor.from_bundle(bundle_dir, num_threads=num_threads)
+
+
+def _threads_from_env() -> int | None:
+    """$MLTC_THREADS as a positive integer (None when unset); a bad value stops the start with a message."""
+    raw = os.environ.get("MLTC_THREADS", "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+        raise ConfigError(f"MLTC_THREADS must be an integer >= 1 (onnxruntime threads per process), got {raw!r}")
+    return int(raw)
+
+
+def read_json_body() -> Any:
+    """The request body parsed as JSON, whatever the content type; InputError when it is not JSON.
+
+    Not `request.get_json(silent=True)`: that swallows ValueError but lets RecursionError (a body nested a
+    few thousand levels deep) escape as a 500. The size limit (413) applies before this reads anything.
+    """
+    raw = request.get_data(cache=True)
+    example = 'the body must be a JSON object: {"text": "..."} or {"texts": ["...", ...]}'
+    try:
+        return json.loads(raw)          # bytes: UTF-8/16/32 detected as the JSON RFC says
+    except RecursionError:
+        raise InputError(f"{example}; this one is nested too deeply to read") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{example}; this one is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{example}; this one is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except ValueError:                  # an integer literal beyond Python's 4300-digit limit
+        raise InputError(f"{example}; this one holds a number too long to read") from None
+
+
+def sample_index(value: str | None, n_examples: int) -> int | None:
+    """The form's `sample` field (the no-JavaScript sample buttons) as an index; None when absent.
+
+    Only ASCII digits count: "²".isdigit() is true but int("²") fails, and "٣" is a digit int() reads.
+    """
+    if value is None or value == "":
+        return None
+    if not (value.isascii() and value.isdigit() and int(value) < n_examples):
+        raise InputError(f"there is no sample {value[:20]!r}; pick one of the {n_examples} examples or type a text")
+    return int(value)
 
 
 def _label_colors(info: dict) -> dict[str, str]:
@@ -76,8 +124,8 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
     """
     if predictor is None:
         bundle_dir = Path(bundle_dir or os.environ.get("MLTC_BUNDLE") or DEFAULT_BUNDLE).resolve()
-        if num_threads is None and os.environ.get("MLTC_THREADS"):
-            num_threads = int(os.environ["MLTC_THREADS"])
+        if num_threads is None:
+            num_threads = _threads_from_env()
         predictor = _load_predictor(bundle_dir, num_threads)
     elif bundle_dir is not None:
         bundle_dir = Path(bundle_dir).resolve()
@@ -153,10 +201,11 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
     def predict_page():
         text = request.form.get("text", "")
         threshold_raw = request.form.get("threshold", "").strip()
-        sample = request.form.get("sample")   # the sample buttons submit their index when JS is off
-        if not text.strip() and sample is not None and sample.isdigit() and int(sample) < len(examples.items):
-            text = examples.items[int(sample)].text
         try:
+            if not text.strip():   # the sample buttons submit their index when JavaScript is off
+                sample = sample_index(request.form.get("sample"), len(examples.items))
+                if sample is not None:
+                    text = examples.items[sample].text
             text = check_text(text)
             threshold = check_threshold(threshold_raw, from_form=True)
         except InputError as err:
@@ -175,7 +224,7 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
     # ---- JSON API ---------------------------------------------------------------------------------------
     @app.post("/api/predict")
     def api_predict():
-        body = request.get_json(force=True, silent=True)   # any content type; None when not JSON
+        body = read_json_body()
         if not isinstance(body, dict):
             raise InputError('the body must be a JSON object: {"text": "..."} or {"texts": ["...", ...]}')
         unknown = set(body) - {"text", "texts", "threshold", "top_k"}
@@ -225,6 +274,14 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
     @app.errorhandler(InputError)
     def input_error(err: InputError):
         return jsonify({"error": str(err)}), 400
+
+    @app.errorhandler(PredictorInputError)
+    def predictor_input_error(err: PredictorInputError):
+        """A text the site's own checks let through but the predictor refuses: still the client's to fix."""
+        if wants_json():
+            return jsonify({"error": str(err)}), 400
+        return render_template("index.html", site=site, text=request.form.get("text", ""),
+                               threshold=request.form.get("threshold", ""), error=str(err)), 400
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):

@@ -14,6 +14,7 @@ import argparse
 import csv
 import html
 import json
+import math
 import os
 import re
 import sys
@@ -25,11 +26,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is 
 import gradio as gr  # noqa: E402
 
 if __package__:   # `python -m deployment.app` or `import deployment.app` in the repo
+    from .cli_types import port, positive_int
     from .examples import load_examples
-    from .predictor import BundleError, Predictor
+    from .predictor import BundleError, InputError, Predictor
 else:             # the Space: this folder is the root and app.py runs as a script
+    from cli_types import port, positive_int  # type: ignore[no-redef]
     from examples import load_examples  # type: ignore[no-redef]
-    from predictor import BundleError, Predictor  # type: ignore[no-redef]
+    from predictor import BundleError, InputError, Predictor  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BUNDLE = HERE / "bundle"   # where the Space keeps its bundle; in the repo pass --bundle or MLTC_BUNDLE
@@ -52,6 +55,35 @@ CSS = """
 .mltc-title { font-weight: 600; margin: 4px 0 8px; }
 .mltc-none { color: var(--body-text-color-subdued, #666); }
 """
+
+
+def _number_problem(payload) -> str | None:
+    if isinstance(payload, bool) or not isinstance(payload, (int, float)) or not math.isfinite(payload):
+        return "expected a finite number"
+    return None
+
+
+def _bool_problem(payload) -> str | None:
+    return None if isinstance(payload, bool) else "expected true or false"   # "no" would be truthy
+
+
+def strict_input(component, problem):
+    """Refuse a malformed API value for `component` with a message naming it, then run Gradio's own preprocess.
+
+    Gradio's preprocessing raises a bare TypeError on a slider value like "abc" or NaN, which reaches an API
+    client as an error without a message. Wrapped on the instance: a component subclass would make Gradio
+    write a .pyi stub beside this file at import (and fail on a read-only Space).
+    """
+    original = component.preprocess
+
+    def preprocess(payload):
+        reason = problem(payload)
+        if reason:
+            raise gr.Error(f"{component.label}: {reason}, got {str(payload)[:40]!r}")
+        return original(payload)
+
+    component.preprocess = preprocess
+    return component
 
 
 def label_colors(info: dict) -> dict[str, str]:
@@ -126,7 +158,13 @@ class App:
             raise gr.Error("Enter a text to classify (or pick an example).")
         if len(text) > MAX_TEXT_CHARS:
             raise gr.Error(f"The text is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}.")
-        pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
+        problem = self.predictor.text_problem(text)   # e.g. a lone surrogate sent through the API
+        if problem:
+            raise gr.Error(f"The text {problem}.")
+        try:
+            pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
+        except InputError as err:   # anything else the predictor refuses is still the user's to fix
+            raise gr.Error(str(err)) from None
         top = pred["labels"][: max(1, int(top_k))]
         notice = ""
         if pred["truncated"]:
@@ -156,7 +194,10 @@ class App:
         n_truncated = 0
         for start in progress.tqdm(range(0, len(todo), CSV_CHUNK), desc="Predicting"):
             idx = todo[start:start + CSV_CHUNK]
-            preds = self.predictor.predict([rows[i]["text"] for i in idx], threshold=thr, top_k=int(top_k))
+            try:
+                preds = self.predictor.predict([rows[i]["text"] for i in idx], threshold=thr, top_k=int(top_k))
+            except InputError as err:
+                raise gr.Error(str(err)) from None
             for i, pred in zip(idx, preds):
                 rows[i]["predicted"] = json.dumps(pred["predicted"], ensure_ascii=False)
                 rows[i]["scores"] = json.dumps({x["label"]: round(x["score"], 4) for x in pred["labels"]},
@@ -206,6 +247,9 @@ class App:
                          f"({self.global_threshold:.2f}); lower finds more labels, higher fewer.")
                 top_k = gr.Slider(1, n_labels, value=min(DEFAULT_TOP_K, n_labels), step=1,
                                   label="Labels in the chart (top-k)")
+            strict_input(use_tuned, _bool_problem)
+            strict_input(threshold, _number_problem)
+            strict_input(top_k, _number_problem)
             use_tuned.change(lambda tuned: gr.update(interactive=not tuned), use_tuned, threshold,
                              api_visibility="private")
             with gr.Tab("One text"):
@@ -262,9 +306,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"model bundle directory (default: $MLTC_BUNDLE or {DEFAULT_BUNDLE})")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="interface to listen on (default 127.0.0.1; a Space sets GRADIO_SERVER_NAME=0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
-                        help="port (default 7860)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    # A string default goes through `type` too, so a bad $GRADIO_SERVER_PORT is a one-line error, not a traceback.
+    parser.add_argument("--port", type=port, default=os.environ.get("GRADIO_SERVER_PORT", "7860"),
+                        help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime threads (default: all cores)")
     args = parser.parse_args(argv)
     try:
         demo = build_demo(args.bundle, num_threads=args.threads)

@@ -11,13 +11,12 @@ import shutil
 import socket
 from pathlib import Path
 
+import gradio_client
 import pytest
+import requests
 
-gr = pytest.importorskip("gradio")
-gradio_client = pytest.importorskip("gradio_client")
-
-from deployment.app import App, build_demo, launch, main, predicted_html  # noqa: E402
-from deployment.predictor import Predictor  # noqa: E402
+from deployment.app import App, build_demo, launch, main, predicted_html
+from deployment.predictor import Predictor
 
 LONG_TEXT = " ".join(["dragon wizard kingdom quest"] * 60)   # far over the tiny model's 64 tokens
 
@@ -34,13 +33,33 @@ def predictor(tiny_bundle) -> Predictor:
 
 
 @pytest.fixture(scope="module")
-def client(tiny_bundle):
+def app_url(tiny_bundle):
     demo = build_demo(tiny_bundle)
     _, url, _ = launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
-        yield gradio_client.Client(url, verbose=False)
+        yield url
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return gradio_client.Client(app_url, verbose=False)
+
+
+def call_raw(url: str, endpoint: str, body: bytes) -> tuple[int, str, dict | None]:
+    """POST a raw JSON body to Gradio's HTTP API and read the event stream: (status, event name, its data).
+
+    Raw, not gradio_client: the client cannot send what a hostile caller can (a lone surrogate, NaN, a string
+    where the slider's number goes)."""
+    r = requests.post(f"{url}gradio_api/call/{endpoint}", data=body, headers={"Content-Type": "application/json"},
+                      timeout=30)
+    if r.status_code != 200:
+        return r.status_code, "", None
+    stream = requests.get(f"{url}gradio_api/call/{endpoint}/{r.json()['event_id']}", timeout=30)
+    event = re.search(r"^event: (\w+)$", stream.text, re.M).group(1)
+    data = re.search(r"^data: (.*)$", stream.text, re.M).group(1)
+    return stream.status_code, event, json.loads(data)
 
 
 def confidences(label_output: dict) -> dict[str, float]:
@@ -76,8 +95,35 @@ def test_long_text_gets_a_truncation_notice(client):
 
 
 def test_empty_text_is_an_error_message_not_a_crash(client):
-    with pytest.raises(Exception, match="Enter a text"):
+    with pytest.raises(gradio_client.exceptions.AppError, match="Enter a text"):
         client.predict("   ", True, 0.5, 3, api_name="/predict")
+
+
+@pytest.mark.parametrize("data,fragment", [
+    ('["\\ud800 a lone surrogate", true, 0.5, 3]', "lone surrogate (U+D800"),
+    ('["ok", false, NaN, 3]', "One threshold for every label: expected a finite number"),
+    ('["ok", false, "0.5", 3]', "One threshold for every label: expected a finite number"),
+    ('["ok", true, 0.5, Infinity]', "Labels in the chart (top-k): expected a finite number"),
+    ('["ok", true, 0.5, "x"]', "Labels in the chart (top-k): expected a finite number"),
+    ('["ok", "no", 0.5, 3]', "Use the tuned per-label thresholds: expected true or false"),
+    ('["ok", true, 0.5, 999]', "greater than maximum"),
+    ('[null, true, 0.5, 3]', "Enter a text"),
+])
+def test_malformed_api_values_get_an_error_event_with_a_message(app_url, data, fragment):
+    status, event, payload = call_raw(app_url, "predict", b'{"data": ' + data.encode() + b"}")
+    assert (status, event) == (200, "error")
+    assert fragment in payload["error"]
+
+
+@pytest.mark.parametrize("body,expected", [
+    (b'{"data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400),   # Gradio's parser: unreadable JSON
+    (b"\xff\xfe{", 400),
+    (b"[1, 2]", 422),                                            # valid JSON of the wrong shape
+    (b'{"data": "not a list"}', 422),
+])
+def test_unreadable_api_bodies_get_a_4xx_not_a_500(app_url, body, expected):
+    status, _, _ = call_raw(app_url, "predict", body)
+    assert status == expected
 
 
 def test_batch_csv_comes_back_with_predictions(client, predictor, tmp_path):
@@ -110,7 +156,7 @@ def test_batch_csv_comes_back_with_predictions(client, predictor, tmp_path):
 def test_batch_csv_errors_are_clear(client, tmp_path, content, fragment):
     src = tmp_path / "bad.csv"
     src.write_bytes(content if isinstance(content, bytes) else content.encode())
-    with pytest.raises(Exception, match=fragment):
+    with pytest.raises(gradio_client.exceptions.AppError, match=fragment):
         client.predict(gradio_client.handle_file(str(src)), True, 0.5, 3, api_name="/predict_csv")
 
 
@@ -151,7 +197,8 @@ def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):
     deployment = Path(__file__).resolve().parents[1] / "deployment"
     space = tmp_path / "space"
     space.mkdir()
-    for name in ("app.py", "predictor.py", "examples.py", "examples.json", "requirements.txt", "README.md"):
+    for name in ("app.py", "predictor.py", "examples.py", "cli_types.py", "examples.json", "requirements.txt",
+                 "README.md"):
         shutil.copy(deployment / name, space / name)
     shutil.copytree(tiny_bundle, space / "bundle")
     lines = (space / "requirements.txt").read_text().lower().splitlines()

@@ -551,7 +551,6 @@ def test_cmu_book_summaries_counts_match_an_independent_recount(shared_dir, tmp_
         assert report[key] == value, key
     assert report["labels_out"] == 21            # DESIGN.md: "genres >= 1% -> 21 labels"
     assert len(df) == report["rows_out"]
-    assert report["elapsed_s"] < 60
     assert_contract(df, labels, report)
 
 
@@ -562,7 +561,6 @@ def test_stackoverflow_titles_counts_match_an_independent_recount(shared_dir, tm
     assert expected["rows_in"] == 30000 and expected["labels_in"] == 100
     for key, value in expected.items():
         assert report[key] == value, key
-    assert report["elapsed_s"] < 60
     assert_contract(df, labels, report)
 
 

@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 
 FORMAT_VERSION = 1                  # the bundle.json format this module reads
 DEFAULT_BATCH_SIZE = 32             # texts per onnxruntime call
+MAX_TOKENS = 32_768                 # largest max_length a bundle may declare (the load-time check runs one such text)
 REQUIRED_KEYS = ("format_version", "labels", "thresholds", "max_length", "inputs")
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -221,21 +222,8 @@ class Predictor:
         missing = [k for k in REQUIRED_KEYS if k not in info]
         if missing:
             raise BundleError(f"{info_path}: missing keys {missing}")
-        if info["format_version"] != FORMAT_VERSION:
-            raise BundleError(f"{info_path}: format_version {info['format_version']!r}, this predictor reads {FORMAT_VERSION}")
-        labels, thresholds = info["labels"], info["thresholds"]
-        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
-            raise BundleError(f"{info_path}: 'labels' must be a non-empty list of strings")
-        if len(set(labels)) != len(labels):
-            raise BundleError(f"{info_path}: duplicate labels")
-        if not (isinstance(thresholds, list) and len(thresholds) == len(labels)
-                and all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in thresholds)):
-            raise BundleError(f"{info_path}: 'thresholds' must be {len(labels)} numbers in [0, 1], aligned with 'labels'")
-        if not isinstance(info["max_length"], int) or info["max_length"] < 2:
-            raise BundleError(f"{info_path}: 'max_length' must be an integer >= 2")
-        bad_inputs = [n for n in info["inputs"] if n not in KNOWN_INPUTS]
-        if bad_inputs or "input_ids" not in info["inputs"]:
-            raise BundleError(f"{info_path}: 'inputs' must name input_ids[, attention_mask, token_type_ids], got {info['inputs']}")
+        cls._check_info(info, info_path)
+        labels = info["labels"]
 
         tok_path = bundle / "tokenizer.json"
         if not tok_path.is_file():
@@ -261,17 +249,73 @@ class Predictor:
 
         linear = None
         if info.get("linear"):
-            linear = LinearComponent.load(bundle / "linear.json", bundle / "linear.npz", len(labels))
+            try:
+                linear = LinearComponent.load(bundle / "linear.json", bundle / "linear.npz", len(labels))
+            except (TypeError, ValueError, KeyError) as exc:   # a value of the wrong type deep in linear.json
+                raise BundleError(f"{bundle / 'linear.json'}: malformed ({type(exc).__name__}: {exc})") from exc
             expected = info["linear"].get("weight") if isinstance(info["linear"], dict) else None
             if expected is not None and abs(float(expected) - linear.weight) > 1e-9:
                 raise BundleError(f"{bundle / 'linear.json'}: weight {linear.weight} != bundle.json linear.weight {expected}")
 
         pred = cls(session, tokenizer, info, linear=linear, batch_size=batch_size, source=str(bundle))
-        # One tiny run checks that the graph executes and that its outputs match the labels.
-        n_out = pred._transformer_logits(pred._encode(["warm up"])[0]).shape[1]
+        # One run at full length checks that the graph executes, that its outputs match the labels, and that
+        # max_length fits the model's position embeddings (else every long text would fail, not the load).
+        long_text = " ".join(["a"] * pred.max_length)
+        encodings = pred._encode([long_text, "warm up"])[0]
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4   # the failure is reported below, naming the file; no C++ log line
+        try:
+            n_out = session.run(["logits"], pred._feeds(encodings), quiet)[0].shape[1]
+        except Exception as exc:   # onnxruntime's own exception types (InvalidArgument, Fail, ...)
+            raise BundleError(
+                f"{model_path}: the model cannot read {len(encodings[0].ids)} tokens, but {info_path} says "
+                f"max_length {pred.max_length}: it is longer than the model's position embeddings, or the graph "
+                f"is broken ({type(exc).__name__}: {str(exc)[:200]})") from exc
         if n_out != len(labels):
             raise BundleError(f"{model_path}: the model outputs {n_out} labels but {info_path} lists {len(labels)}")
         return pred
+
+    @staticmethod
+    def _check_info(info: dict, info_path: Path) -> None:
+        """Every bundle.json value the predictor reads has the type and range it needs: a BundleError naming the
+        file, never a TypeError or ValueError from deep inside the constructor (bool is not a number here)."""
+        def number(x) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+        version = info["format_version"]
+        if not (number(version) and version == FORMAT_VERSION):
+            raise BundleError(f"{info_path}: format_version {_brief(version)}, this predictor reads {FORMAT_VERSION}")
+        labels, thresholds = info["labels"], info["thresholds"]
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x.strip() for x in labels)):
+            raise BundleError(f"{info_path}: 'labels' must be a non-empty list of non-empty strings")
+        if len(set(labels)) != len(labels):
+            raise BundleError(f"{info_path}: duplicate labels")
+        if not (isinstance(thresholds, list) and len(thresholds) == len(labels)
+                and all(number(t) and 0.0 <= t <= 1.0 for t in thresholds)):
+            raise BundleError(f"{info_path}: 'thresholds' must be {len(labels)} numbers in [0, 1], aligned with 'labels'")
+        gt = info.get("global_threshold", 0.5)
+        if not (number(gt) and 0.0 <= gt <= 1.0):
+            raise BundleError(f"{info_path}: 'global_threshold' must be a number in [0, 1], got {_brief(gt)}")
+        max_length = info["max_length"]
+        if not (isinstance(max_length, int) and not isinstance(max_length, bool) and 2 <= max_length <= MAX_TOKENS):
+            raise BundleError(f"{info_path}: 'max_length' must be an integer from 2 to {MAX_TOKENS}, got {_brief(max_length)}")
+        inputs = info["inputs"]
+        if not (isinstance(inputs, list) and all(isinstance(n, str) for n in inputs) and "input_ids" in inputs
+                and set(inputs) <= set(KNOWN_INPUTS) and len(set(inputs)) == len(inputs)):
+            raise BundleError(f"{info_path}: 'inputs' must list input_ids[, attention_mask, token_type_ids], "
+                              f"got {_brief(inputs)}")
+        tok = info.get("tokenizer")
+        if tok is not None and not isinstance(tok, dict):
+            raise BundleError(f"{info_path}: 'tokenizer' must be an object, got {_brief(tok)}")
+        pad = (tok or {}).get("pad_token_id")
+        if pad is not None and not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0):
+            raise BundleError(f"{info_path}: 'tokenizer.pad_token_id' must be an integer >= 0, got {_brief(pad)}")
+        linear = info.get("linear")
+        if linear is not None and linear is not False and not isinstance(linear, dict):
+            raise BundleError(f"{info_path}: 'linear' must be null or an object like {{\"weight\": 0.3}}, got {_brief(linear)}")
+        weight = (linear or {}).get("weight") if isinstance(linear, dict) else None
+        if weight is not None and not (number(weight) and 0.0 <= weight <= 1.0):
+            raise BundleError(f"{info_path}: 'linear.weight' must be a number in [0, 1], got {_brief(weight)}")
 
     # ------------------------------------------------------------------ inference
     def _encode(self, texts: Sequence[str]):

@@ -164,3 +164,48 @@ def test_a_request_that_promises_more_body_than_it_sends_gets_an_answer(base_url
         answer = sock.recv(65536).decode("latin-1")
     status = int(answer.split()[1])
     assert status == 400, answer[:300]
+
+
+DISPLAY_KEYS = ["label_display", "label_colors", "metrics", "source_dataset", "created", "backbone", "examples",
+                "quantization"]
+DISPLAY_VALUES = [None, True, -1, float("nan"), "", "<script>alert(1)</script>", [], {"a": {"b": [1]}},
+                  {"Fantasy": "#zzzzzz", "Romance": 5, "Horror": "#00ff00"}, [{"text": 5}, {"text": "t", "labels": "x"}],
+                  [{"text": "a sample", "labels": [1, None]}]]
+
+
+def test_hostile_display_values_in_bundle_json_never_break_a_page(tiny_bundle, tmp_path):
+    """The keys the site shows but the predictor ignores: the site starts and every page answers below 500."""
+    import logging
+
+    from werkzeug.exceptions import NotFound
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    info = json.loads((tiny_bundle / "bundle.json").read_text())
+    predictor = Predictor.from_bundle(tiny_bundle)
+    apps, cases = {}, {}
+    for key in DISPLAY_KEYS:
+        for value in DISPLAY_VALUES:
+            name = f"/b{len(apps)}"
+            bundle = tmp_path / name.strip("/")
+            bundle.mkdir()
+            mutated = {**info, key: value, **({"label_display": "colors"} if key == "label_colors" else {})}
+            (bundle / "bundle.json").write_text(json.dumps(mutated))
+            predictor.info = mutated   # what the site reads from the bundle; the model is the same
+            apps[name] = create_app(bundle, predictor=predictor)
+            cases[name] = f"{key} = {value!r}"
+    predictor.info = info
+    problems = []
+    logging.getLogger("flask_app.app").disabled = True   # a 500 is reported below, not logged
+    try:   # one server, each site mounted under its own prefix
+        with serve(DispatcherMiddleware(NotFound(), apps)) as url, requests.Session() as session:
+            for name, case in cases.items():
+                for method, path, kwargs in [("GET", "/", {}), ("POST", "/", {"data": {"text": "a dragon"}}),
+                                             ("POST", "/", {"data": {"text": "", "sample": "0"}}),
+                                             ("GET", "/healthz", {}), ("POST", "/api/predict", {"json": {"text": "a"}})]:
+                    r = session.request(method, url + name + path, timeout=30, **kwargs)
+                    if r.status_code >= 500:
+                        problems.append(f"{case}: {method} {path} -> {r.status_code}")
+    finally:
+        logging.getLogger("flask_app.app").disabled = False
+    assert len(cases) == len(DISPLAY_KEYS) * len(DISPLAY_VALUES)
+    assert not problems, "\n".join(problems)

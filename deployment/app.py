@@ -21,16 +21,25 @@ import sys
 import tempfile
 from pathlib import Path
 
+if __package__:   # `python -m deployment.app` or `import deployment.app` in the repo
+    from .cli_types import port, positive_int
+else:             # the Space: this folder is the root and app.py runs as a script
+    from cli_types import port, positive_int  # type: ignore[no-redef]
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported; the Space has no config.py
+if os.environ.get("GRADIO_SERVER_PORT"):   # Gradio itself int()s it at import: a traceback for "http"
+    try:
+        port(os.environ["GRADIO_SERVER_PORT"])
+    except argparse.ArgumentTypeError as err:
+        sys.stderr.write(f"error: $GRADIO_SERVER_PORT {err}\n")
+        raise SystemExit(2) from None
 
 import gradio as gr  # noqa: E402
 
-if __package__:   # `python -m deployment.app` or `import deployment.app` in the repo
-    from .cli_types import port, positive_int
+if __package__:
     from .examples import load_examples
     from .predictor import BundleError, InputError, Predictor
-else:             # the Space: this folder is the root and app.py runs as a script
-    from cli_types import port, positive_int  # type: ignore[no-redef]
+else:
     from examples import load_examples  # type: ignore[no-redef]
     from predictor import BundleError, InputError, Predictor  # type: ignore[no-redef]
 
@@ -57,6 +66,11 @@ CSS = """
 """
 
 
+def user_error(message: str) -> gr.Error:
+    """A gr.Error for input the user can fix: shown to them, without a traceback in the server's log."""
+    return gr.Error(message, print_exception=False)
+
+
 def _number_problem(payload) -> str | None:
     if isinstance(payload, bool) or not isinstance(payload, (int, float)) or not math.isfinite(payload):
         return "expected a finite number"
@@ -79,7 +93,7 @@ def strict_input(component, problem):
     def preprocess(payload):
         reason = problem(payload)
         if reason:
-            raise gr.Error(f"{component.label}: {reason}, got {str(payload)[:40]!r}")
+            raise user_error(f"{component.label}: {reason}, got {str(payload)[:40]!r}")
         return original(payload)
 
     component.preprocess = preprocess
@@ -155,16 +169,16 @@ class App:
     def predict(self, text: str, use_tuned: bool, threshold: float, top_k: int):
         text = text or ""
         if not text.strip():
-            raise gr.Error("Enter a text to classify (or pick an example).")
+            raise user_error("Enter a text to classify (or pick an example).")
         if len(text) > MAX_TEXT_CHARS:
-            raise gr.Error(f"The text is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}.")
+            raise user_error(f"The text is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}.")
         problem = self.predictor.text_problem(text)   # e.g. a lone surrogate sent through the API
         if problem:
-            raise gr.Error(f"The text {problem}.")
+            raise user_error(f"The text {problem}.")
         try:
             pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
         except InputError as err:   # anything else the predictor refuses is still the user's to fix
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
         top = pred["labels"][: max(1, int(top_k))]
         notice = ""
         if pred["truncated"]:
@@ -180,15 +194,15 @@ class App:
 
     def predict_csv(self, file, use_tuned: bool, threshold: float, top_k: int, progress=gr.Progress()):
         if file is None:
-            raise gr.Error("Upload a CSV file with a text column first.")
+            raise user_error("Upload a CSV file with a text column first.")
         path = Path(file if isinstance(file, (str, Path)) else file.name)
         try:
             fields, rows = read_text_csv(path)
         except ValueError as err:
-            raise gr.Error(str(err)) from None
+            raise user_error(str(err)) from None
         clash = [c for c in OUTPUT_COLUMNS if c in fields]
         if clash:
-            raise gr.Error(f"The CSV already has column(s) {clash}; rename them so predictions don't overwrite them.")
+            raise user_error(f"The CSV already has column(s) {clash}; rename them so predictions don't overwrite them.")
         thr = self._threshold(use_tuned, threshold)
         todo = [i for i, row in enumerate(rows) if (row.get("text") or "").strip()]
         n_truncated = 0
@@ -197,7 +211,7 @@ class App:
             try:
                 preds = self.predictor.predict([rows[i]["text"] for i in idx], threshold=thr, top_k=int(top_k))
             except InputError as err:
-                raise gr.Error(str(err)) from None
+                raise user_error(str(err)) from None
             for i, pred in zip(idx, preds):
                 rows[i]["predicted"] = json.dumps(pred["predicted"], ensure_ascii=False)
                 rows[i]["scores"] = json.dumps({x["label"]: round(x["score"], 4) for x in pred["labels"]},

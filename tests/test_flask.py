@@ -339,6 +339,18 @@ def test_python_m_flask_app_serves_the_site_as_a_user_starts_it(tiny_bundle):
     assert f"serving {tiny_bundle} at http://127.0.0.1:{port}/" in output and "Traceback" not in output
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--port", "70000"], "argument --port: must be an integer from 1 to 65535, got '70000'"),
+    (["--port", "http"], "argument --port: must be an integer from 1 to 65535, got 'http'"),
+    (["--threads", "0"], "argument --threads: must be an integer >= 1, got '0'"),
+])
+def test_bad_numbers_for_the_site_stop_it_at_the_parser(tmp_path, args, message):
+    r = subprocess.run([sys.executable, "-m", "flask_app", "--bundle", str(tmp_path / "no-bundle"), *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert message in r.stderr and "no-bundle" not in r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("env,fragment", [
     ({"MLTC_THREADS": "0"}, "MLTC_THREADS must be an integer >= 1 (onnxruntime threads per process), got '0'"),
     ({"MLTC_THREADS": "two"}, "got 'two'"),

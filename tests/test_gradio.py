@@ -185,6 +185,57 @@ def test_missing_bundle_exits_with_a_message(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def wait_for_http(url: str, proc, seconds: float = 90):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return requests.get(url, timeout=2)
+        except requests.ConnectionError:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, f"{url} did not answer within {seconds:.0f} s"
+            time.sleep(0.5)
+
+
+def test_python_m_deployment_app_serves_the_ui_as_a_user_starts_it(tiny_bundle):
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "deployment.app", "--bundle", str(tiny_bundle), "--port", str(port),
+                             "--threads", "1"], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{port}/", proc).status_code == 200
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        chart, chips, _ = client.predict("a dragon and a wizard", True, 0.5, 2, api_name="/predict")
+        assert len(chart["confidences"]) == 2 and "Predicted labels" in chips
+        status, event, payload = call_raw(f"http://127.0.0.1:{port}/", "predict", b'{"data": ["\\ud800", true, 0.5, 2]}')
+        assert (status, event) == (200, "error") and "lone surrogate" in payload["error"]
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["--port", "0"], {}, "argument --port: must be an integer from 1 to 65535, got '0'"),
+    (["--threads", "0"], {}, "argument --threads: must be an integer >= 1, got '0'"),
+    ([], {"GRADIO_SERVER_PORT": "http"}, "$GRADIO_SERVER_PORT must be an integer from 1 to 65535, got 'http'"),
+])
+def test_bad_numbers_for_the_gradio_app_stop_it_at_the_parser(tmp_path, args, env, message):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "deployment.app", "--bundle", str(tmp_path / "no-bundle"), *args],
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "no-bundle" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):
     """The Space layout: app.py run as a script from a copy of the folder, bundle in ./bundle, no repo on the path."""
     import os

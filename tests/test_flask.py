@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from bs4 import BeautifulSoup
+from tests.ci import require
 from tests.live_server import serve
 
 from deployment.predictor import BundleError, Predictor
@@ -364,8 +365,7 @@ def test_a_bad_thread_count_in_the_environment_stops_the_start_with_a_message(ti
 
 def test_gunicorn_serves_the_factory_from_the_readme(tiny_bundle):
     gunicorn = Path(sys.executable).with_name("gunicorn")
-    if not gunicorn.exists():
-        pytest.skip(f"gunicorn is not installed beside {sys.executable}")
+    require(gunicorn.exists(), f"gunicorn is not installed beside {sys.executable} (requirements.txt has it)")
     port = free_port()
     env = {**os.environ, "MLTC_BUNDLE": str(tiny_bundle), "MLTC_THREADS": "1"}
     proc = subprocess.Popen([str(gunicorn), "-w", "2", "--threads", "4", "-b", f"127.0.0.1:{port}",

@@ -16,15 +16,16 @@ import html
 import json
 import math
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 if __package__:   # `python -m deployment.app` or `import deployment.app` in the repo
     from .cli_types import port, positive_int
+    from .web import MAX_TEXT_CHARS, label_colors, length_problem
 else:             # the Space: this folder is the root and app.py runs as a script
     from cli_types import port, positive_int  # type: ignore[no-redef]
+    from web import MAX_TEXT_CHARS, label_colors, length_problem  # type: ignore[no-redef]
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported; the Space has no config.py
 if os.environ.get("GRADIO_SERVER_PORT"):   # Gradio itself int()s it at import: a traceback for "http"
@@ -45,13 +46,11 @@ else:
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BUNDLE = HERE / "bundle"   # where the Space keeps its bundle; in the repo pass --bundle or MLTC_BUNDLE
-MAX_TEXT_CHARS = 20_000            # same limit as the Flask site
 MAX_CSV_ROWS = 20_000              # a batch larger than this belongs to `python -m deployment.predict`
 MAX_CSV_BYTES = 20 * 1024 * 1024   # upload limit handed to Gradio
 CSV_CHUNK = 64                     # texts per predict() call in the batch tab (progress granularity)
 DEFAULT_TOP_K = 10                 # labels in the confidence chart
 PREVIEW_ROWS = 20                  # rows of the batch result shown on the page
-COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 OUTPUT_COLUMNS = ("predicted", "scores", "truncated")   # added to the batch CSV
 
 CSS = """
@@ -98,13 +97,6 @@ def strict_input(component, problem):
 
     component.preprocess = preprocess
     return component
-
-
-def label_colors(info: dict) -> dict[str, str]:
-    """`label_colors` when bundle.json asks for colour display (`label_display: "colors"`); bad values dropped."""
-    if info.get("label_display") != "colors" or not isinstance(info.get("label_colors"), dict):
-        return {}
-    return {str(k): v for k, v in info["label_colors"].items() if isinstance(v, str) and COLOR_RE.match(v)}
 
 
 def predicted_html(pred: dict | None, colors: dict[str, str]) -> str:
@@ -170,8 +162,9 @@ class App:
         text = text or ""
         if not text.strip():
             raise user_error("Enter a text to classify (or pick an example).")
-        if len(text) > MAX_TEXT_CHARS:
-            raise user_error(f"The text is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}.")
+        too_long = length_problem(text)
+        if too_long:
+            raise user_error(f"The text {too_long}.")
         problem = self.predictor.text_problem(text)   # e.g. a lone surrogate sent through the API
         if problem:
             raise user_error(f"The text {problem}.")

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +25,15 @@ from werkzeug.exceptions import HTTPException
 import config
 from deployment.examples import load_examples
 from deployment.predictor import InputError as PredictorInputError
+from deployment.web import MAX_TEXT_CHARS, label_colors, length_problem
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BUNDLE = config.MODELS_DIR / "books" / "bundle"   # what `make run` builds; override with MLTC_BUNDLE
-MAX_TEXT_CHARS = 20_000          # longer texts are refused with a message: a description, not a novel
 MAX_BODY_BYTES = 2 * 1024 * 1024  # bodies over this get 413 before anything is parsed
 MAX_TEXTS = 64                   # texts per API call
 N_CANDIDATES = 5                 # labels below their threshold listed under the chips
 N_EXAMPLES = 4                   # sample texts one click away on the form
-COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -108,13 +106,6 @@ def sample_index(value: str | None, n_examples: int) -> int | None:
     return int(value)
 
 
-def _label_colors(info: dict) -> dict[str, str]:
-    """`label_colors` when the bundle asks for colour display; invalid colours are dropped, not injected."""
-    if info.get("label_display") != "colors" or not isinstance(info.get("label_colors"), dict):
-        return {}
-    return {str(k): v for k, v in info["label_colors"].items() if isinstance(v, str) and COLOR_RE.match(v)}
-
-
 def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, testing: bool = False,
                max_text_chars: int = MAX_TEXT_CHARS, max_body_bytes: int = MAX_BODY_BYTES,
                max_texts: int = MAX_TEXTS, num_threads: int | None = None) -> Flask:
@@ -141,7 +132,7 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
     labels = list(predictor.labels)
     thresholds = [float(t) for t in predictor.thresholds]
     examples = load_examples(bundle_dir, N_EXAMPLES)
-    colors = _label_colors(info)
+    colors = label_colors(info)
     dataset = info.get("source_dataset")
     if isinstance(dataset, dict):   # the contract leaves its shape open: a name or a small description
         dataset = dataset.get("name") or dataset.get("path")
@@ -163,8 +154,9 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
             raise InputError(f"{where} must be a string, got {type(text).__name__}")
         if not text.strip():
             raise InputError(f"{where} is empty: enter some text to classify")
-        if len(text) > max_text_chars:
-            raise InputError(f"{where} is {len(text):,} characters long; the limit is {max_text_chars:,}")
+        too_long = length_problem(text, max_text_chars)
+        if too_long:
+            raise InputError(f"{where} {too_long}")
         return text
 
     def check_threshold(value: Any, from_form: bool = False) -> float | None:

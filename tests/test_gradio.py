@@ -248,8 +248,8 @@ def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):
     deployment = Path(__file__).resolve().parents[1] / "deployment"
     space = tmp_path / "space"
     space.mkdir()
-    for name in ("app.py", "predictor.py", "examples.py", "cli_types.py", "examples.json", "requirements.txt",
-                 "README.md"):
+    for name in ("app.py", "predictor.py", "examples.py", "cli_types.py", "web.py", "examples.json",
+                 "requirements.txt", "README.md"):
         shutil.copy(deployment / name, space / name)
     shutil.copytree(tiny_bundle, space / "bundle")
     lines = (space / "requirements.txt").read_text().lower().splitlines()

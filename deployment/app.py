@@ -160,12 +160,7 @@ class App:
 
     def predict(self, text: str, use_tuned: bool, threshold: float, top_k: int):
         text = text or ""
-        if not text.strip():
-            raise user_error("Enter a text to classify (or pick an example).")
-        too_long = length_problem(text)
-        if too_long:
-            raise user_error(f"The text {too_long}.")
-        problem = self.predictor.text_problem(text)   # e.g. a lone surrogate sent through the API
+        problem = self.predictor.text_problem(text) or length_problem(text)   # the predictor's rule, the web's limit
         if problem:
             raise user_error(f"The text {problem}.")
         try:

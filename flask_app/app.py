@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 import config
 from deployment.examples import load_examples
-from deployment.predictor import InputError as PredictorInputError
+from deployment.predictor import InputError, Predictor
 from deployment.web import MAX_TEXT_CHARS, label_colors, length_problem
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,6 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
-
-
-class InputError(ValueError):
-    """A request the client can fix: shown as a message (form) or a 400 JSON error (API)."""
 
 
 class ConfigError(ValueError):
@@ -148,35 +144,32 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
         "colors": colors,
     }
 
-    # ---- input validation shared by the form and the API ------------------------------------------------
+    # ---- input checks shared by the form and the API: the predictor's own rules (Predictor.*_problem), ----
+    # run here only to name the field in the message; the web adds its length limit and parses form strings.
     def check_text(text: Any, where: str = "text") -> str:
-        if not isinstance(text, str):
-            raise InputError(f"{where} must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise InputError(f"{where} is empty: enter some text to classify")
-        too_long = length_problem(text, max_text_chars)
-        if too_long:
-            raise InputError(f"{where} {too_long}")
+        problem = Predictor.text_problem(text) or length_problem(text, max_text_chars)
+        if problem:
+            raise InputError(f"{where} {problem}")
         return text
 
     def check_threshold(value: Any, from_form: bool = False) -> float | None:
-        if value is None or (from_form and value == ""):
-            return None
-        if from_form:
+        if from_form:   # a form field is a string: "" means the tuned thresholds
+            if value == "":
+                return None
             try:
                 value = float(value)
             except ValueError:
-                raise InputError(f"threshold must be a number between 0 and 1, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise InputError(f"threshold must be a number between 0 and 1, got {value!r}")
-        return float(value)
+                pass        # left a string: threshold_problem says what is wrong with it
+        problem = Predictor.threshold_problem(value)
+        if problem:
+            raise InputError(problem)
+        return None if value is None else float(value)
 
     def check_top_k(value: Any) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"top_k must be a positive integer, got {value!r}")
-        return min(value, len(labels))
+        problem = Predictor.top_k_problem(value)
+        if problem:
+            raise InputError(problem)
+        return None if value is None else min(int(value), len(labels))
 
     def notice(pred: dict) -> str | None:
         if not pred.get("truncated"):
@@ -265,11 +258,7 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
 
     @app.errorhandler(InputError)
     def input_error(err: InputError):
-        return jsonify({"error": str(err)}), 400
-
-    @app.errorhandler(PredictorInputError)
-    def predictor_input_error(err: PredictorInputError):
-        """A text the site's own checks let through but the predictor refuses: still the client's to fix."""
+        """A request the client can fix: a 400 with the message, as JSON (API) or on the form (pages)."""
         if wants_json():
             return jsonify({"error": str(err)}), 400
         return render_template("index.html", site=site, text=request.form.get("text", ""),

@@ -95,7 +95,7 @@ def test_long_text_gets_a_truncation_notice(client):
 
 
 def test_empty_text_is_an_error_message_not_a_crash(client):
-    with pytest.raises(gradio_client.exceptions.AppError, match="Enter a text"):
+    with pytest.raises(gradio_client.exceptions.AppError, match="The text is empty or whitespace only"):
         client.predict("   ", True, 0.5, 3, api_name="/predict")
 
 
@@ -107,7 +107,8 @@ def test_empty_text_is_an_error_message_not_a_crash(client):
     ('["ok", true, 0.5, "x"]', "Labels in the chart (top-k): expected a finite number"),
     ('["ok", "no", 0.5, 3]', "Use the tuned per-label thresholds: expected true or false"),
     ('["ok", true, 0.5, 999]', "greater than maximum"),
-    ('[null, true, 0.5, 3]', "Enter a text"),
+    ('[null, true, 0.5, 3]', "The text is empty or whitespace only; there is nothing to classify."),
+    ('["' + "x" * 20_001 + '", true, 0.5, 3]', "The text is 20,001 characters long; the limit is 20,000."),
 ])
 def test_malformed_api_values_get_an_error_event_with_a_message(app_url, data, fragment):
     status, event, payload = call_raw(app_url, "predict", b'{"data": ' + data.encode() + b"}")

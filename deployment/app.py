@@ -5,7 +5,7 @@
 
 In a Space (this folder as the repo root, `python app.py`) the bundle is read from ./bundle. Two tabs: one
 text with examples, a confidence chart and the predicted labels; a CSV in, the same CSV with predictions
-out. Thresholds are the bundle's tuned per-label ones unless the user overrides them with one number.
+out (through the batch CLI's own code, deployment/predict.py: the same columns and error cells). Thresholds are the bundle's tuned per-label ones unless the user overrides them with one number.
 Inference is `Predictor` only: this file never tokenises or thresholds anything itself.
 """
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import html
-import json
 import math
 import os
 import sys
@@ -39,19 +38,19 @@ import gradio as gr  # noqa: E402
 
 if __package__:
     from .examples import load_examples
+    from .predict import InputError as BatchInputError, predict_file, scan
     from .predictor import BundleError, InputError, Predictor
 else:
     from examples import load_examples  # type: ignore[no-redef]
+    from predict import InputError as BatchInputError, predict_file, scan  # type: ignore[no-redef]
     from predictor import BundleError, InputError, Predictor  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BUNDLE = HERE / "bundle"   # where the Space keeps its bundle; in the repo pass --bundle or MLTC_BUNDLE
 MAX_CSV_ROWS = 20_000              # a batch larger than this belongs to `python -m deployment.predict`
 MAX_CSV_BYTES = 20 * 1024 * 1024   # upload limit handed to Gradio
-CSV_CHUNK = 64                     # texts per predict() call in the batch tab (progress granularity)
 DEFAULT_TOP_K = 10                 # labels in the confidence chart
 PREVIEW_ROWS = 20                  # rows of the batch result shown on the page
-OUTPUT_COLUMNS = ("predicted", "scores", "truncated")   # added to the batch CSV
 
 CSS = """
 .mltc-chips { display: flex; flex-wrap: wrap; gap: 8px; margin: 4px 0; }
@@ -118,30 +117,6 @@ def predicted_html(pred: dict | None, colors: dict[str, str]) -> str:
     return title + '<div class="mltc-chips">' + "".join(chips) + "</div>"
 
 
-def read_text_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Rows of a CSV that must have a `text` column; raises ValueError with a message for the user."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = list(reader.fieldnames or [])
-            if "text" not in fields:
-                found = ", ".join(repr(f) for f in fields) if fields else "none (empty file)"
-                raise ValueError(f"The CSV has no 'text' column (columns found: {found}). "
-                                 "Put the texts to classify in a column named text.")
-            rows = []
-            for row in reader:
-                if len(rows) >= MAX_CSV_ROWS:
-                    raise ValueError(f"The CSV has more than {MAX_CSV_ROWS:,} rows; use "
-                                     "`python -m deployment.predict` for large files.")
-                rows.append({k: v for k, v in row.items() if k is not None})   # drop overflow cells
-    except UnicodeDecodeError as err:
-        raise ValueError(f"The file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 CSV.") from None
-    except csv.Error as err:
-        raise ValueError(f"The file could not be read as CSV: {err}") from None
-    return fields, rows
-
-
 class App:
     """The predictor plus the handlers the UI calls (plain methods, so they are testable without a browser)."""
 
@@ -181,45 +156,28 @@ class App:
         return self.predict(text, use_tuned, threshold, top_k)
 
     def predict_csv(self, file, use_tuned: bool, threshold: float, top_k: int, progress=gr.Progress()):
+        """The batch CLI's own path (deployment.predict.predict_file): same rows, columns and error cells."""
         if file is None:
             raise user_error("Upload a CSV file with a text column first.")
         path = Path(file if isinstance(file, (str, Path)) else file.name)
+        out_path = Path(tempfile.mkdtemp(prefix="mltc-batch-")) / f"{path.stem}_predictions.csv"
         try:
-            fields, rows = read_text_csv(path)
-        except ValueError as err:
-            raise user_error(str(err)) from None
-        clash = [c for c in OUTPUT_COLUMNS if c in fields]
-        if clash:
-            raise user_error(f"The CSV already has column(s) {clash}; rename them so predictions don't overwrite them.")
-        thr = self._threshold(use_tuned, threshold)
-        todo = [i for i, row in enumerate(rows) if (row.get("text") or "").strip()]
-        n_truncated = 0
-        for start in progress.tqdm(range(0, len(todo), CSV_CHUNK), desc="Predicting"):
-            idx = todo[start:start + CSV_CHUNK]
-            try:
-                preds = self.predictor.predict([rows[i]["text"] for i in idx], threshold=thr, top_k=int(top_k))
-            except InputError as err:
-                raise user_error(str(err)) from None
-            for i, pred in zip(idx, preds):
-                rows[i]["predicted"] = json.dumps(pred["predicted"], ensure_ascii=False)
-                rows[i]["scores"] = json.dumps({x["label"]: round(x["score"], 4) for x in pred["labels"]},
-                                               ensure_ascii=False)
-                rows[i]["truncated"] = str(pred["truncated"]).lower()
-                n_truncated += pred["truncated"]
-        for row in rows:   # empty texts: nothing to predict, but the row is kept
-            for col, empty in zip(OUTPUT_COLUMNS, ("[]", "{}", "")):
-                row.setdefault(col, empty)
-        out_dir = Path(tempfile.mkdtemp(prefix="mltc-batch-"))
-        out_path = out_dir / f"{path.stem}_predictions.csv"
-        with open(out_path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields + list(OUTPUT_COLUMNS))
-            writer.writeheader()
-            writer.writerows(rows)
-        summary = (f"Predicted {len(todo):,} of {len(rows):,} rows"
-                   + (f" ({len(rows) - len(todo):,} empty texts skipped)" if len(todo) < len(rows) else "")
-                   + (f"; {n_truncated:,} texts were longer than the model reads and were cut" if n_truncated else "")
-                   + ".")
-        preview = [[(r.get("text") or "")[:120], r["predicted"]] for r in rows[:PREVIEW_ROWS]]
+            n_rows, _ = scan(path, "text")
+            if n_rows > MAX_CSV_ROWS:
+                raise user_error(f"The CSV has {n_rows:,} rows, more than {MAX_CSV_ROWS:,}; use "
+                                 "`python -m deployment.predict` for large files.")
+            stats = predict_file(self.predictor, path, out_path, text_column="text",
+                                 threshold=self._threshold(use_tuned, threshold), top_k=int(top_k), progress=False,
+                                 on_chunk=lambda done, total: progress((done, total), desc="Predicting"))
+        except (BatchInputError, InputError) as err:   # the upload's temporary path means nothing to the user
+            raise user_error(f"The CSV cannot be used: {str(err).replace(str(path), path.name)}") from None
+        summary = (f"Predicted {stats['predicted']:,} of {stats['rows']:,} rows"
+                   + (f" ({stats['errors']:,} with an error: see the error column)" if stats["errors"] else "")
+                   + (f"; {stats['truncated']:,} texts were longer than the model reads and were cut"
+                      if stats["truncated"] else "") + ".")
+        with open(out_path, newline="", encoding="utf-8") as fh:
+            preview = [[(r.get("text") or "")[:120], r["predicted_labels"]]
+                       for r, _ in zip(csv.DictReader(fh), range(PREVIEW_ROWS))]
         return str(out_path), preview, summary
 
     # ------------------------------------------------------------------------------------------------ UI
@@ -274,9 +232,11 @@ class App:
                 for control, event in ((use_tuned, "change"), (threshold, "release"), (top_k, "release")):
                     getattr(control, event)(self.repredict, inputs, outputs, api_visibility="private")
             with gr.Tab("Batch (CSV)"):
-                gr.Markdown("Upload a UTF-8 CSV with a **`text`** column. You get the same CSV back with three "
-                            "columns added: `predicted` (a JSON list of labels), `scores` (the top-k labels "
-                            "with their confidence, JSON) and `truncated`. The threshold settings above apply.")
+                gr.Markdown("Upload a UTF-8 CSV with a **`text`** column. You get the same CSV back with five "
+                            "columns added, as `python -m deployment.predict` writes them: `predicted_labels` "
+                            "(a JSON list), `scores` (the top-k labels with their confidence, JSON), `truncated`, "
+                            "`n_tokens` and `error` (why a row could not be predicted, e.g. an empty text). "
+                            "The threshold settings above apply.")
                 with gr.Row():
                     csv_in = gr.File(label="CSV with a text column", file_types=[".csv"], type="filepath")
                     csv_out = gr.File(label="Predictions (download)", interactive=False)

@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 try:  # run as `python -m deployment.predict` or from inside the deployment/ folder (a Space)
     from deployment.cli_types import positive_int, probability
@@ -47,7 +47,12 @@ Row = tuple[dict, object, "str | None"]   # (fields written back out, the text v
 
 
 class InputError(ValueError):
-    """An input or output file that cannot be used at all (the message names it)."""
+    """An input or output file that cannot be used at all (the message names it). `hint` is advice for the
+    command line only (an option to pass); the Gradio app, which shares this batch path, shows the message."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -118,7 +123,7 @@ def _csv_rows(fh, path: Path, text_column: str) -> Iterator[Row]:
     reader = csv.reader(fh)
     header = next(reader, None)
     if not header or text_column not in header:
-        raise InputError(f"{path}: no {text_column!r} column (columns: {header}); pick one with --text-column")
+        raise InputError(f"{path}: no {text_column!r} column (columns: {header})", hint="pick one with --text-column")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:   # a dict per row would keep one of them and lose the others' cells
         raise InputError(f"{path}: the header repeats column name(s) {', '.join(map(repr, dupes))}; rename them")
@@ -271,8 +276,12 @@ def _progress_bar(total: int, enabled: bool):
 
 
 def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column: str = "text",
-                 threshold: float | None = None, top_k: int | None = None, progress: bool = True) -> dict:
-    """Predict every row of `input_path` into `out_path`; returns counts and timing."""
+                 threshold: float | None = None, top_k: int | None = None, progress: bool = True,
+                 on_chunk: Callable[[int, int], None] | None = None) -> dict:
+    """Predict every row of `input_path` into `out_path`; returns counts and timing.
+
+    `progress` draws a bar on stderr; `on_chunk(rows_done, rows_total)` is called after each chunk (the
+    Gradio app drives its own progress bar with it)."""
     check_paths(input_path, out_path)
     t0 = time.perf_counter()
     stats = {"rows": 0, "predicted": 0, "errors": 0, "truncated": 0,
@@ -299,6 +308,8 @@ def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column:
                     stats["truncated"] += bool(res and res["truncated"])
                 if bar is not None:
                     bar.update(len(chunk))
+                if on_chunk is not None:
+                    on_chunk(stats["rows"], total)
         tmp.replace(out_path)
     except OSError as exc:
         raise InputError(f"{exc.filename or out_path}: cannot write ({exc.strerror})") from exc
@@ -361,7 +372,8 @@ def main(argv=None) -> int:
             stats = predict_file(pred, a.input, a.out, text_column=a.text_column, threshold=a.threshold,
                                  top_k=a.top_k, progress=not a.quiet)
     except (BundleError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        hint = getattr(exc, "hint", None)
+        print(f"error: {exc}" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"interrupted: nothing written to {a.out} (the input is untouched); rerun the command",

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from deployment.app import App, build_demo, launch, main, predicted_html
+from deployment.predict import OUT_FIELDS
 from deployment.predictor import Predictor
 
 LONG_TEXT = " ".join(["dragon wizard kingdom quest"] * 60)   # far over the tiny model's 64 tokens
@@ -137,27 +138,31 @@ def test_batch_csv_comes_back_with_predictions(client, predictor, tmp_path):
     with open(out_path, newline="", encoding="utf-8") as fh:
         out = list(csv.DictReader(fh))
     assert [(r["id"], r["text"]) for r in out] == rows
-    assert out[1]["predicted"] == "[]"   # empty text kept, nothing predicted
+    assert list(out[0]) == ["id", "text", *OUT_FIELDS]   # the batch CLI's columns: one batch path
+    assert out[1]["predicted_labels"] == "[]" and out[1]["error"] == "empty text"   # kept, flagged, not predicted
     # Compared with the same texts predicted in one call, as the app batches them: int8 dynamic quantisation
     # picks activation ranges per batch, so a text's scores shift slightly with its batch-mates.
     batch = [out[0], out[2], out[3]]
     for row, expected in zip(batch, predictor.predict([r["text"] for r in batch], top_k=3)):
-        assert json.loads(row["predicted"]) == expected["predicted"]
+        assert json.loads(row["predicted_labels"]) == expected["predicted"]
         assert list(json.loads(row["scores"])) == [x["label"] for x in expected["labels"]]
     assert out[3]["truncated"] == "true" and out[0]["truncated"] == "false"
-    assert "Predicted 3 of 4 rows" in summary and "1 texts were longer" in summary
+    assert "Predicted 3 of 4 rows (1 with an error: see the error column)" in summary
+    assert "1 texts were longer" in summary
     assert len(preview["data"]) == 4
 
 
 @pytest.mark.parametrize("content,fragment", [
-    ("id,body\n1,hello\n", "no 'text' column"),
-    ("", "no 'text' column"),
-    (b"text\n\xff\xfe broken\n", "not UTF-8"),
+    ("id,body\n1,hello\n", "The CSV cannot be used: bad.csv: no 'text' column (columns: ['id', 'body'])"),
+    ("", "The CSV cannot be used: bad.csv: no 'text' column"),
+    (b"text\n\xff\xfe broken\n", "bad.csv: not UTF-8"),
+    ("id,text,id\n1,a,2\n", "the header repeats column name(s) 'id'"),
+    ("text,scores\na,{}\n", "has field(s) ['scores'] that the output adds"),
 ])
 def test_batch_csv_errors_are_clear(client, tmp_path, content, fragment):
     src = tmp_path / "bad.csv"
     src.write_bytes(content if isinstance(content, bytes) else content.encode())
-    with pytest.raises(gradio_client.exceptions.AppError, match=fragment):
+    with pytest.raises(gradio_client.exceptions.AppError, match=re.escape(fragment)):
         client.predict(gradio_client.handle_file(str(src)), True, 0.5, 3, api_name="/predict_csv")
 
 
@@ -249,7 +254,7 @@ def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):
     deployment = Path(__file__).resolve().parents[1] / "deployment"
     space = tmp_path / "space"
     space.mkdir()
-    for name in ("app.py", "predictor.py", "examples.py", "cli_types.py", "web.py", "examples.json",
+    for name in ("app.py", "predictor.py", "predict.py", "examples.py", "cli_types.py", "web.py", "examples.json",
                  "requirements.txt", "README.md"):
         shutil.copy(deployment / name, space / name)
     shutil.copytree(tiny_bundle, space / "bundle")

@@ -73,7 +73,8 @@ def test_jsonl_in_jsonl_out_flags_bad_lines_without_dropping_them(tiny_bundle, t
 def test_text_column_option_and_missing_column_error(tiny_bundle, tmp_path, capsys):
     src = write_csv(tmp_path / "in.csv", [{"description": "A dragon tale"}])
     assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--quiet"]) == 2
-    assert "no 'text' column" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no 'text' column" in err and err.rstrip().endswith("; pick one with --text-column")
     assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(tmp_path / "o.jsonl"),
                  "--text-column", "description", "--quiet"]) == 0
     assert json.loads((tmp_path / "o.jsonl").read_text())["predicted_labels"] is not None

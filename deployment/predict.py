@@ -123,7 +123,7 @@ def _csv_rows(fh, path: Path, text_column: str) -> Iterator[Row]:
     reader = csv.reader(fh)
     header = next(reader, None)
     if not header or text_column not in header:
-        raise InputError(f"{path}: no {text_column!r} column (columns: {header})", hint="pick one with --text-column")
+        raise InputError(f"{path}: no {text_column!r} column (columns: {header})", hint="pick one with --text-col")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:   # a dict per row would keep one of them and lose the others' cells
         raise InputError(f"{path}: the header repeats column name(s) {', '.join(map(repr, dupes))}; rename them")
@@ -353,12 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, required=True, help="a .csv (with a text column) or .jsonl file")
     p.add_argument("--out", type=Path, required=True, help="output .csv or .jsonl (format from the extension); "
                                                            "never the input")
-    p.add_argument("--text-column", default="text", help="column / field holding the text")
+    # One vocabulary with the other commands (training.prepare --text-col, flask_app/deployment.app --threads);
+    # the earlier spellings --text-column and --num-threads still work.
+    p.add_argument("--text-col", "--text-column", dest="text_column", default="text",
+                   help="column / field holding the text")
     p.add_argument("--threshold", type=probability, default=None,
                    help="one threshold in [0, 1] for every label (default: the bundle's tuned ones)")
     p.add_argument("--top-k", type=positive_int, default=None, help="keep only the k best scores per row in `scores`")
     p.add_argument("--batch-size", type=positive_int, default=32, help="texts per onnxruntime call")
-    p.add_argument("--num-threads", type=positive_int, default=None, help="onnxruntime intra-op threads (default: its own)")
+    p.add_argument("--threads", "--num-threads", dest="threads", type=positive_int, default=None,
+                   help="onnxruntime intra-op threads (default: its own)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -368,7 +372,7 @@ def main(argv=None) -> int:
     try:
         with interrupts_as_keyboard_interrupt():
             check_paths(a.input, a.out)   # before the bundle loads: a wrong path fails in milliseconds
-            pred = Predictor.from_bundle(a.bundle, num_threads=a.num_threads, batch_size=a.batch_size)
+            pred = Predictor.from_bundle(a.bundle, num_threads=a.threads, batch_size=a.batch_size)
             stats = predict_file(pred, a.input, a.out, text_column=a.text_column, threshold=a.threshold,
                                  top_k=a.top_k, progress=not a.quiet)
     except (BundleError, InputError) as exc:

@@ -74,10 +74,20 @@ def test_text_column_option_and_missing_column_error(tiny_bundle, tmp_path, caps
     src = write_csv(tmp_path / "in.csv", [{"description": "A dragon tale"}])
     assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(tmp_path / "o.csv"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "no 'text' column" in err and err.rstrip().endswith("; pick one with --text-column")
-    assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(tmp_path / "o.jsonl"),
-                 "--text-column", "description", "--quiet"]) == 0
-    assert json.loads((tmp_path / "o.jsonl").read_text())["predicted_labels"] is not None
+    assert "no 'text' column" in err and err.rstrip().endswith("; pick one with --text-col")
+    for option in ("--text-col", "--text-column"):   # one vocabulary with training.prepare; the old spelling kept
+        out = tmp_path / f"o{option}.jsonl"
+        assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(out), option, "description",
+                     "--quiet"]) == 0
+        assert json.loads(out.read_text())["predicted_labels"] is not None
+
+
+@pytest.mark.parametrize("option", ["--threads", "--num-threads"])
+def test_threads_has_the_serving_commands_name_and_keeps_its_old_one(tiny_bundle, tmp_path, option):
+    src, out = write_csv(tmp_path / "in.csv", ROWS), tmp_path / "out.csv"
+    proc = run_cli("--bundle", tiny_bundle, "--input", src, "--out", out, option, "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_csv(out)) == len(ROWS)
 
 
 @pytest.mark.parametrize("case", ["non-utf8", "bad-extension", "missing-input", "missing-bundle"])
@@ -230,7 +240,7 @@ def test_csv_headers_that_would_lose_or_overwrite_cells_are_refused(tiny_bundle,
     ("--batch-size", "0", "argument --batch-size: must be an integer >= 1, got '0'"),
     ("--batch-size", "many", "argument --batch-size: must be an integer >= 1, got 'many'"),
     ("--top-k", "0", "argument --top-k: must be an integer >= 1, got '0'"),
-    ("--num-threads", "-2", "argument --num-threads: must be an integer >= 1, got '-2'"),
+    ("--threads", "-2", "argument --threads/--num-threads: must be an integer >= 1, got '-2'"),
     ("--threshold", "1.5", "argument --threshold: must be a number >= 0 and <= 1, got '1.5'"),
     ("--threshold", "nan", "argument --threshold: must be a number >= 0 and <= 1 (a finite number), got 'nan'"),
 ])

@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
         predict scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed bench-scrape \
-        bench-serve clean
+        bench-serve bench-prepare clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ bench-train-speed: install ## blurr/fastai training step vs a plain PyTorch loop
 
 bench-scrape: install ## scraper pages/s vs a naive loop against a local server
 	$(PY) -m bench.scrape
+
+bench-prepare: install ## training.prepare on ../shared data and the stratified split on 30,000 rows (seconds)
+	$(PY) -m bench.prepare
 
 bench-serve: install ## gunicorn throughput and latency vs in-process predictions
 	$(PY) -m bench.serve --bundle $(BUNDLE)

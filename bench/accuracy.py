@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import config
+from deployment.cli_types import int_at_least, positive_float
 from training import prepare
 from training.train import TrainSettings, parse_duration, train
 
@@ -27,6 +28,14 @@ DEFAULTS = {  # per data set: what fits a 2-core budget (titles are short, plot 
 }
 ROWS = (("baseline", "tf-idf + logreg (baseline)"), ("transformer", "transformer alone"),
         ("blend", "ours: transformer + tf-idf blend"), ("most_frequent", "most frequent labels"))
+
+
+def positive_duration(text: str) -> float:
+    """training.train's duration syntax (600, 25m, 1.5h), and more than zero: a budget of 0 trains nothing."""
+    seconds = parse_duration(text)
+    if not seconds:
+        raise argparse.ArgumentTypeError(f"must be a duration above zero (600, 25m, 1.5h), got {text!r}")
+    return seconds
 
 
 def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -> dict:
@@ -66,11 +75,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, action="append",
                     help="JSONL(.gz) or details CSV; repeatable (default: both ../shared data sets)")
-    ap.add_argument("--time-budget", type=parse_duration, default=parse_duration("25m"),
+    ap.add_argument("--time-budget", type=positive_duration, default=parse_duration("25m"),
                     help="wall-clock budget per data set for training + evaluation (e.g. 25m)")
-    ap.add_argument("--max-length", type=int, help="override the per-data-set token length")
-    ap.add_argument("--epochs", type=float, help="override the planned epochs")
-    ap.add_argument("--lr", type=float, help="override the head learning rate")
+    ap.add_argument("--max-length", type=int_at_least(8), help="override the per-data-set token length")
+    ap.add_argument("--epochs", type=positive_float, help="override the planned epochs")
+    ap.add_argument("--lr", type=positive_float, help="override the head learning rate")
     ap.add_argument("--work", type=Path, default=config.ROOT / "bench" / "results" / "work", help="scratch dir")
     ap.add_argument("--out", type=Path, default=config.ROOT / "bench" / "results" / "accuracy.json", help="JSON output")
     args = ap.parse_args(argv)

@@ -28,6 +28,7 @@ import requests
 from bs4 import BeautifulSoup
 
 import config
+from deployment.cli_types import positive_int
 from scraper import details_scraper, url_scraper
 
 if str(config.ROOT) not in sys.path:
@@ -108,9 +109,9 @@ def timed(fn, *args) -> tuple[int, float]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.scrape", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--items", type=int, default=200, help="books and questions on the local site (default 200)")
-    ap.add_argument("--per-page", type=int, default=20, help="items per listing page (default 20)")
-    ap.add_argument("--workers", type=int, default=1,
+    ap.add_argument("--items", type=positive_int, default=200, help="books and questions on the local site (default 200)")
+    ap.add_argument("--per-page", type=positive_int, default=20, help="items per listing page (default 20)")
+    ap.add_argument("--workers", type=positive_int, default=1,
                     help="details_scraper --workers (default 1: against a zero-latency local server on 2 cores the "
                          "work is CPU-bound and extra threads only contend; workers pay off on real network latency)")
     ap.add_argument("--out", type=Path, default=config.ROOT / "bench" / "results" / "scrape.json",

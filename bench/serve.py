@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import config
+from deployment.cli_types import non_negative_int, positive_float, positive_int
 
 DEFAULT_BUNDLE = config.MODELS_DIR / "books" / "bundle"
 DEFAULT_TEXTS = config.SAMPLE_DIR / "books.csv"   # realistic descriptions; falls back to the bundle's examples
@@ -254,14 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=d.bundle, help=f"model bundle directory (default {DEFAULT_BUNDLE})")
     ap.add_argument("--texts", default=None, help=f"CSV/JSONL with a text column (default {DEFAULT_TEXTS} if present)")
-    ap.add_argument("--n-texts", type=int, default=d.n_texts, help="distinct texts to cycle through")
-    ap.add_argument("--clients", type=int, nargs="+", default=d.clients, help="concurrency levels (default 1 8 32)")
-    ap.add_argument("--seconds", type=float, default=d.seconds, help="time cap per level and mode")
-    ap.add_argument("--requests", type=int, default=d.requests, help="request cap per level and mode")
-    ap.add_argument("--warmup", type=int, default=d.warmup, help="untimed requests before each mode")
-    ap.add_argument("--workers", type=int, default=d.workers, help="gunicorn workers")
-    ap.add_argument("--threads", type=int, default=d.threads, help="gunicorn threads per worker")
-    ap.add_argument("--ort-threads", type=int, default=d.ort_threads,
+    ap.add_argument("--n-texts", type=positive_int, default=d.n_texts, help="distinct texts to cycle through")
+    ap.add_argument("--clients", type=positive_int, nargs="+", default=d.clients, help="concurrency levels (default 1 8 32)")
+    ap.add_argument("--seconds", type=positive_float, default=d.seconds, help="time cap per level and mode")
+    ap.add_argument("--requests", type=positive_int, default=d.requests, help="request cap per level and mode")
+    ap.add_argument("--warmup", type=non_negative_int, default=d.warmup, help="untimed requests before each mode")
+    ap.add_argument("--workers", type=positive_int, default=d.workers, help="gunicorn workers")
+    ap.add_argument("--threads", type=positive_int, default=d.threads, help="gunicorn threads per worker")
+    ap.add_argument("--ort-threads", type=non_negative_int, default=d.ort_threads,
                     help="onnxruntime threads per predictor, 0 = its default (all cores)")
     ap.add_argument("--out", default=d.out, help="JSON output")
     a = ap.parse_args(argv)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import config
+from deployment.cli_types import int_at_least, non_negative_int, positive_int
 
 
 def main(argv=None) -> int:
@@ -30,11 +31,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=config.PROCESSED_DIR / "books",
                     help="processed data dir (default: data/processed/books; made from the sample if missing)")
     ap.add_argument("--backbone", default="all-MiniLM-L6-v2", help="backbone to time")
-    ap.add_argument("--batches", type=int, default=15, help="timed batches per path")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed batches first")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--out", type=Path, default=config.ROOT / "bench" / "results" / "train_speed.json")
+    ap.add_argument("--batches", type=positive_int, default=15, help="timed batches per path")
+    ap.add_argument("--warmup", type=non_negative_int, default=3, help="untimed batches first")
+    ap.add_argument("--batch-size", type=positive_int, default=16, help="training batch size")
+    ap.add_argument("--max-length", type=int_at_least(8), default=256, help="tokens per text")
+    ap.add_argument("--out", type=Path, default=config.ROOT / "bench" / "results" / "train_speed.json",
+                    help="JSON output")
     args = ap.parse_args(argv)
 
     import torch

@@ -5,7 +5,7 @@
 
 In a Space (this folder as the repo root, `python app.py`) the bundle is read from ./bundle. Two tabs: one
 text with examples, a confidence chart and the predicted labels; a CSV in, the same CSV with predictions
-out. Thresholds are the bundle's tuned per-label ones unless the user overrides them with one number.
+out (through the batch CLI's own code, deployment/predict.py: the same columns and error cells). Thresholds are the bundle's tuned per-label ones unless the user overrides them with one number.
 Inference is `Predictor` only: this file never tokenises or thresholds anything itself.
 """
 from __future__ import annotations
@@ -13,34 +13,44 @@ from __future__ import annotations
 import argparse
 import csv
 import html
-import json
+import math
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
 
+if __package__:   # `python -m deployment.app` or `import deployment.app` in the repo
+    from .cli_types import port, positive_int
+    from .web import MAX_TEXT_CHARS, label_colors, length_problem
+else:             # the Space: this folder is the root and app.py runs as a script
+    from cli_types import port, positive_int  # type: ignore[no-redef]
+    from web import MAX_TEXT_CHARS, label_colors, length_problem  # type: ignore[no-redef]
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported; the Space has no config.py
+if os.environ.get("GRADIO_SERVER_PORT"):   # Gradio itself int()s it at import: a traceback for "http"
+    try:
+        port(os.environ["GRADIO_SERVER_PORT"])
+    except argparse.ArgumentTypeError as err:
+        sys.stderr.write(f"error: $GRADIO_SERVER_PORT {err}\n")
+        raise SystemExit(2) from None
 
 import gradio as gr  # noqa: E402
 
-if __package__:   # `python -m deployment.app` or `import deployment.app` in the repo
+if __package__:
     from .examples import load_examples
-    from .predictor import BundleError, Predictor
-else:             # the Space: this folder is the root and app.py runs as a script
+    from .predict import InputError as BatchInputError, predict_file, scan
+    from .predictor import BundleError, InputError, Predictor
+else:
     from examples import load_examples  # type: ignore[no-redef]
-    from predictor import BundleError, Predictor  # type: ignore[no-redef]
+    from predict import InputError as BatchInputError, predict_file, scan  # type: ignore[no-redef]
+    from predictor import BundleError, InputError, Predictor  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BUNDLE = HERE / "bundle"   # where the Space keeps its bundle; in the repo pass --bundle or MLTC_BUNDLE
-MAX_TEXT_CHARS = 20_000            # same limit as the Flask site
 MAX_CSV_ROWS = 20_000              # a batch larger than this belongs to `python -m deployment.predict`
 MAX_CSV_BYTES = 20 * 1024 * 1024   # upload limit handed to Gradio
-CSV_CHUNK = 64                     # texts per predict() call in the batch tab (progress granularity)
 DEFAULT_TOP_K = 10                 # labels in the confidence chart
 PREVIEW_ROWS = 20                  # rows of the batch result shown on the page
-COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
-OUTPUT_COLUMNS = ("predicted", "scores", "truncated")   # added to the batch CSV
 
 CSS = """
 .mltc-chips { display: flex; flex-wrap: wrap; gap: 8px; margin: 4px 0; }
@@ -54,11 +64,38 @@ CSS = """
 """
 
 
-def label_colors(info: dict) -> dict[str, str]:
-    """`label_colors` when bundle.json asks for colour display (`label_display: "colors"`); bad values dropped."""
-    if info.get("label_display") != "colors" or not isinstance(info.get("label_colors"), dict):
-        return {}
-    return {str(k): v for k, v in info["label_colors"].items() if isinstance(v, str) and COLOR_RE.match(v)}
+def user_error(message: str) -> gr.Error:
+    """A gr.Error for input the user can fix: shown to them, without a traceback in the server's log."""
+    return gr.Error(message, print_exception=False)
+
+
+def _number_problem(payload) -> str | None:
+    if isinstance(payload, bool) or not isinstance(payload, (int, float)) or not math.isfinite(payload):
+        return "expected a finite number"
+    return None
+
+
+def _bool_problem(payload) -> str | None:
+    return None if isinstance(payload, bool) else "expected true or false"   # "no" would be truthy
+
+
+def strict_input(component, problem):
+    """Refuse a malformed API value for `component` with a message naming it, then run Gradio's own preprocess.
+
+    Gradio's preprocessing raises a bare TypeError on a slider value like "abc" or NaN, which reaches an API
+    client as an error without a message. Wrapped on the instance: a component subclass would make Gradio
+    write a .pyi stub beside this file at import (and fail on a read-only Space).
+    """
+    original = component.preprocess
+
+    def preprocess(payload):
+        reason = problem(payload)
+        if reason:
+            raise user_error(f"{component.label}: {reason}, got {str(payload)[:40]!r}")
+        return original(payload)
+
+    component.preprocess = preprocess
+    return component
 
 
 def predicted_html(pred: dict | None, colors: dict[str, str]) -> str:
@@ -80,30 +117,6 @@ def predicted_html(pred: dict | None, colors: dict[str, str]) -> str:
     return title + '<div class="mltc-chips">' + "".join(chips) + "</div>"
 
 
-def read_text_csv(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Rows of a CSV that must have a `text` column; raises ValueError with a message for the user."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = list(reader.fieldnames or [])
-            if "text" not in fields:
-                found = ", ".join(repr(f) for f in fields) if fields else "none (empty file)"
-                raise ValueError(f"The CSV has no 'text' column (columns found: {found}). "
-                                 "Put the texts to classify in a column named text.")
-            rows = []
-            for row in reader:
-                if len(rows) >= MAX_CSV_ROWS:
-                    raise ValueError(f"The CSV has more than {MAX_CSV_ROWS:,} rows; use "
-                                     "`python -m deployment.predict` for large files.")
-                rows.append({k: v for k, v in row.items() if k is not None})   # drop overflow cells
-    except UnicodeDecodeError as err:
-        raise ValueError(f"The file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 CSV.") from None
-    except csv.Error as err:
-        raise ValueError(f"The file could not be read as CSV: {err}") from None
-    return fields, rows
-
-
 class App:
     """The predictor plus the handlers the UI calls (plain methods, so they are testable without a browser)."""
 
@@ -122,11 +135,13 @@ class App:
 
     def predict(self, text: str, use_tuned: bool, threshold: float, top_k: int):
         text = text or ""
-        if not text.strip():
-            raise gr.Error("Enter a text to classify (or pick an example).")
-        if len(text) > MAX_TEXT_CHARS:
-            raise gr.Error(f"The text is {len(text):,} characters long; the limit is {MAX_TEXT_CHARS:,}.")
-        pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
+        problem = self.predictor.text_problem(text) or length_problem(text)   # the predictor's rule, the web's limit
+        if problem:
+            raise user_error(f"The text {problem}.")
+        try:
+            pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
+        except InputError as err:   # anything else the predictor refuses is still the user's to fix
+            raise user_error(str(err)) from None
         top = pred["labels"][: max(1, int(top_k))]
         notice = ""
         if pred["truncated"]:
@@ -141,42 +156,28 @@ class App:
         return self.predict(text, use_tuned, threshold, top_k)
 
     def predict_csv(self, file, use_tuned: bool, threshold: float, top_k: int, progress=gr.Progress()):
+        """The batch CLI's own path (deployment.predict.predict_file): same rows, columns and error cells."""
         if file is None:
-            raise gr.Error("Upload a CSV file with a text column first.")
+            raise user_error("Upload a CSV file with a text column first.")
         path = Path(file if isinstance(file, (str, Path)) else file.name)
+        out_path = Path(tempfile.mkdtemp(prefix="mltc-batch-")) / f"{path.stem}_predictions.csv"
         try:
-            fields, rows = read_text_csv(path)
-        except ValueError as err:
-            raise gr.Error(str(err)) from None
-        clash = [c for c in OUTPUT_COLUMNS if c in fields]
-        if clash:
-            raise gr.Error(f"The CSV already has column(s) {clash}; rename them so predictions don't overwrite them.")
-        thr = self._threshold(use_tuned, threshold)
-        todo = [i for i, row in enumerate(rows) if (row.get("text") or "").strip()]
-        n_truncated = 0
-        for start in progress.tqdm(range(0, len(todo), CSV_CHUNK), desc="Predicting"):
-            idx = todo[start:start + CSV_CHUNK]
-            preds = self.predictor.predict([rows[i]["text"] for i in idx], threshold=thr, top_k=int(top_k))
-            for i, pred in zip(idx, preds):
-                rows[i]["predicted"] = json.dumps(pred["predicted"], ensure_ascii=False)
-                rows[i]["scores"] = json.dumps({x["label"]: round(x["score"], 4) for x in pred["labels"]},
-                                               ensure_ascii=False)
-                rows[i]["truncated"] = str(pred["truncated"]).lower()
-                n_truncated += pred["truncated"]
-        for row in rows:   # empty texts: nothing to predict, but the row is kept
-            for col, empty in zip(OUTPUT_COLUMNS, ("[]", "{}", "")):
-                row.setdefault(col, empty)
-        out_dir = Path(tempfile.mkdtemp(prefix="mltc-batch-"))
-        out_path = out_dir / f"{path.stem}_predictions.csv"
-        with open(out_path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=fields + list(OUTPUT_COLUMNS))
-            writer.writeheader()
-            writer.writerows(rows)
-        summary = (f"Predicted {len(todo):,} of {len(rows):,} rows"
-                   + (f" ({len(rows) - len(todo):,} empty texts skipped)" if len(todo) < len(rows) else "")
-                   + (f"; {n_truncated:,} texts were longer than the model reads and were cut" if n_truncated else "")
-                   + ".")
-        preview = [[(r.get("text") or "")[:120], r["predicted"]] for r in rows[:PREVIEW_ROWS]]
+            n_rows, _ = scan(path, "text")
+            if n_rows > MAX_CSV_ROWS:
+                raise user_error(f"The CSV has {n_rows:,} rows, more than {MAX_CSV_ROWS:,}; use "
+                                 "`python -m deployment.predict` for large files.")
+            stats = predict_file(self.predictor, path, out_path, text_column="text",
+                                 threshold=self._threshold(use_tuned, threshold), top_k=int(top_k), progress=False,
+                                 on_chunk=lambda done, total: progress((done, total), desc="Predicting"))
+        except (BatchInputError, InputError) as err:   # the upload's temporary path means nothing to the user
+            raise user_error(f"The CSV cannot be used: {str(err).replace(str(path), path.name)}") from None
+        summary = (f"Predicted {stats['predicted']:,} of {stats['rows']:,} rows"
+                   + (f" ({stats['errors']:,} with an error: see the error column)" if stats["errors"] else "")
+                   + (f"; {stats['truncated']:,} texts were longer than the model reads and were cut"
+                      if stats["truncated"] else "") + ".")
+        with open(out_path, newline="", encoding="utf-8") as fh:
+            preview = [[(r.get("text") or "")[:120], r["predicted_labels"]]
+                       for r, _ in zip(csv.DictReader(fh), range(PREVIEW_ROWS))]
         return str(out_path), preview, summary
 
     # ------------------------------------------------------------------------------------------------ UI
@@ -206,6 +207,9 @@ class App:
                          f"({self.global_threshold:.2f}); lower finds more labels, higher fewer.")
                 top_k = gr.Slider(1, n_labels, value=min(DEFAULT_TOP_K, n_labels), step=1,
                                   label="Labels in the chart (top-k)")
+            strict_input(use_tuned, _bool_problem)
+            strict_input(threshold, _number_problem)
+            strict_input(top_k, _number_problem)
             use_tuned.change(lambda tuned: gr.update(interactive=not tuned), use_tuned, threshold,
                              api_visibility="private")
             with gr.Tab("One text"):
@@ -228,9 +232,11 @@ class App:
                 for control, event in ((use_tuned, "change"), (threshold, "release"), (top_k, "release")):
                     getattr(control, event)(self.repredict, inputs, outputs, api_visibility="private")
             with gr.Tab("Batch (CSV)"):
-                gr.Markdown("Upload a UTF-8 CSV with a **`text`** column. You get the same CSV back with three "
-                            "columns added: `predicted` (a JSON list of labels), `scores` (the top-k labels "
-                            "with their confidence, JSON) and `truncated`. The threshold settings above apply.")
+                gr.Markdown("Upload a UTF-8 CSV with a **`text`** column. You get the same CSV back with five "
+                            "columns added, as `python -m deployment.predict` writes them: `predicted_labels` "
+                            "(a JSON list), `scores` (the top-k labels with their confidence, JSON), `truncated`, "
+                            "`n_tokens` and `error` (why a row could not be predicted, e.g. an empty text). "
+                            "The threshold settings above apply.")
                 with gr.Row():
                     csv_in = gr.File(label="CSV with a text column", file_types=[".csv"], type="filepath")
                     csv_out = gr.File(label="Predictions (download)", interactive=False)
@@ -262,9 +268,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"model bundle directory (default: $MLTC_BUNDLE or {DEFAULT_BUNDLE})")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="interface to listen on (default 127.0.0.1; a Space sets GRADIO_SERVER_NAME=0.0.0.0)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
-                        help="port (default 7860)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    # A string default goes through `type` too, so a bad $GRADIO_SERVER_PORT is a one-line error, not a traceback.
+    parser.add_argument("--port", type=port, default=os.environ.get("GRADIO_SERVER_PORT", "7860"),
+                        help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime threads (default: all cores)")
     args = parser.parse_args(argv)
     try:
         demo = build_demo(args.bundle, num_threads=args.threads)

@@ -5,33 +5,57 @@
 
 Every input row comes out, in order, with `predicted_labels` (JSON list), `scores` (JSON object, label → score,
 best first), `truncated`, `n_tokens` and `error` (empty unless the row could not be predicted: empty text, a
-non-string value, a malformed JSON line). Thresholds are the bundle's tuned ones unless `--threshold` is given.
-The output is written to a temporary file and renamed into place when complete.
+non-string value, a lone surrogate, a malformed JSON line, a CSV row with the wrong number of fields). A bad row
+never stops the run. Thresholds are the bundle's tuned ones unless `--threshold` is given.
+
+CSV output has the union of the input rows' fields, in first-seen order (JSONL objects need not share keys),
+then the five prediction columns; cells of a CSV row with more fields than its header go to `_overflow` (a
+JSON list). A lone surrogate (JSON "\\ud800", which UTF-8 cannot encode) is written as its `\\ud800` escape.
+The output is written to a hidden `.<out>.partial-<pid>` file and renamed into place when complete; the
+input is never the output. Ctrl-C or SIGTERM stops the run and leaves no output and no temporary file; the
+temporary files of runs that died harder (kill -9) are removed by the next run writing the same output.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import glob
 import json
 import os
+import re
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 try:  # run as `python -m deployment.predict` or from inside the deployment/ folder (a Space)
+    from deployment.cli_types import positive_int, probability
     from deployment.predictor import BundleError, Predictor
 except ImportError:  # pragma: no cover
+    from cli_types import positive_int, probability
     from predictor import BundleError, Predictor
 
 CHUNK = 256                       # rows read, predicted and written at a time (bounded memory on big files)
 OUT_FIELDS = ("predicted_labels", "scores", "truncated", "n_tokens", "error")
+OVERFLOW_FIELD = "_overflow"      # cells of a CSV row beyond its header, as a JSON list
+EXIT_INTERRUPTED = 130
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+Row = tuple[dict, object, "str | None"]   # (fields written back out, the text value, why it can't be predicted)
 
 
 class InputError(ValueError):
-    """An input file that cannot be read at all (the message names it)."""
+    """An input or output file that cannot be used at all (the message names it). `hint` is advice for the
+    command line only (an option to pass); the Gradio app, which shares this batch path, shows the message."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
+# ---------------------------------------------------------------------------------------------- paths
 def _format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".jsonl"):
@@ -39,157 +63,328 @@ def _format(path: Path) -> str:
     raise InputError(f"{path}: unsupported extension {suffix!r}; use .csv or .jsonl")
 
 
-def read_rows(path: Path, text_column: str) -> Iterator[tuple[dict, object, str | None]]:
+def check_paths(input_path: Path, out_path: Path) -> None:
+    """Both formats known, the input a file, the output not a folder and never the input itself."""
+    _format(input_path), _format(out_path)
+    if not input_path.is_file():
+        raise InputError(f"{input_path}: file not found")
+    if out_path.is_dir():
+        raise InputError(f"{out_path}: is a folder; --out names the output file")
+    # resolve() follows symlinks and makes relative paths absolute; samefile() also catches hard links.
+    if input_path.resolve() == out_path.resolve() or (out_path.exists() and os.path.samefile(input_path, out_path)):
+        raise InputError(f"--out {out_path} is the input file {input_path}; write the predictions somewhere else")
+
+
+def _partial_name(out_path: Path, pid: int) -> Path:
+    return out_path.with_name(f".{out_path.name}.partial-{pid}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)   # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # exists, owned by someone else
+        return True
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def remove_stale_partials(out_path: Path) -> list[Path]:
+    """Delete the temporary files of earlier runs writing `out_path` whose process is gone (kill -9, a crash).
+
+    A live process's file is left alone: another run may be writing the same output right now.
+    """
+    removed = []
+    for tmp in out_path.parent.glob(f".{glob.escape(out_path.name)}.partial-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isascii() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------- reading
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON value")   # Python reads NaN/Infinity; strict readers of our output don't
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:   # json.loads would keep the last one silently
+        raise ValueError(f"duplicate key(s) {', '.join(map(repr, dupes))}")
+    return dict(pairs)
+
+
+def _csv_rows(fh, path: Path, text_column: str) -> Iterator[Row]:
+    csv.field_size_limit(sys.maxsize)
+    reader = csv.reader(fh)
+    header = next(reader, None)
+    if not header or text_column not in header:
+        raise InputError(f"{path}: no {text_column!r} column (columns: {header})", hint="pick one with --text-col")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:   # a dict per row would keep one of them and lose the others' cells
+        raise InputError(f"{path}: the header repeats column name(s) {', '.join(map(repr, dupes))}; rename them")
+    start = reader.line_num + 1
+    for values in reader:
+        line, start = start, reader.line_num + 1
+        if not values:   # a blank line is not a row
+            continue
+        row = dict(zip(header, values))
+        if len(values) == len(header):
+            yield row, row[text_column], None
+            continue
+        if len(values) > len(header):
+            row[OVERFLOW_FIELD] = json.dumps(values[len(header):], ensure_ascii=False)
+        yield row, None, (f"line {line} has {len(values)} fields but the header has {len(header)}; "
+                          "quote fields that contain commas")
+
+
+def _jsonl_rows(fh, text_column: str) -> Iterator[Row]:
+    for n, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+        except json.JSONDecodeError as exc:
+            yield {"line": n, "raw": line.rstrip("\r\n")}, None, f"invalid JSON on line {n}: {exc.msg}"
+            continue
+        except (ValueError, RecursionError) as exc:   # duplicate keys, NaN, 4300+ digit numbers, deep nesting
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(":")[0]
+            yield {"line": n, "raw": line.rstrip("\r\n")}, None, f"invalid JSON on line {n}: {reason}"
+            continue
+        if not isinstance(obj, dict):
+            yield {"line": n, "raw": obj}, None, f"line {n} is not a JSON object"
+            continue
+        if text_column not in obj:
+            yield obj, None, f"line {n} has no {text_column!r} field"
+            continue
+        yield obj, obj[text_column], None
+
+
+def read_rows(path: Path, text_column: str) -> Iterator[Row]:
     """(row, text value, error) per input record, in file order; the row is written back out unchanged."""
     fmt = _format(path)
-    with open(path, newline="" if fmt == "csv" else None, encoding="utf-8-sig") as fh:
-        if fmt == "csv":
-            csv.field_size_limit(sys.maxsize)
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or text_column not in reader.fieldnames:
-                raise InputError(f"{path}: no {text_column!r} column (columns: {reader.fieldnames}); "
-                                 f"pick one with --text-column")
-            for row in reader:
-                yield row, row.get(text_column), None
-        else:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield {"line": n, "raw": line.rstrip("\n")}, None, f"invalid JSON on line {n}: {exc.msg}"
-                    continue
-                if not isinstance(obj, dict):
-                    yield {"line": n, "raw": obj}, None, f"line {n} is not a JSON object"
-                    continue
-                if text_column not in obj:
-                    yield obj, None, f"line {n} has no {text_column!r} field"
-                    continue
-                yield obj, obj[text_column], None
-
-
-def count_rows(path: Path) -> int | None:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            if _format(path) == "csv":
-                csv.field_size_limit(sys.maxsize)
-                return max(sum(1 for _ in csv.reader(fh)) - 1, 0)
-            return sum(1 for line in fh if line.strip())
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None   # the real read reports the problem properly
+        # JSONL: lines end at "\n" only (a JSON string can hold U+2028 or \x1c, which other splitters cut at).
+        with open(path, newline="" if fmt == "csv" else "\n", encoding="utf-8-sig") as fh:
+            yield from _csv_rows(fh, path, text_column) if fmt == "csv" else _jsonl_rows(fh, text_column)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-save it as UTF-8") from exc
+    except csv.Error as exc:
+        raise InputError(f"{path}: malformed CSV ({exc})") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
 
 
-def _check(text) -> str | None:
+def scan(path: Path, text_column: str) -> tuple[int, list[str]]:
+    """Rows and the union of their fields in first-seen order: the CSV header must exist before the first row.
+
+    Reading the whole file first also finds a non-UTF-8 byte or broken quoting before any work is done.
+    """
+    n, fields = 0, {}
+    for row, _, _ in read_rows(path, text_column):
+        n += 1
+        fields.update(dict.fromkeys(row))
+    return n, list(fields)
+
+
+# ---------------------------------------------------------------------------------------------- predicting
+def check_text(text) -> str | None:
+    """Why a row's text cannot be predicted (its `error` cell), or None. The rules are the predictor's own."""
+    problem = Predictor.text_problem(text)
+    if problem is None:
+        return None
     if not isinstance(text, str):
         return f"text is {type(text).__name__}, not a string"
     if not text.strip():
         return "empty text"
-    return None
+    return f"text {problem}"
+
+
+def output_columns(result: dict | None, error: str | None) -> dict:
+    """The columns a row gains: `result` is one `Predictor.predict` answer, None when the row has an `error`."""
+    return {"predicted_labels": result["predicted"] if result else [],
+            "scores": {s["label"]: round(s["score"], 6) for s in result["labels"]} if result else {},
+            "truncated": result["truncated"] if result else None,
+            "n_tokens": result["n_tokens"] if result else None,
+            "error": error}
+
+
+def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    chunk: list[Row] = []
+    for row, text, err in rows:
+        chunk.append((row, text, err or check_text(text)))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def predict_chunk(pred: Predictor, chunk: list[Row], threshold: float | None, top_k: int | None) -> list[dict | None]:
+    """One predictor call for the chunk's good rows; None for the rows with an error."""
+    ok = [i for i, (_, _, err) in enumerate(chunk) if err is None]
+    results = pred.predict([chunk[i][1] for i in ok], threshold=threshold, top_k=top_k) if ok else []
+    by_row = dict(zip(ok, results))
+    return [by_row.get(i) for i in range(len(chunk))]
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def _escape_surrogates(text: str) -> str:
+    """JSON text with each lone surrogate as its \\uXXXX escape: still valid JSON, decodes to the same string."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _csv_cell(value) -> object:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return str(value).lower()   # JSON's true/false, like the `truncated` column
+    return "" if value is None else value
+
+
+class _Writer:
+    """Writes rows to the open temporary file as CSV (fixed header: the union of fields) or JSONL."""
+
+    def __init__(self, fh, fmt: str, fields: list[str]):
+        self.fh, self.fmt = fh, fmt
+        if fmt == "csv":
+            self.csv = csv.DictWriter(fh, fieldnames=fields + list(OUT_FIELDS), restval="", extrasaction="raise")
+            self.csv.writeheader()
+
+    def write(self, row: dict, extra: dict) -> None:
+        if self.fmt == "jsonl":
+            self.fh.write(_escape_surrogates(json.dumps({**row, **extra}, ensure_ascii=False)) + "\n")
+            return
+        self.csv.writerow({**{k: _csv_cell(v) for k, v in row.items()},
+                           "predicted_labels": json.dumps(extra["predicted_labels"], ensure_ascii=False),
+                           "scores": json.dumps(extra["scores"], ensure_ascii=False),
+                           "truncated": "" if extra["truncated"] is None else str(extra["truncated"]).lower(),
+                           "n_tokens": "" if extra["n_tokens"] is None else extra["n_tokens"],
+                           "error": extra["error"] or ""})
+
+
+def _progress_bar(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is tiny but optional for a Space
+        return None
+    return tqdm(total=total, unit="doc", disable=not enabled, file=sys.stderr)
 
 
 def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column: str = "text",
-                 threshold: float | None = None, top_k: int | None = None, progress: bool = True) -> dict:
-    """Predict every row of `input_path` into `out_path`; returns counts and timing."""
-    in_fmt, out_fmt = _format(input_path), _format(out_path)
-    if not input_path.is_file():
-        raise InputError(f"{input_path}: file not found")
-    total = count_rows(input_path) if progress else None
-    try:
-        from tqdm import tqdm
-        bar = tqdm(total=total, unit="doc", disable=not progress, file=sys.stderr)
-    except ImportError:  # pragma: no cover - tqdm is tiny but optional for a Space
-        bar = None
-    tmp = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    stats = {"rows": 0, "predicted": 0, "errors": 0, "truncated": 0}
-    t0 = time.perf_counter()
-    writer = None
-    try:
-        with open(tmp, "w", newline="" if out_fmt == "csv" else None, encoding="utf-8") as out:
-            chunk: list[tuple[dict, object, str | None]] = []
+                 threshold: float | None = None, top_k: int | None = None, progress: bool = True,
+                 on_chunk: Callable[[int, int], None] | None = None) -> dict:
+    """Predict every row of `input_path` into `out_path`; returns counts and timing.
 
-            def flush():
-                nonlocal writer
-                ok = [i for i, (_, text, err) in enumerate(chunk) if err is None]
-                results = pred.predict([chunk[i][1] for i in ok], threshold=threshold, top_k=top_k) if ok else []
-                by_row = dict(zip(ok, results))
-                for i, (row, _, err) in enumerate(chunk):
-                    res = by_row.get(i)
-                    extra = {"predicted_labels": res["predicted"] if res else [],
-                             "scores": {s["label"]: round(s["score"], 6) for s in res["labels"]} if res else {},
-                             "truncated": res["truncated"] if res else None,
-                             "n_tokens": res["n_tokens"] if res else None,
-                             "error": err}
+    `progress` draws a bar on stderr; `on_chunk(rows_done, rows_total)` is called after each chunk (the
+    Gradio app drives its own progress bar with it)."""
+    check_paths(input_path, out_path)
+    t0 = time.perf_counter()
+    stats = {"rows": 0, "predicted": 0, "errors": 0, "truncated": 0,
+             "stale_partials_removed": [str(p) for p in remove_stale_partials(out_path)]}
+    total, fields = scan(input_path, text_column)
+    clash = [f for f in fields if f in OUT_FIELDS]
+    if clash:
+        raise InputError(f"{input_path}: has field(s) {clash} that the output adds (a prediction output given "
+                         "back as input?); rename them so nothing is overwritten")
+    tmp = _partial_name(out_path, os.getpid())
+    bar = _progress_bar(total, progress)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        # backslashreplace: a lone surrogate (valid in JSON input, not encodable in UTF-8) is written as \udXXX.
+        with open(tmp, "w", newline="" if out_path.suffix.lower() == ".csv" else None, encoding="utf-8",
+                  errors="backslashreplace") as fh:
+            writer = _Writer(fh, _format(out_path), fields)
+            for chunk in _chunks(read_rows(input_path, text_column), CHUNK):
+                for (row, _, err), res in zip(chunk, predict_chunk(pred, chunk, threshold, top_k)):
+                    writer.write(row, output_columns(res, err))
                     stats["rows"] += 1
                     stats["predicted"] += res is not None
                     stats["errors"] += err is not None
                     stats["truncated"] += bool(res and res["truncated"])
-                    if out_fmt == "jsonl":
-                        out.write(json.dumps({**row, **extra}, ensure_ascii=False) + "\n")
-                        continue
-                    flat = {**{k: v if not isinstance(v, (dict, list)) else json.dumps(v, ensure_ascii=False)
-                                for k, v in row.items() if k is not None},
-                            "predicted_labels": json.dumps(extra["predicted_labels"], ensure_ascii=False),
-                            "scores": json.dumps(extra["scores"], ensure_ascii=False),
-                            "truncated": "" if res is None else str(res["truncated"]).lower(),
-                            "n_tokens": "" if res is None else res["n_tokens"],
-                            "error": err or ""}
-                    if writer is None:
-                        fields = [k for k in flat if k not in OUT_FIELDS] + list(OUT_FIELDS)
-                        writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", restval="")
-                        writer.writeheader()
-                    writer.writerow(flat)
                 if bar is not None:
                     bar.update(len(chunk))
-                chunk.clear()
-
-            for row, text, err in read_rows(input_path, text_column):
-                chunk.append((row, text, err or _check(text)))
-                if len(chunk) >= CHUNK:
-                    flush()
-            if chunk:
-                flush()
-            if writer is None and out_fmt == "csv":  # no rows at all: still a valid, empty CSV
-                csv.writer(out).writerow(list(OUT_FIELDS))
+                if on_chunk is not None:
+                    on_chunk(stats["rows"], total)
         tmp.replace(out_path)
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{input_path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
-    except csv.Error as exc:
-        raise InputError(f"{input_path}: malformed CSV ({exc})") from exc
+    except OSError as exc:
+        raise InputError(f"{exc.filename or out_path}: cannot write ({exc.strerror})") from exc
     finally:
         if bar is not None:
             bar.close()
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     stats["seconds"] = time.perf_counter() - t0
     stats["docs_per_s"] = stats["predicted"] / stats["seconds"] if stats["seconds"] > 0 else 0.0
-    stats["input_format"], stats["output_format"] = in_fmt, out_fmt
+    stats["input_format"], stats["output_format"] = _format(input_path), _format(out_path)
     return stats
 
 
-def main(argv=None) -> int:
+# ---------------------------------------------------------------------------------------------- command line
+@contextlib.contextmanager
+def interrupts_as_keyboard_interrupt():
+    """Ctrl-C (SIGINT) and `kill` (SIGTERM) both raise KeyboardInterrupt, so the temporary file is removed.
+
+    SIGINT gets an explicit handler because a process started in the background (`cmd &` in a script)
+    inherits it ignored, and Python then never raises KeyboardInterrupt (as scraper/cli.py does).
+    """
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:   # not the main thread (a caller running main() from a worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m deployment.predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--bundle", type=Path, required=True, help="bundle folder written by compression.quantize")
     p.add_argument("--input", type=Path, required=True, help="a .csv (with a text column) or .jsonl file")
-    p.add_argument("--out", type=Path, required=True, help="output .csv or .jsonl (format from the extension)")
-    p.add_argument("--text-column", default="text", help="column / field holding the text")
-    p.add_argument("--threshold", type=float, default=None, help="one threshold for every label (default: the bundle's tuned ones)")
-    p.add_argument("--top-k", type=int, default=None, help="keep only the k best scores per row in `scores`")
-    p.add_argument("--batch-size", type=int, default=32, help="texts per onnxruntime call")
-    p.add_argument("--num-threads", type=int, default=None, help="onnxruntime intra-op threads (default: its own)")
+    p.add_argument("--out", type=Path, required=True, help="output .csv or .jsonl (format from the extension); "
+                                                           "never the input")
+    # One vocabulary with the other commands (training.prepare --text-col, flask_app/deployment.app --threads);
+    # the earlier spellings --text-column and --num-threads still work.
+    p.add_argument("--text-col", "--text-column", dest="text_column", default="text",
+                   help="column / field holding the text")
+    p.add_argument("--threshold", type=probability, default=None,
+                   help="one threshold in [0, 1] for every label (default: the bundle's tuned ones)")
+    p.add_argument("--top-k", type=positive_int, default=None, help="keep only the k best scores per row in `scores`")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="texts per onnxruntime call")
+    p.add_argument("--threads", "--num-threads", dest="threads", type=positive_int, default=None,
+                   help="onnxruntime intra-op threads (default: its own)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     try:
-        for path in (a.input, a.out):
-            _format(path)
-        pred = Predictor.from_bundle(a.bundle, num_threads=a.num_threads, batch_size=a.batch_size)
-        stats = predict_file(pred, a.input, a.out, text_column=a.text_column, threshold=a.threshold,
-                             top_k=a.top_k, progress=not a.quiet)
-    except (BundleError, InputError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        with interrupts_as_keyboard_interrupt():
+            check_paths(a.input, a.out)   # before the bundle loads: a wrong path fails in milliseconds
+            pred = Predictor.from_bundle(a.bundle, num_threads=a.threads, batch_size=a.batch_size)
+            stats = predict_file(pred, a.input, a.out, text_column=a.text_column, threshold=a.threshold,
+                                 top_k=a.top_k, progress=not a.quiet)
+    except (BundleError, InputError) as exc:
+        hint = getattr(exc, "hint", None)
+        print(f"error: {exc}" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing written to {a.out} (the input is untouched); rerun the command",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    for path in stats["stale_partials_removed"]:
+        print(f"removed {path}: the temporary file of an earlier run that did not finish", file=sys.stderr)
     print(f"predicted {stats['predicted']}/{stats['rows']} rows ({stats['errors']} with errors, "
           f"{stats['truncated']} truncated) in {stats['seconds']:.1f}s = {stats['docs_per_s']:.1f} docs/s -> {a.out}")
     return 0

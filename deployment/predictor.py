@@ -14,8 +14,12 @@ same two modules, so what they measure is what this class serves.
 """
 from __future__ import annotations
 
+import math
+import numbers
+import re
+import reprlib
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -28,11 +32,18 @@ else:             # the Space: this folder is the root, modules are top-level
     from encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows  # type: ignore[no-redef]
     from scoring import BundleError, LinearComponent, blend, read_json, sigmoid  # type: ignore[no-redef]
 
-__all__ = ["BundleError", "LinearComponent", "Predictor", "session_options"]
+__all__ = ["BundleError", "InputError", "LinearComponent", "Predictor", "session_options"]
 
 FORMAT_VERSION = 1                  # the bundle.json format this module reads
 DEFAULT_BATCH_SIZE = 32             # texts per onnxruntime call
+MAX_TOKENS = 32_768                 # largest max_length a bundle may declare (the load-time check runs one such text)
 REQUIRED_KEYS = ("format_version", "labels", "thresholds", "max_length", "inputs")
+
+
+class InputError(ValueError, TypeError):
+    """Input the caller can fix: a text that is not a string, is empty or is not valid Unicode; a bad threshold or
+    top_k. The message says which text and why. Servers answer it with a 4xx; it subclasses both ValueError and
+    TypeError, the two types predict() raised for these cases before it existed."""
 
 
 def session_options(num_threads: int | None = None) -> ort.SessionOptions:
@@ -47,6 +58,17 @@ def session_options(num_threads: int | None = None) -> ort.SessionOptions:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return options
+
+
+def _brief(value: Any) -> str:
+    """A short repr for error messages: a client can send a megabyte where a number belongs."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = 60
+    short.maxlong = 40
+    try:
+        return short.repr(value)
+    except ValueError:   # an int beyond Python's 4300-digit str() limit
+        return f"a {type(value).__name__} too large to print"
 
 
 def load_session(model_path: Path, num_threads: int | None = None) -> ort.InferenceSession:
@@ -104,14 +126,28 @@ class Predictor:
 
         linear = None
         if info.get("linear"):
-            linear = LinearComponent.load(bundle / "linear.json", bundle / "linear.npz", len(labels))
+            try:
+                linear = LinearComponent.load(bundle / "linear.json", bundle / "linear.npz", len(labels))
+            except (TypeError, ValueError, KeyError) as exc:   # a value of the wrong type deep in linear.json
+                raise BundleError(f"{bundle / 'linear.json'}: malformed ({type(exc).__name__}: {exc})") from exc
             expected = info["linear"].get("weight") if isinstance(info["linear"], dict) else None
             if expected is not None and abs(float(expected) - linear.weight) > 1e-9:
                 raise BundleError(f"{bundle / 'linear.json'}: weight {linear.weight} != bundle.json linear.weight {expected}")
 
         pred = cls(session, encoder, info, linear=linear, batch_size=batch_size, source=str(bundle))
-        # One tiny run checks that the graph executes and that its outputs match the labels.
-        n_out = pred.transformer_logits(encoder.encode(["warm up"])).shape[1]
+        # One run at full length checks that the graph executes, that its outputs match the labels, and that
+        # max_length fits the model's position embeddings (else every long text would fail, not the load).
+        encoded = encoder.encode([" ".join(["a"] * pred.max_length), "warm up"])
+        feeds = encoder.feeds([encoded.windows[0], encoded.windows[-1]])
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4   # the failure is reported below, naming the file; no C++ log line
+        try:
+            n_out = session.run(["logits"], feeds, quiet)[0].shape[1]
+        except Exception as exc:   # onnxruntime's own exception types (InvalidArgument, Fail, ...)
+            raise BundleError(
+                f"{model_path}: the model cannot read {len(encoded.windows[0].ids)} tokens, but {info_path} says "
+                f"max_length {pred.max_length}: it is longer than the model's position embeddings, or the graph "
+                f"is broken ({type(exc).__name__}: {str(exc)[:200]})") from exc
         if n_out != len(labels):
             raise BundleError(f"{model_path}: the model outputs {n_out} labels but {info_path} lists {len(labels)}")
         return pred
@@ -137,6 +173,42 @@ class Predictor:
         probs = blend(p_model, p_linear, self.linear.weight if self.linear is not None else 0.0)
         return probs, encoded
 
+    # ------------------------------------------------------------------ input checks
+    # One set of rules for every consumer: Flask, Gradio and the batch CLI call these to check a request or a
+    # row before predict(), and predict() applies the same ones, so what they accept the model can read.
+    _LONE_SURROGATE = re.compile("[\ud800-\udfff]")   # str can hold them (JSON "\\ud800"); UTF-8 cannot
+
+    @classmethod
+    def text_problem(cls, text: Any) -> str | None:
+        """Why `text` cannot be classified, as the end of a sentence ("is empty ..."); None when it can."""
+        if not isinstance(text, str):
+            return f"is {type(text).__name__}, expected str"
+        if not text.strip():
+            return "is empty or whitespace only; there is nothing to classify"
+        surrogate = cls._LONE_SURROGATE.search(text)
+        if surrogate:   # the tokenizer cannot take it (its Rust strings are UTF-8): say so instead of a TypeError
+            return (f"holds a lone surrogate (U+{ord(surrogate.group()):04X} at character {surrogate.start()}), "
+                    "which is not valid Unicode text")
+        return None
+
+    @staticmethod
+    def threshold_problem(threshold: Any) -> str | None:
+        """None for None (the tuned thresholds) or a finite number in [0, 1]; otherwise what is wrong."""
+        if threshold is None:
+            return None
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
+            return f"threshold must be a number between 0 and 1, got {_brief(threshold)}"
+        return None
+
+    @staticmethod
+    def top_k_problem(top_k: Any) -> str | None:
+        """None for None (every label) or a positive integer; otherwise what is wrong."""
+        if top_k is None:
+            return None
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+            return f"top_k must be a positive integer, got {_brief(top_k)}"
+        return None
+
     def predict(self, texts: Sequence[str], threshold: float | None = None,
                 top_k: int | None = None) -> list[dict]:
         """Labels with scores (sorted, cut to `top_k`) and the predicted set for each text.
@@ -147,21 +219,18 @@ class Predictor:
         cap on windows (or, with one window, `max_length`) cut the text, so the model did not read all of it.
         """
         if isinstance(texts, (str, bytes)):
-            raise TypeError("predict() takes a list of texts; wrap a single text as [text]")
+            raise InputError("predict() takes a list of texts; wrap a single text as [text]")
         texts = list(texts)
         for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"text {i} is {type(text).__name__}, expected str")
-            if not text.strip():
-                raise ValueError(f"text {i} is empty or whitespace only; there is nothing to classify")
-        if threshold is not None:
-            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-                raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
-        if top_k is not None:
-            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-                raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+            problem = self.text_problem(text)
+            if problem:
+                raise InputError(f"text {i} {problem}")
+        problem = self.threshold_problem(threshold) or self.top_k_problem(top_k)
+        if problem:
+            raise InputError(problem)
         if not texts:
             return []
+        top_k = None if top_k is None else int(top_k)
         thresholds = self.thresholds if threshold is None else [float(threshold)] * len(self.labels)
         probs, encoded = self.probabilities(texts)
         results = []
@@ -184,32 +253,56 @@ class Predictor:
 
 
 def read_bundle_info(info_path: Path) -> dict:
-    """`bundle.json`, checked: BundleError naming the file for anything this predictor cannot serve."""
+    """`bundle.json`, checked: every value the predictor reads has the type and range it needs, else a BundleError
+    naming the file, never a TypeError or ValueError from deep inside the constructor (bool is not a number here)."""
     info = read_json(info_path)
     if not isinstance(info, dict):
         raise BundleError(f"{info_path}: expected a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in info]
     if missing:
         raise BundleError(f"{info_path}: missing keys {missing}")
-    if info["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"{info_path}: format_version {info['format_version']!r}, this predictor reads {FORMAT_VERSION}")
+
+    def number(x) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    version = info["format_version"]
+    if not (number(version) and version == FORMAT_VERSION):
+        raise BundleError(f"{info_path}: format_version {_brief(version)}, this predictor reads {FORMAT_VERSION}")
     labels, thresholds = info["labels"], info["thresholds"]
-    if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
-        raise BundleError(f"{info_path}: 'labels' must be a non-empty list of strings")
+    if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x.strip() for x in labels)):
+        raise BundleError(f"{info_path}: 'labels' must be a non-empty list of non-empty strings")
     if len(set(labels)) != len(labels):
         raise BundleError(f"{info_path}: duplicate labels")
     if not (isinstance(thresholds, list) and len(thresholds) == len(labels)
-            and all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in thresholds)):
+            and all(number(t) and 0.0 <= t <= 1.0 for t in thresholds)):
         raise BundleError(f"{info_path}: 'thresholds' must be {len(labels)} numbers in [0, 1], aligned with 'labels'")
-    if not isinstance(info["max_length"], int) or info["max_length"] < 2:
-        raise BundleError(f"{info_path}: 'max_length' must be an integer >= 2")
+    gt = info.get("global_threshold", 0.5)
+    if not (number(gt) and 0.0 <= gt <= 1.0):
+        raise BundleError(f"{info_path}: 'global_threshold' must be a number in [0, 1], got {_brief(gt)}")
+    max_length = info["max_length"]
+    if not (isinstance(max_length, int) and not isinstance(max_length, bool) and 2 <= max_length <= MAX_TOKENS):
+        raise BundleError(f"{info_path}: 'max_length' must be an integer from 2 to {MAX_TOKENS}, got {_brief(max_length)}")
+    inputs = info["inputs"]
+    if not (isinstance(inputs, list) and all(isinstance(n, str) for n in inputs) and "input_ids" in inputs
+            and set(inputs) <= set(KNOWN_INPUTS) and len(set(inputs)) == len(inputs)):
+        raise BundleError(f"{info_path}: 'inputs' must list input_ids[, attention_mask, token_type_ids], "
+                          f"got {_brief(inputs)}")
+    tok = info.get("tokenizer")
+    if tok is not None and not isinstance(tok, dict):
+        raise BundleError(f"{info_path}: 'tokenizer' must be an object, got {_brief(tok)}")
+    pad = (tok or {}).get("pad_token_id")
+    if pad is not None and not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 0):
+        raise BundleError(f"{info_path}: 'tokenizer.pad_token_id' must be an integer >= 0, got {_brief(pad)}")
+    linear = info.get("linear")
+    if linear is not None and linear is not False and not isinstance(linear, dict):
+        raise BundleError(f"{info_path}: 'linear' must be null or an object like {{\"weight\": 0.3}}, got {_brief(linear)}")
+    weight = (linear or {}).get("weight") if isinstance(linear, dict) else None
+    if weight is not None and not (number(weight) and 0.0 <= weight <= 1.0):
+        raise BundleError(f"{info_path}: 'linear.weight' must be a number in [0, 1], got {_brief(weight)}")
     try:
         Windows.from_dict(info.get("windows"))
     except (TypeError, ValueError) as exc:
         raise BundleError(f"{info_path}: {exc}") from exc
-    bad_inputs = [n for n in info["inputs"] if n not in KNOWN_INPUTS]
-    if bad_inputs or "input_ids" not in info["inputs"]:
-        raise BundleError(f"{info_path}: 'inputs' must name input_ids[, attention_mask, token_type_ids], got {info['inputs']}")
     return info
 
 
@@ -222,6 +315,10 @@ def load_encoder(tok_path: Path, info: dict) -> TextEncoder:
     except Exception as exc:  # the tokenizers library raises a bare Exception on parse errors
         raise BundleError(f"{tok_path}: cannot load tokenizer ({exc})") from exc
     pad = (info.get("tokenizer") or {}).get("pad_token_id", (tokenizer.padding or {}).get("pad_id"))
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+    if pad is not None and not 0 <= int(pad) < vocab:
+        raise BundleError(f"{tok_path.parent / 'bundle.json'}: 'tokenizer.pad_token_id' {_brief(pad)} is not a token "
+                          f"of {tok_path.name} ({vocab} tokens)")
     try:
         return TextEncoder(tokenizer, info["max_length"], info["inputs"], int(pad) if pad is not None else 0,
                            Windows.from_dict(info.get("windows")))

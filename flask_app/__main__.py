@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from flask_app.app import DEFAULT_BUNDLE, create_app
+from deployment.cli_types import port, positive_int
+from flask_app.app import DEFAULT_BUNDLE, ConfigError, create_app
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,15 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=None,
                         help=f"model bundle directory (default: $MLTC_BUNDLE or {DEFAULT_BUNDLE})")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000)")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    parser.add_argument("--port", type=port, default=5000, help="port to listen on (default 5000)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="onnxruntime threads (default: $MLTC_THREADS, else all cores)")
     parser.add_argument("--debug", action="store_true", help="Flask debug mode with reloader: never on a public host")
     args = parser.parse_args(argv)
 
     from deployment.predictor import BundleError
     try:
         app = create_app(args.bundle, num_threads=args.threads)
-    except BundleError as err:
+    except (BundleError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     bundle = args.bundle or os.environ.get("MLTC_BUNDLE") or DEFAULT_BUNDLE

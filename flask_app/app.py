@@ -6,65 +6,93 @@
 $MLTC_BUNDLE names the bundle when none is passed; $MLTC_THREADS sets onnxruntime's threads per process
 (with several gunicorn workers, 1 keeps them from oversubscribing the cores).
 
-Routes: `GET /` form, `POST /` results page, `POST /api/predict` JSON, `GET /healthz`. Bad input gets a
-message and a 4xx, never a 500; every response carries a strict Content-Security-Policy (no inline scripts
-or styles: bars and colour swatches are SVG attributes, the sample buttons use static/app.js).
+This module is the app factory: load the predictor, gather what the pages show about the model (`Site`),
+register the routes. The routes live in flask_app/routes.py as a Blueprint (`GET /` form, `POST /` results
+page, `POST /api/predict` JSON, `GET /healthz`). Bad input gets a message and a 4xx, never a 500; every
+response carries a strict Content-Security-Policy.
 """
 from __future__ import annotations
 
-import logging
-import math
 import os
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask
 
 import config
-from deployment.examples import load_examples
-
-log = logging.getLogger(__name__)
+from deployment.examples import Examples, load_examples
+from deployment.predictor import BundleError, Predictor
+from deployment.web import MAX_TEXT_CHARS, label_colors
 
 DEFAULT_BUNDLE = config.MODELS_DIR / "books" / "bundle"   # what `make run` builds; override with MLTC_BUNDLE
-MAX_TEXT_CHARS = 20_000          # longer texts are refused with a message: a description, not a novel
 MAX_BODY_BYTES = 2 * 1024 * 1024  # bodies over this get 413 before anything is parsed
 MAX_TEXTS = 64                   # texts per API call
-N_CANDIDATES = 5                 # labels below their threshold listed under the chips
 N_EXAMPLES = 4                   # sample texts one click away on the form
-COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
-
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-}
+SITE_KEY = "mltc_site"           # where create_app keeps the Site in app.extensions
 
 
-class InputError(ValueError):
-    """A request the client can fix: shown as a message (form) or a 400 JSON error (API)."""
+class ConfigError(ValueError):
+    """A bad server setting (an environment variable): the server does not start, the message names it."""
 
 
-def _load_predictor(bundle_dir: Path, num_threads: int | None):
-    from deployment.predictor import BundleError, Predictor   # imported here so the factory can run on a fake
+@dataclass(frozen=True)
+class Site:
+    """What the routes need, built once per app: the predictor, the limits, and `page`, what every template
+    shows about the model (its `site` variable)."""
 
+    predictor: Any
+    examples: Examples
+    page: dict
+    max_text_chars: int
+    max_body_bytes: int
+    max_texts: int
+
+    @property
+    def info(self) -> dict:
+        return self.page["info"]
+
+    @classmethod
+    def build(cls, predictor: Any, bundle_dir: Path | None, max_text_chars: int, max_body_bytes: int,
+              max_texts: int) -> "Site":
+        info = dict(getattr(predictor, "info", None) or {})
+        thresholds = [float(t) for t in predictor.thresholds]
+        examples = load_examples(bundle_dir, N_EXAMPLES)
+        dataset = info.get("source_dataset")
+        if isinstance(dataset, dict):   # the contract leaves its shape open: a name or a small description
+            dataset = dataset.get("name") or dataset.get("path")
+        page = {
+            "info": info,
+            "dataset": Path(str(dataset)).name if dataset else None,
+            "n_labels": len(predictor.labels),
+            "max_length": predictor.max_length,
+            "max_text_chars": max_text_chars,
+            "global_threshold": info.get("global_threshold"),
+            "threshold_range": (min(thresholds), max(thresholds)) if thresholds else None,
+            "examples": examples,
+            "colors": label_colors(info),
+        }
+        return cls(predictor, examples, page, max_text_chars, max_body_bytes, max_texts)
+
+
+def _threads_from_env() -> int | None:
+    """$MLTC_THREADS as a positive integer (None when unset); a bad value stops the start with a message."""
+    raw = os.environ.get("MLTC_THREADS", "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+        raise ConfigError(f"MLTC_THREADS must be an integer >= 1 (onnxruntime threads per process), got {raw!r}")
+    return int(raw)
+
+
+def _load_predictor(bundle_dir: str | Path | None, num_threads: int | None) -> tuple[Predictor, Path]:
+    """The bundle named by the argument, else $MLTC_BUNDLE, else the default; BundleError names a missing one."""
+    bundle_dir = Path(bundle_dir or os.environ.get("MLTC_BUNDLE") or DEFAULT_BUNDLE).resolve()
     if not bundle_dir.is_dir():
         raise BundleError(f"bundle directory not found: {bundle_dir} (pass --bundle DIR or set MLTC_BUNDLE; "
                           f"`make run` builds {DEFAULT_BUNDLE})")
-    return Predictor.from_bundle(bundle_dir, num_threads=num_threads)
-
-
-def _label_colors(info: dict) -> dict[str, str]:
-    """`label_colors` when the bundle asks for colour display; invalid colours are dropped, not injected."""
-    if info.get("label_display") != "colors" or not isinstance(info.get("label_colors"), dict):
-        return {}
-    return {str(k): v for k, v in info["label_colors"].items() if isinstance(v, str) and COLOR_RE.match(v)}
+    threads = num_threads if num_threads is not None else _threads_from_env()
+    return Predictor.from_bundle(bundle_dir, num_threads=threads), bundle_dir
 
 
 def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, testing: bool = False,
@@ -74,14 +102,12 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
 
     A missing or corrupt bundle raises `BundleError` here, at startup, naming the path.
     """
+    from flask_app.routes import bp   # the routes import this module's Site: imported when the app is built
+
     if predictor is None:
-        bundle_dir = Path(bundle_dir or os.environ.get("MLTC_BUNDLE") or DEFAULT_BUNDLE).resolve()
-        if num_threads is None and os.environ.get("MLTC_THREADS"):
-            num_threads = int(os.environ["MLTC_THREADS"])
-        predictor = _load_predictor(bundle_dir, num_threads)
+        predictor, bundle_dir = _load_predictor(bundle_dir, num_threads)
     elif bundle_dir is not None:
         bundle_dir = Path(bundle_dir).resolve()
-
     app = Flask(__name__)
     app.config.update(
         TESTING=testing,
@@ -89,168 +115,6 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
         MAX_FORM_MEMORY_SIZE=max_body_bytes,     # ... and for a larger single form field
     )
     app.json.sort_keys = False   # keep predictions' keys in the documented order
-    info = dict(getattr(predictor, "info", None) or {})
-    labels = list(predictor.labels)
-    thresholds = [float(t) for t in predictor.thresholds]
-    examples = load_examples(bundle_dir, N_EXAMPLES)
-    colors = _label_colors(info)
-    dataset = info.get("source_dataset")
-    if isinstance(dataset, dict):   # the contract leaves its shape open: a name or a small description
-        dataset = dataset.get("name") or dataset.get("path")
-    site = {
-        "info": info,
-        "dataset": Path(str(dataset)).name if dataset else None,
-        "n_labels": len(labels),
-        "max_length": predictor.max_length,
-        "max_text_chars": max_text_chars,
-        "global_threshold": info.get("global_threshold"),
-        "threshold_range": (min(thresholds), max(thresholds)) if thresholds else None,
-        "examples": examples,
-        "colors": colors,
-    }
-
-    # ---- input validation shared by the form and the API ------------------------------------------------
-    def check_text(text: Any, where: str = "text") -> str:
-        if not isinstance(text, str):
-            raise InputError(f"{where} must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise InputError(f"{where} is empty: enter some text to classify")
-        if len(text) > max_text_chars:
-            raise InputError(f"{where} is {len(text):,} characters long; the limit is {max_text_chars:,}")
-        return text
-
-    def check_threshold(value: Any, from_form: bool = False) -> float | None:
-        if value is None or (from_form and value == ""):
-            return None
-        if from_form:
-            try:
-                value = float(value)
-            except ValueError:
-                raise InputError(f"threshold must be a number between 0 and 1, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise InputError(f"threshold must be a number between 0 and 1, got {value!r}")
-        return float(value)
-
-    def check_top_k(value: Any) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"top_k must be a positive integer, got {value!r}")
-        return min(value, len(labels))
-
-    def notice(pred: dict) -> str | None:
-        if not pred.get("truncated"):
-            return None
-        return (f"The text is longer than the model reads ({pred.get('n_tokens', '?')} tokens; it reads "
-                f"{predictor.max_length}), so the prediction is based on the part that fits.")
-
-    # ---- pages ------------------------------------------------------------------------------------------
-    @app.get("/")
-    def index():
-        return render_template("index.html", site=site, text="", threshold="", error=None)
-
-    @app.post("/")
-    def predict_page():
-        text = request.form.get("text", "")
-        threshold_raw = request.form.get("threshold", "").strip()
-        sample = request.form.get("sample")   # the sample buttons submit their index when JS is off
-        if not text.strip() and sample is not None and sample.isdigit() and int(sample) < len(examples.items):
-            text = examples.items[int(sample)].text
-        try:
-            text = check_text(text)
-            threshold = check_threshold(threshold_raw, from_form=True)
-        except InputError as err:
-            return render_template("index.html", site=site, text=text, threshold=threshold_raw,
-                                   error=str(err)), 400
-        pred = predictor.predict([text], threshold=threshold)[0]
-        scored = pred["labels"]
-        chosen = [x for x in scored if x["predicted"]]
-        candidates = [x for x in scored if not x["predicted"]][:N_CANDIDATES]
-        # A bundle's test texts know their true labels: show them beside the prediction.
-        known = next((ex.labels for ex in examples.items if ex.labels and ex.text == text.strip()), None)
-        return render_template("result.html", site=site, text=text, threshold=threshold,
-                               threshold_raw=threshold_raw, chosen=chosen, candidates=candidates,
-                               notice=notice(pred), n_tokens=pred.get("n_tokens"), known=known)
-
-    # ---- JSON API ---------------------------------------------------------------------------------------
-    @app.post("/api/predict")
-    def api_predict():
-        body = request.get_json(force=True, silent=True)   # any content type; None when not JSON
-        if not isinstance(body, dict):
-            raise InputError('the body must be a JSON object: {"text": "..."} or {"texts": ["...", ...]}')
-        unknown = set(body) - {"text", "texts", "threshold", "top_k"}
-        if unknown:
-            raise InputError(f"unknown field(s): {', '.join(sorted(unknown))}")
-        if ("text" in body) == ("texts" in body):
-            raise InputError('give exactly one of "text" (a string) or "texts" (a list of strings)')
-        if "text" in body:
-            texts = [check_text(body["text"])]
-        else:
-            texts = body["texts"]
-            if not isinstance(texts, list) or not texts:
-                raise InputError('"texts" must be a non-empty list of strings')
-            if len(texts) > max_texts:
-                raise InputError(f'"texts" has {len(texts)} items; the limit is {max_texts} per request')
-            texts = [check_text(t, f"texts[{i}]") for i, t in enumerate(texts)]
-        threshold = check_threshold(body.get("threshold"))
-        top_k = check_top_k(body.get("top_k"))
-        preds = predictor.predict(texts, threshold=threshold, top_k=top_k)
-        warnings = [f"texts[{i}]: {msg}" for i, p in enumerate(preds) if (msg := notice(p))]
-        return jsonify({
-            "predictions": preds,
-            "threshold": threshold,   # null: each label's tuned threshold (also in every label's "threshold")
-            "threshold_mode": "tuned per label" if threshold is None else "one for every label",
-            "top_k": top_k,
-            "warnings": warnings,
-            "model": {"format_version": info.get("format_version"), "created": info.get("created"),
-                      "backbone": info.get("backbone")},
-        })
-
-    @app.get("/healthz")
-    def healthz():
-        return jsonify({
-            "status": "ok",
-            "model_loaded": True,
-            "labels": len(labels),
-            "bundle_version": info.get("format_version"),
-            "bundle_created": info.get("created"),
-            "backbone": info.get("backbone"),
-            "max_length": predictor.max_length,
-        })
-
-    # ---- errors and headers -----------------------------------------------------------------------------
-    def wants_json() -> bool:
-        return request.path.startswith("/api/") or request.path == "/healthz"
-
-    @app.errorhandler(InputError)
-    def input_error(err: InputError):
-        return jsonify({"error": str(err)}), 400
-
-    @app.errorhandler(HTTPException)
-    def http_error(err: HTTPException):
-        message = {413: f"The request is too large (the limit is {max_body_bytes:,} bytes).",
-                   404: "There is no page at this address.",
-                   405: "This address does not accept that method."}.get(err.code, err.description)
-        if wants_json():
-            return jsonify({"error": message, "status": err.code}), err.code
-        return render_template("error.html", site=site, code=err.code, title=err.name, message=message), err.code
-
-    @app.errorhandler(Exception)
-    def server_error(err: Exception):   # a bug, not bad input: log it, show nothing internal
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        if wants_json():
-            return jsonify({"error": "internal error", "status": 500}), 500
-        return render_template("error.html", site=site, code=500, title="Internal error",
-                               message="Something went wrong on our side."), 500
-
-    @app.after_request
-    def security_headers(response):
-        for key, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
-        return response
-
-    @app.template_filter("pct")
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f}%" if math.isfinite(x) else "–"
-
+    app.extensions[SITE_KEY] = Site.build(predictor, bundle_dir, max_text_chars, max_body_bytes, max_texts)
+    app.register_blueprint(bp)
     return app

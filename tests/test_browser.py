@@ -1,7 +1,7 @@
 """A real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) using the Flask site.
 
 No `playwright install`: the browser is the system one. Screenshots go to test-artifacts/ (git-ignored) for
-a person to look at. Skips with the reason when chromium or Playwright is missing.
+a person to look at. Without chromium the tests skip with the reason, or fail under CI=true (conftest.require).
 """
 from __future__ import annotations
 
@@ -10,26 +10,24 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright import sync_api
+from tests.ci import require
+from tests.live_server import serve
+
+from flask_app import create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: install Debian's chromium "
-                                                       "(apt-get install -y chromium) to run the browser tests"),
-]
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
-
-from tests.live_server import serve  # noqa: E402
-
-from flask_app import create_app  # noqa: E402
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def browser():
+    require(CHROMIUM.exists(), f"{CHROMIUM} not found: install Debian's chromium (make system-deps, or "
+                               "apt-get install -y chromium) to run the browser tests")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:

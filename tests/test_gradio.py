@@ -11,13 +11,13 @@ import shutil
 import socket
 from pathlib import Path
 
+import gradio_client
 import pytest
+import requests
 
-gr = pytest.importorskip("gradio")
-gradio_client = pytest.importorskip("gradio_client")
-
-from deployment.app import App, build_demo, launch, main, predicted_html  # noqa: E402
-from deployment.predictor import Predictor  # noqa: E402
+from deployment.app import App, build_demo, launch, main, predicted_html
+from deployment.predict import OUT_FIELDS
+from deployment.predictor import Predictor
 
 LONG_TEXT = " ".join(["dragon wizard kingdom quest"] * 60)   # far over the tiny model's 64 tokens
 
@@ -34,13 +34,33 @@ def predictor(tiny_bundle) -> Predictor:
 
 
 @pytest.fixture(scope="module")
-def client(tiny_bundle):
+def app_url(tiny_bundle):
     demo = build_demo(tiny_bundle)
     _, url, _ = launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
-        yield gradio_client.Client(url, verbose=False)
+        yield url
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    return gradio_client.Client(app_url, verbose=False)
+
+
+def call_raw(url: str, endpoint: str, body: bytes) -> tuple[int, str, dict | None]:
+    """POST a raw JSON body to Gradio's HTTP API and read the event stream: (status, event name, its data).
+
+    Raw, not gradio_client: the client cannot send what a hostile caller can (a lone surrogate, NaN, a string
+    where the slider's number goes)."""
+    r = requests.post(f"{url}gradio_api/call/{endpoint}", data=body, headers={"Content-Type": "application/json"},
+                      timeout=30)
+    if r.status_code != 200:
+        return r.status_code, "", None
+    stream = requests.get(f"{url}gradio_api/call/{endpoint}/{r.json()['event_id']}", timeout=30)
+    event = re.search(r"^event: (\w+)$", stream.text, re.M).group(1)
+    data = re.search(r"^data: (.*)$", stream.text, re.M).group(1)
+    return stream.status_code, event, json.loads(data)
 
 
 def confidences(label_output: dict) -> dict[str, float]:
@@ -76,8 +96,36 @@ def test_long_text_gets_a_truncation_notice(client):
 
 
 def test_empty_text_is_an_error_message_not_a_crash(client):
-    with pytest.raises(Exception, match="Enter a text"):
+    with pytest.raises(gradio_client.exceptions.AppError, match="The text is empty or whitespace only"):
         client.predict("   ", True, 0.5, 3, api_name="/predict")
+
+
+@pytest.mark.parametrize("data,fragment", [
+    ('["\\ud800 a lone surrogate", true, 0.5, 3]', "lone surrogate (U+D800"),
+    ('["ok", false, NaN, 3]', "One threshold for every label: expected a finite number"),
+    ('["ok", false, "0.5", 3]', "One threshold for every label: expected a finite number"),
+    ('["ok", true, 0.5, Infinity]', "Labels in the chart (top-k): expected a finite number"),
+    ('["ok", true, 0.5, "x"]', "Labels in the chart (top-k): expected a finite number"),
+    ('["ok", "no", 0.5, 3]', "Use the tuned per-label thresholds: expected true or false"),
+    ('["ok", true, 0.5, 999]', "greater than maximum"),
+    ('[null, true, 0.5, 3]', "The text is empty or whitespace only; there is nothing to classify."),
+    ('["' + "x" * 20_001 + '", true, 0.5, 3]', "The text is 20,001 characters long; the limit is 20,000."),
+])
+def test_malformed_api_values_get_an_error_event_with_a_message(app_url, data, fragment):
+    status, event, payload = call_raw(app_url, "predict", b'{"data": ' + data.encode() + b"}")
+    assert (status, event) == (200, "error")
+    assert fragment in payload["error"]
+
+
+@pytest.mark.parametrize("body,expected", [
+    (b'{"data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400),   # Gradio's parser: unreadable JSON
+    (b"\xff\xfe{", 400),
+    (b"[1, 2]", 422),                                            # valid JSON of the wrong shape
+    (b'{"data": "not a list"}', 422),
+])
+def test_unreadable_api_bodies_get_a_4xx_not_a_500(app_url, body, expected):
+    status, _, _ = call_raw(app_url, "predict", body)
+    assert status == expected
 
 
 def test_batch_csv_comes_back_with_predictions(client, predictor, tmp_path):
@@ -90,27 +138,31 @@ def test_batch_csv_comes_back_with_predictions(client, predictor, tmp_path):
     with open(out_path, newline="", encoding="utf-8") as fh:
         out = list(csv.DictReader(fh))
     assert [(r["id"], r["text"]) for r in out] == rows
-    assert out[1]["predicted"] == "[]"   # empty text kept, nothing predicted
+    assert list(out[0]) == ["id", "text", *OUT_FIELDS]   # the batch CLI's columns: one batch path
+    assert out[1]["predicted_labels"] == "[]" and out[1]["error"] == "empty text"   # kept, flagged, not predicted
     # Compared with the same texts predicted in one call, as the app batches them: int8 dynamic quantisation
     # picks activation ranges per batch, so a text's scores shift slightly with its batch-mates.
     batch = [out[0], out[2], out[3]]
     for row, expected in zip(batch, predictor.predict([r["text"] for r in batch], top_k=3)):
-        assert json.loads(row["predicted"]) == expected["predicted"]
+        assert json.loads(row["predicted_labels"]) == expected["predicted"]
         assert list(json.loads(row["scores"])) == [x["label"] for x in expected["labels"]]
     assert out[3]["truncated"] == "true" and out[0]["truncated"] == "false"
-    assert "Predicted 3 of 4 rows" in summary and "1 texts were longer" in summary
+    assert "Predicted 3 of 4 rows (1 with an error: see the error column)" in summary
+    assert "1 texts were longer" in summary
     assert len(preview["data"]) == 4
 
 
 @pytest.mark.parametrize("content,fragment", [
-    ("id,body\n1,hello\n", "no 'text' column"),
-    ("", "no 'text' column"),
-    (b"text\n\xff\xfe broken\n", "not UTF-8"),
+    ("id,body\n1,hello\n", "The CSV cannot be used: bad.csv: no 'text' column (columns: ['id', 'body'])"),
+    ("", "The CSV cannot be used: bad.csv: no 'text' column"),
+    (b"text\n\xff\xfe broken\n", "bad.csv: not UTF-8"),
+    ("id,text,id\n1,a,2\n", "the header repeats column name(s) 'id'"),
+    ("text,scores\na,{}\n", "has field(s) ['scores'] that the output adds"),
 ])
 def test_batch_csv_errors_are_clear(client, tmp_path, content, fragment):
     src = tmp_path / "bad.csv"
     src.write_bytes(content if isinstance(content, bytes) else content.encode())
-    with pytest.raises(Exception, match=fragment):
+    with pytest.raises(gradio_client.exceptions.AppError, match=re.escape(fragment)):
         client.predict(gradio_client.handle_file(str(src)), True, 0.5, 3, api_name="/predict_csv")
 
 
@@ -139,6 +191,57 @@ def test_missing_bundle_exits_with_a_message(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
+def wait_for_http(url: str, proc, seconds: float = 90):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return requests.get(url, timeout=2)
+        except requests.ConnectionError:
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, f"{url} did not answer within {seconds:.0f} s"
+            time.sleep(0.5)
+
+
+def test_python_m_deployment_app_serves_the_ui_as_a_user_starts_it(tiny_bundle):
+    import subprocess
+    import sys
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "deployment.app", "--bundle", str(tiny_bundle), "--port", str(port),
+                             "--threads", "1"], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{port}/", proc).status_code == 200
+        client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        chart, chips, _ = client.predict("a dragon and a wizard", True, 0.5, 2, api_name="/predict")
+        assert len(chart["confidences"]) == 2 and "Predicted labels" in chips
+        status, event, payload = call_raw(f"http://127.0.0.1:{port}/", "predict", b'{"data": ["\\ud800", true, 0.5, 2]}')
+        assert (status, event) == (200, "error") and "lone surrogate" in payload["error"]
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0]
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["--port", "0"], {}, "argument --port: must be an integer from 1 to 65535, got '0'"),
+    (["--threads", "0"], {}, "argument --threads: must be an integer >= 1, got '0'"),
+    ([], {"GRADIO_SERVER_PORT": "http"}, "$GRADIO_SERVER_PORT must be an integer from 1 to 65535, got 'http'"),
+])
+def test_bad_numbers_for_the_gradio_app_stop_it_at_the_parser(tmp_path, args, env, message):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "deployment.app", "--bundle", str(tmp_path / "no-bundle"), *args],
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "no-bundle" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):
     """The Space layout: app.py run as a script from a copy of the folder, bundle in ./bundle, no repo on the path."""
     import os
@@ -151,7 +254,9 @@ def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):
     deployment = Path(__file__).resolve().parents[1] / "deployment"
     space = tmp_path / "space"
     space.mkdir()
-    for name in ("app.py", "predictor.py", "examples.py", "examples.json", "requirements.txt", "README.md"):
+    for name in ("app.py", "predictor.py", "encoding.py", "scoring.py", "predict.py", "examples.py", "cli_types.py",
+                 "web.py", "examples.json",
+                 "requirements.txt", "README.md"):
         shutil.copy(deployment / name, space / name)
     shutil.copytree(tiny_bundle, space / "bundle")
     lines = (space / "requirements.txt").read_text().lower().splitlines()

@@ -3,6 +3,7 @@ threads, the numpy TF-IDF component against scikit-learn, and broken bundles."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from deployment.predictor import BundleError, LinearComponent, Predictor
+from deployment.predictor import BundleError, InputError, LinearComponent, Predictor
 from tests.tiny_bundle import TINY_LABELS, TINY_MAX_LENGTH, fit_linear, make_tiny_bundle, sample_texts, write_linear_dir
 
 TEXTS = ["A young wizard must find the dragon's sword before the kingdom falls.",
@@ -140,11 +141,32 @@ def test_a_bare_string_is_a_type_error_not_a_list_of_characters(pred):
         pred.predict("a single text")
 
 
-@pytest.mark.parametrize("kwargs", [{"threshold": 1.5}, {"threshold": -0.1}, {"threshold": "0.5"},
-                                    {"top_k": 0}, {"top_k": 2.5}, {"top_k": True}])
-def test_bad_threshold_or_top_k_is_a_value_error(pred, kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"threshold": 1.5}, "threshold must be a number between 0 and 1, got 1.5"),
+    ({"threshold": -0.1}, "got -0.1"), ({"threshold": "0.5"}, "got '0.5'"), ({"threshold": float("nan")}, "got nan"),
+    ({"threshold": True}, "got True"), ({"threshold": "x" * 10_000}, "threshold must be"),
+    ({"top_k": 0}, "top_k must be a positive integer, got 0"), ({"top_k": 2.5}, "got 2.5"),
+    ({"top_k": True}, "got True"), ({"top_k": -(10 ** 5000)}, "too large to print"),
+])
+def test_bad_threshold_or_top_k_is_an_input_error(pred, kwargs, fragment):
+    with pytest.raises(InputError, match=re.escape(fragment)) as err:
         pred.predict(["fine text"], **kwargs)
+    assert isinstance(err.value, ValueError) and len(str(err.value)) < 200   # a megabyte is not echoed back
+
+
+@pytest.mark.parametrize("text,where", [("\ud800", "U+D800 at character 0"), ("fine \udfff end", "U+DFFF at character 5"),
+                                        ("\udbff\udc00", "U+DBFF at character 0")])
+def test_a_lone_surrogate_is_an_input_error_naming_where_it_is(pred, text, where):
+    """A str can hold one (JSON "\\ud800" decodes to it); the tokenizer would raise an unrelated TypeError."""
+    with pytest.raises(InputError, match=re.escape(f"text 1 holds a lone surrogate ({where})")):
+        pred.predict(["fine text", text])
+    problem = Predictor.text_problem(text)
+    assert problem and "lone surrogate" in problem
+
+
+def test_numpy_numbers_are_accepted_for_threshold_and_top_k(pred):
+    got = pred.predict(["fine text"], threshold=np.float32(0.25), top_k=np.int64(2))[0]
+    assert len(got["labels"]) == 2 and got["labels"] == pred.predict(["fine text"], threshold=0.25, top_k=2)[0]["labels"]
 
 
 def test_unicode_and_odd_text_is_predicted(pred):
@@ -263,12 +285,80 @@ def test_labels_that_do_not_match_the_model_outputs_are_a_bundle_error(tiny_bund
     ({"labels": ["A", "A", "B", "C", "D"]}, "duplicate"),
     ({"max_length": "long"}, "max_length"),
     ({"inputs": ["input_ids", "attention_mask"]}, "inputs"),
+    ({"inputs": 5}, r"bundle\.json: 'inputs' must list input_ids"),
+    ({"global_threshold": "high"}, r"bundle\.json: 'global_threshold' must be a number in \[0, 1\], got 'high'"),
+    ({"thresholds": [True, 0.5, 0.5, 0.5, False]}, r"bundle\.json: 'thresholds' must be 5 numbers"),
+    ({"format_version": True}, r"bundle\.json: format_version True"),
+    ({"max_length": True}, r"bundle\.json: 'max_length' must be an integer from 2"),
+    ({"tokenizer": [1, {"pad_token_id": "x"}]}, r"bundle\.json: 'tokenizer' must be an object"),
+    ({"tokenizer": {"pad_token_id": "zero"}}, r"bundle\.json: 'tokenizer\.pad_token_id' must be an integer"),
+    ({"linear": {"weight": "half"}}, r"bundle\.json: 'linear\.weight' must be a number"),
+    ({"linear": 7}, r"bundle\.json: 'linear' must be null or an object"),
 ])
 def test_inconsistent_bundle_json_is_a_bundle_error(tiny_bundle, tmp_path, changes, match):
     bundle = copy_bundle(tiny_bundle, tmp_path / "b")
     _edit_info(bundle, **changes)
     with pytest.raises(BundleError, match=match):
         Predictor.from_bundle(bundle)
+
+
+def test_nan_threshold_in_bundle_json_is_a_bundle_error(tiny_bundle, tmp_path):
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    text = (bundle / "bundle.json").read_text()
+    (bundle / "bundle.json").write_text(re.sub(r'"global_threshold": [0-9.]+', '"global_threshold": NaN', text))
+    with pytest.raises(BundleError, match=r"bundle\.json: 'global_threshold' must be a number in \[0, 1\], got nan"):
+        Predictor.from_bundle(bundle)
+
+
+def test_max_length_beyond_the_position_embeddings_fails_at_load_not_on_every_long_text(tiny_bundle, tmp_path):
+    """The tiny model has 128 positions: a bundle claiming 200 loaded before and then failed each long text."""
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    _edit_info(bundle, max_length=200)
+    with pytest.raises(BundleError, match=r"model\.onnx: the model cannot read 200 tokens, but .*bundle\.json says "
+                                          r"max_length 200: it is longer than the model's position embeddings"):
+        Predictor.from_bundle(bundle)
+    _edit_info(bundle, max_length=128)   # exactly the position embeddings: loads and reads 128 tokens
+    assert Predictor.from_bundle(bundle).predict([LONG_TEXT])[0]["n_tokens"] > 128
+
+
+# Hostile values for every key of a real bundle.json: the load must give a BundleError or a predictor that works.
+HOSTILE_VALUES = [None, True, False, 0, -1, 2, 1.5, float("nan"), float("inf"), 10 ** 30, "", "x", "0.5", [], {},
+                  [None], ["input_ids"], {"a": {"b": [1, {"c": None}]}}, [[0.5]], -0.0]
+
+
+def test_every_bundle_json_key_set_to_hostile_values_gives_a_bundle_error_or_a_working_predictor(tiny_bundle, tmp_path):
+    info = json.loads((tiny_bundle / "bundle.json").read_text())
+    keys = list(info) + ["tokenizer.pad_token_id", "linear.weight", "unknown_key"]
+    outcomes = {"loaded": 0, "BundleError": 0}
+    problems = []
+    for n, (key, value) in enumerate((k, v) for k in keys for v in HOSTILE_VALUES + ["<deleted>"]):
+        bundle = tmp_path / f"b{n}"
+        bundle.mkdir()
+        for item in tiny_bundle.iterdir():   # links: only bundle.json differs between the cases
+            (bundle / item.name).symlink_to(item)
+        mutated = json.loads(json.dumps(info))
+        outer, _, inner = key.partition(".")
+        target = mutated
+        if inner:
+            target = mutated[outer] = mutated.get(outer) if isinstance(mutated.get(outer), dict) else {}
+        if value == "<deleted>":
+            target.pop(inner or outer, None)
+        else:
+            target[inner or outer] = value
+        (bundle / "bundle.json").unlink()
+        (bundle / "bundle.json").write_text(json.dumps(mutated))
+        try:
+            got = Predictor.from_bundle(bundle)
+            result = got.predict(["a dragon", LONG_TEXT], top_k=2)   # a bundle that loads must also predict
+            assert len(result) == 2 and result[1]["truncated"]
+            outcomes["loaded"] += 1
+        except BundleError as err:
+            assert str(bundle) in str(err), err   # names the file (bundle.json; linear.json when it asks for one)
+            outcomes["BundleError"] += 1
+        except Exception as err:   # anything else is the defect this test is for
+            problems.append(f"{key} = {value!r}: {type(err).__name__}: {err}")
+    assert not problems, "\n".join(problems)
+    assert outcomes["loaded"] > 50 and outcomes["BundleError"] > 100, outcomes   # both paths really ran
 
 
 def test_half_written_bundle_json_is_a_bundle_error(tiny_bundle, tmp_path):

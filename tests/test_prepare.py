@@ -265,8 +265,8 @@ def test_output_folder_has_the_four_files_and_no_leftovers(prepared):
 
 def test_dataset_columns_are_text_labels_split_then_passthrough(prepared):
     out, *_ = prepared
-    header = (out / "dataset.csv").read_text(encoding="utf-8").splitlines()[0]
-    assert header == "text,labels,split,url,title"
+    first_line = (out / "dataset.csv").read_text(encoding="utf-8").split("\n")[0]
+    assert first_line == '"text","labels","split","url","title"'   # every cell quoted: a bare \r cannot end a row
 
 
 def test_every_row_has_labels_and_every_label_is_in_the_vocabulary(prepared):
@@ -417,6 +417,9 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     write_csv(tmp / "tiny.csv", [{"url": "u1", "title": "T1", "text": "one", "labels": ["a"]},
                                  {"url": "u2", "title": "T2", "text": "two", "labels": ["a"]}])
     (tmp / "no_labels.jsonl").write_text('{"text": "a", "tags": ["x"]}\n')
+    (tmp / "surrogate.jsonl").write_text('{"text": "a", "labels": ["x"]}\n{"text": "b", "title": "\\udfff", "labels": ["x"]}\n')
+    (tmp / "repeated.csv").write_text('url,title,text,title,labels\nu1,T1,text,T2,"[""a""]"\n')
+    (tmp / "repeated.jsonl").write_text('{"text": "a", "text": "b", "labels": ["x"]}\n')
     (tmp / "map.json").write_text("{oops")
     (tmp / "stranger").mkdir()
     (tmp / "stranger" / "keep.txt").write_text("someone's work")
@@ -435,7 +438,17 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
                                   ["tiny.csv", "only 2 rows left", "--split"]),
         "split not summing to one": ([*g, "--split", "0.8", "0.3", "0.1"], ["--split 0.8 0.3 0.1", "sum to 1"]),
         "split with two numbers": ([*g, "--split", "0.8", "0.2"], ["--split", "3 argument"]),
-        "split not a number": ([*g, "--split", "0.8", "x", "0.1"], ["--split", "'x' is not a number"]),
+        "split not a number": ([*g, "--split", "0.8", "x", "0.1"], ["--split", "must be a number >= 0 and <= 1, got 'x'"]),
+        "negative split": ([*g, "--split", "1.1", "-0.1", "0"], ["--split", "must be a number >= 0 and <= 1, got '1.1'"]),
+        "negative label frequency": ([*g, "--min-label-freq", "-1"], ["--min-label-freq", "must be a number >= 0"]),
+        "negative seed": ([*g, "--seed", "-1"], ["--seed", "must be an integer >= 0, got '-1'"]),
+        "zero min words": ([*g, "--min-words", "0"], ["--min-words", "must be an integer >= 1, got '0'"]),
+        "lone surrogate": (["--input", str(tmp / "surrogate.jsonl")],
+                           ["surrogate.jsonl line 2", "field 'title' holds a lone surrogate (U+DFFF", "UTF-8"]),
+        "repeated csv column": (["--input", str(tmp / "repeated.csv")],
+                                ["repeated.csv line 1 (header)", "'title' appear more than once", "rename"]),
+        "repeated jsonl key": (["--input", str(tmp / "repeated.jsonl")],
+                               ["repeated.jsonl line 1", "'text' appear more than once"]),
         "fractional count": ([*g, "--min-label-freq", "2.5"], ["--min-label-freq 2.5", "whole numbers"]),
         "bad label map": ([*g, "--label-map", str(tmp / "map.json")], ["map.json line 1", "not valid JSON"]),
         "missing label map": ([*g, "--label-map", str(tmp / "nomap.json")], ["nomap.json", "not found", "--label-map"]),
@@ -445,7 +458,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
 BAD_CASES = ["missing file", "missing text column", "missing labels column", "malformed labels cell",
              "extra csv field", "malformed jsonl line", "not utf-8", "empty file", "empty after pruning", "too few rows to split",
              "split not summing to one", "split with two numbers", "split not a number", "fractional count",
-             "bad label map", "missing label map"]
+             "bad label map", "missing label map", "negative split", "negative label frequency", "negative seed",
+             "zero min words", "lone surrogate", "repeated csv column", "repeated jsonl key"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -537,7 +551,6 @@ def test_cmu_book_summaries_counts_match_an_independent_recount(shared_dir, tmp_
         assert report[key] == value, key
     assert report["labels_out"] == 21            # DESIGN.md: "genres >= 1% -> 21 labels"
     assert len(df) == report["rows_out"]
-    assert report["elapsed_s"] < 60
     assert_contract(df, labels, report)
 
 
@@ -548,7 +561,6 @@ def test_stackoverflow_titles_counts_match_an_independent_recount(shared_dir, tm
     assert expected["rows_in"] == 30000 and expected["labels_in"] == 100
     for key, value in expected.items():
         assert report[key] == value, key
-    assert report["elapsed_s"] < 60
     assert_contract(df, labels, report)
 
 
@@ -562,3 +574,53 @@ def test_min_words_drops_placeholder_texts_before_they_merge(tmp_path):
     out, facts = drop_short_text(df, 5)
     assert out["text"].tolist() == ["A real description of a long quest for a crown."]
     assert facts == {"dropped": 2, "min_words": 5}
+
+
+# --------------------------------------------------------------------------------------------------------
+# hostile content: every file read back exactly
+# --------------------------------------------------------------------------------------------------------
+HOSTILE = ['comma, and "quotes"', "cr\ronly", "lf\nonly", "crlf\r\nend", "nul\x00byte", "\ufeffBOM first",
+           "tab\there", "line sep\u2028 next line\x85 file sep\x1c group\x1d record\x1e", "=cmd|' /C calc'!A0",
+           "  spaces  ", "", "'single' \\backslash\\ », «»"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_every_file_prepare_writes_reads_back_exactly_whatever_the_content(tmp_path, fmt):
+    """\\r, \\n, NUL, quotes, a BOM, U+2028/U+0085/\\x1c-\\x1e in any column: dataset.csv, labels.json and
+    report.json read back exactly through load_prepared, the csv module and pandas."""
+    rows = books(40)[:40]
+    for i, row in enumerate(rows):
+        hostile = HOSTILE[i % len(HOSTILE)]
+        row["title"] = f"{hostile} #{i}" if i % 3 else hostile   # some titles are exactly the hostile string
+        row["text"] += " " + hostile
+        if i % 4 == 0:
+            row["labels"] = row["labels"] + ['Say "hi", » you']
+    src = tmp_path / f"in.{fmt}"
+    if fmt == "csv":
+        with src.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["url", "title", "text", "labels"], quoting=csv.QUOTE_ALL)
+            writer.writeheader()
+            writer.writerows({**r, "labels": json.dumps(r["labels"], ensure_ascii=False)} for r in rows)
+    else:   # raw \x1c-\x1e inside strings too (json.dumps escapes them; some producers do not)
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        src.write_text(text.replace("\\u001c", "\x1c").replace("\\u001d", "\x1d").replace("\\u001e", "\x1e"),
+                       encoding="utf-8")
+    out = tmp_path / "out"
+    result = cli("--input", str(src), "--out", str(out), "--min-label-freq", "1", "--dedup", "none", "--quiet")
+    assert result.returncode == 0, result.stderr
+
+    expected = {r["url"]: {"title": r["title"], "text": data.normalise_text(r["text"]),
+                           "labels": data.parse_labels_cell(r["labels"], "test")} for r in rows}
+    df, labels = data.load_prepared(out)                      # the project's own reader
+    with (out / "dataset.csv").open(newline="", encoding="utf-8") as f:
+        plain = list(csv.DictReader(f))                       # the csv module
+    frame = pd.read_csv(out / "dataset.csv", dtype=str, keep_default_na=False)   # pandas
+    for name, got_rows in (("load_prepared", df.to_dict("records")), ("csv", plain), ("pandas", frame.to_dict("records"))):
+        got = {r["url"]: {"title": r["title"], "text": r["text"],
+                          "labels": r["labels"] if isinstance(r["labels"], list) else json.loads(r["labels"])}
+               for r in got_rows}
+        assert got == expected, name
+    assert json.loads((out / "labels.json").read_text(encoding="utf-8")) == {x: i for i, x in enumerate(labels)}
+    assert 'Say "hi", » you' in labels
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["rows_out"] == len(rows) and report["labels_out"] == len(labels)

@@ -129,7 +129,12 @@ def main(argv=None) -> int:
         return 2
     print(markdown_table({"tf-idf + logreg": m}))
     if args.out:
-        args.out.write_text(json.dumps(m, indent=2))
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(m, indent=2))
+        except OSError as e:
+            print(f"error: --out {args.out}: cannot write ({e.strerror})", file=sys.stderr)
+            return 2
     return 0
 
 

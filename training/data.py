@@ -47,6 +47,7 @@ _INVISIBLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u2060\ufeff
 # Near-duplicate key: everything but word characters goes. "+" and "#" stay because they carry meaning in
 # the question-tag data ("C++" / "C#" / "C" must not collapse into one question).
 _KEY_DROP = re.compile(r"[^\w+#]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class PrepareError(ValueError):
@@ -174,6 +175,12 @@ def _read_csv_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, str
     except csv.Error as e:
         raise PrepareError(f"{path} line 1: malformed CSV header ({e}); fix the quoting") from None
     header = [h.strip() for h in header]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:   # a dict per row keeps one of them: the other column's cells would vanish without a word
+        raise PrepareError(
+            f"{path} line 1 (header): column name(s) {', '.join(map(repr, repeated))} appear more than once; "
+            "rename them so each column has its own name"
+        )
     rows, lines = [], []
     start = reader.line_num + 1
     while True:
@@ -197,17 +204,54 @@ def _read_csv_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, str
     return header, rows, lines
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:   # json.loads would keep the last value silently
+        raise ValueError(f"key(s) {', '.join(map(repr, repeated))} appear more than once in one object")
+    return dict(pairs)
+
+
+def _lone_surrogate(value: Any, key: str = "") -> tuple[str, str] | None:
+    """(field, character) of the first lone surrogate in a decoded JSON value, or None.
+
+    JSON can spell one ("\\ud800"); no UTF-8 file can hold it, so the row could never be written out.
+    """
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        return (key, f"U+{ord(found.group()):04X}") if found else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        hit = _lone_surrogate(k, key) if isinstance(k, str) else None
+        hit = hit or _lone_surrogate(v, key or str(k))
+        if hit:
+            return hit
+    return None
+
+
 def _read_jsonl_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, Any]], list[int]]:
     rows, lines, columns = [], [], {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    # "\n" only: str.splitlines() also splits at U+2028, U+0085 and \x1c-\x1e, which a JSON string may hold.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            # strict=False: raw control characters inside strings (some producers write them) are read;
+            # normalise_text drops them from the text anyway.
+            obj = json.loads(line, strict=False, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
             raise PrepareError(
                 f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object"
             ) from None
+        except (ValueError, RecursionError) as e:   # repeated keys, 4300+ digit numbers, deep nesting
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(":")[0]
+            raise PrepareError(f"{path} line {number}: cannot read this JSON object ({reason}); fix the line") from None
+        surrogate = _lone_surrogate(obj)
+        if surrogate:
+            raise PrepareError(
+                f"{path} line {number}: field '{surrogate[0]}' holds a lone surrogate ({surrogate[1]}, an unpaired "
+                "\\uD800-\\uDFFF escape), which UTF-8 cannot store; fix or remove that value"
+            )
         if not isinstance(obj, dict):
             raise PrepareError(
                 f"{path} line {number}: a JSON {type(obj).__name__}, not an object; "

@@ -26,6 +26,7 @@ into place, so a failed run leaves nothing behind. Bad input exits with code 2 a
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import hashlib
 import json
@@ -41,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 import config
+from deployment.cli_types import non_negative_float, non_negative_int, positive_int, probability
 from outputs import OutputError, replace_dir
 from training import data
 from training.data import LINE_COL, SPLITS, PrepareError
@@ -267,7 +269,10 @@ def write_outputs(
     """
     try:
         with replace_dir(out, owned_by="report.json", what="training.prepare output") as tmp:
-            dataset_frame(df, passthrough).to_csv(tmp / "dataset.csv", index=False, lineterminator="\n")
+            # Every cell quoted: with "\n" line ends the csv module leaves a cell holding a bare "\r" unquoted, and
+            # every reader then cuts the row there (passthrough columns such as a title keep what the source had).
+            dataset_frame(df, passthrough).to_csv(tmp / "dataset.csv", index=False, lineterminator="\n",
+                                                  quoting=csv.QUOTE_ALL)
             (tmp / "labels.json").write_text(
                 json.dumps({x: i for i, x in enumerate(labels)}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
             plot_label_frequencies(
@@ -307,13 +312,6 @@ def _columns(values: list[str] | None) -> tuple[str, ...]:
     return tuple(c.strip() for v in values for c in v.split(",") if c.strip())
 
 
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(
         prog="python -m training.prepare",
@@ -331,12 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels-col", default="labels", metavar="COL", help="column holding each row's labels as a JSON list")
     p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto",
                    help="input format; auto decides from the file name (.csv, .jsonl, .jsonl.gz)")
-    p.add_argument("--min-label-freq", type=_float, default=0.01, metavar="F",
+    p.add_argument("--min-label-freq", type=non_negative_float, default=0.01, metavar="F",
                    help="drop labels on fewer rows than this: below 1 a share of the rows left after deduplication "
                         "(0.01 = 1%%), 1 or more a row count")
-    p.add_argument("--split", nargs=3, type=_float, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST"),
+    p.add_argument("--split", nargs=3, type=probability, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST"),
                    help="train/valid/test fractions, summing to 1 (valid or test may be 0)")
-    p.add_argument("--seed", type=int, default=42, help="random seed of the stratified split")
+    p.add_argument("--seed", type=non_negative_int, default=42, help="random seed of the stratified split")
     p.add_argument("--label-map", type=Path, default=None, metavar="FILE",
                    help='JSON object renaming or merging labels {"Sci-Fi": "Science Fiction"} or dropping them {"Misc": null}; '
                         "applied before --hierarchy")
@@ -346,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dedup", choices=("near", "exact", "none"), default="near",
                    help="merge duplicate texts: near = same up to case, punctuation and spacing; exact = identical "
                         "after normalisation; none = keep all")
-    p.add_argument("--min-words", type=int, default=1, metavar="N",
+    p.add_argument("--min-words", type=positive_int, default=1, metavar="N",
                    help="drop texts with fewer than N words before deduplication (e.g. 5 drops 'To be added.' placeholders)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary line")
     return p

@@ -1,0 +1,30 @@
+"""What the two web front ends share: the text length limit and the colour display read from bundle.json.
+
+    from deployment.web import MAX_TEXT_CHARS, label_colors, length_problem
+
+The Flask site (flask_app/) and the Gradio app (deployment/app.py) both import this; the Gradio app does so
+from inside a Hugging Face Space too, so it lives in deployment/ and needs nothing but the standard library.
+Whether a text can be classified at all (a string, not empty, valid Unicode) is the predictor's rule
+(`Predictor.text_problem`); the length limit is a web one: the batch CLI reads texts of any length.
+"""
+from __future__ import annotations
+
+import re
+
+MAX_TEXT_CHARS = 20_000                     # longer texts are refused with a message: a description, not a novel
+COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")  # the only colour syntax let into a page (no CSS injection)
+
+
+def length_problem(text: str, limit: int = MAX_TEXT_CHARS) -> str | None:
+    """Why `text` is too long for a web request, as the end of a sentence ("is 20,001 characters long ..."); None when it fits."""
+    if len(text) > limit:
+        return f"is {len(text):,} characters long; the limit is {limit:,}"
+    return None
+
+
+def label_colors(info: dict) -> dict[str, str]:
+    """`label_colors` when bundle.json asks for colour display (`label_display: "colors"`); any value that is
+    not a #rrggbb string is dropped, never passed into a page."""
+    if info.get("label_display") != "colors" or not isinstance(info.get("label_colors"), dict):
+        return {}
+    return {str(k): v for k, v in info["label_colors"].items() if isinstance(v, str) and COLOR_RE.match(v)}

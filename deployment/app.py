@@ -21,10 +21,10 @@ from pathlib import Path
 
 if __package__:   # `python -m deployment.app` or `import deployment.app` in the repo
     from .cli_types import port, positive_int
-    from .web import MAX_TEXT_CHARS, label_colors, length_problem
+    from .web import MAX_TEXT_CHARS, label_colors, length_problem, truncation_notice
 else:             # the Space: this folder is the root and app.py runs as a script
     from cli_types import port, positive_int  # type: ignore[no-redef]
-    from web import MAX_TEXT_CHARS, label_colors, length_problem  # type: ignore[no-redef]
+    from web import MAX_TEXT_CHARS, label_colors, length_problem, truncation_notice  # type: ignore[no-redef]
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported; the Space has no config.py
 if os.environ.get("GRADIO_SERVER_PORT"):   # Gradio itself int()s it at import: a traceback for "http"
@@ -143,10 +143,8 @@ class App:
         except InputError as err:   # anything else the predictor refuses is still the user's to fix
             raise user_error(str(err)) from None
         top = pred["labels"][: max(1, int(top_k))]
-        notice = ""
-        if pred["truncated"]:
-            notice = (f"⚠️ The text is {pred['n_tokens']} tokens long and the model reads "
-                      f"{self.predictor.max_length}: the prediction is based on the part that fits.")
+        notice = truncation_notice(pred, self.predictor.max_length, self.info.get("windows"))
+        notice = f"⚠️ {notice}" if notice else ""
         return {x["label"]: x["score"] for x in top}, predicted_html(pred, self.colors), notice
 
     def repredict(self, text: str, use_tuned: bool, threshold: float, top_k: int):

@@ -1,6 +1,6 @@
 """What the two web front ends share: the text length limit and the colour display read from bundle.json.
 
-    from deployment.web import MAX_TEXT_CHARS, label_colors, length_problem
+    from deployment.web import MAX_TEXT_CHARS, label_colors, length_problem, reading, truncation_notice
 
 The Flask site (flask_app/) and the Gradio app (deployment/app.py) both import this; the Gradio app does so
 from inside a Hugging Face Space too, so it lives in deployment/ and needs nothing but the standard library.
@@ -28,3 +28,21 @@ def label_colors(info: dict) -> dict[str, str]:
     if info.get("label_display") != "colors" or not isinstance(info.get("label_colors"), dict):
         return {}
     return {str(k): v for k, v in info["label_colors"].items() if isinstance(v, str) and COLOR_RE.match(v)}
+
+
+def reading(max_length: int, windows: dict | None) -> str:
+    """How much of a text the model reads, for a page footer: "up to 256 tokens" or "8 windows of 256 tokens"."""
+    cap = int((windows or {}).get("max_windows", 1))
+    return f"up to {cap} windows of {max_length} tokens" if cap > 1 else f"up to {max_length} tokens"
+
+
+def truncation_notice(result: dict, max_length: int, windows: dict | None) -> str | None:
+    """A sentence for a result whose text the model did not read whole (`truncated`), else None."""
+    if not result.get("truncated"):
+        return None
+    n_tokens = result.get("n_tokens", "?")
+    if int((windows or {}).get("max_windows", 1)) > 1:
+        return (f"The text is longer than the model reads ({n_tokens} tokens; it reads {result.get('n_windows', '?')} "
+                f"windows of {max_length} tokens), so the prediction is based on the part that fits.")
+    return (f"The text is longer than the model reads ({n_tokens} tokens; it reads {max_length}), so the "
+            "prediction is based on the part that fits.")

@@ -23,7 +23,7 @@ from flask import Flask
 import config
 from deployment.examples import Examples, load_examples
 from deployment.predictor import BundleError, Predictor
-from deployment.web import MAX_TEXT_CHARS, label_colors
+from deployment.web import MAX_TEXT_CHARS, label_colors, reading
 
 DEFAULT_BUNDLE = config.MODELS_DIR / "books" / "bundle"   # what `make run` builds; override with MLTC_BUNDLE
 MAX_BODY_BYTES = 2 * 1024 * 1024  # bodies over this get 413 before anything is parsed
@@ -66,6 +66,7 @@ class Site:
             "dataset": Path(str(dataset)).name if dataset else None,
             "n_labels": len(predictor.labels),
             "max_length": predictor.max_length,
+            "reads": reading(predictor.max_length, info.get("windows")),
             "max_text_chars": max_text_chars,
             "global_threshold": info.get("global_threshold"),
             "threshold_range": (min(thresholds), max(thresholds)) if thresholds else None,

@@ -23,7 +23,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from deployment.predictor import InputError, Predictor
-from deployment.web import length_problem
+from deployment.web import length_problem, truncation_notice
 from flask_app.app import SITE_KEY, Site
 
 log = logging.getLogger("flask_app.app")   # the name operators filter on; unchanged by the move to a Blueprint
@@ -110,10 +110,8 @@ def check_top_k(value: Any) -> int | None:
 
 
 def notice(pred: dict) -> str | None:
-    if not pred.get("truncated"):
-        return None
-    return (f"The text is longer than the model reads ({pred.get('n_tokens', '?')} tokens; it reads "
-            f"{site().predictor.max_length}), so the prediction is based on the part that fits.")
+    predictor = site().predictor
+    return truncation_notice(pred, predictor.max_length, predictor.info.get("windows"))
 
 
 def wants_json() -> bool:

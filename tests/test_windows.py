@@ -126,3 +126,30 @@ def test_bad_windows_in_bundle_json_are_bundle_errors(windowed_bundle, tmp_path,
     (bundle / "bundle.json").write_text(json.dumps({**info, "windows": windows}))
     with pytest.raises(BundleError, match=match):
         Predictor.from_bundle(bundle)
+
+
+def test_the_web_site_reports_windows_read_and_says_when_the_cap_cut_the_text(windowed_bundle):
+    import requests
+    from bs4 import BeautifulSoup
+
+    from flask_app import create_app
+    from tests.live_server import serve
+
+    huge = " ".join([LONG] * 3)                                          # more than 4 windows
+    with serve(create_app(windowed_bundle)) as base:
+        r = requests.post(base + "/api/predict", json={"texts": [SHORT, LONG, huge]}, timeout=30)
+        assert r.status_code == 200
+        preds = r.json()["predictions"]
+        assert [p["n_windows"] for p in preds[:2]] == [1, pred_windows(windowed_bundle, LONG)]
+        assert preds[2]["n_windows"] == WINDOWS["max_windows"] and preds[2]["truncated"] is True
+        assert preds[1]["truncated"] is False
+        page = BeautifulSoup(requests.post(base + "/", data={"text": huge}, timeout=30).text, "html.parser")
+        note = page.find(class_="notice").get_text(" ", strip=True)
+        assert "longer than the model reads" in note and f"{WINDOWS['max_windows']} windows of {TINY_MAX_LENGTH} tokens" in note
+        assert f"up to {WINDOWS['max_windows']} windows of {TINY_MAX_LENGTH} tokens" in page.get_text(" ")
+        page = BeautifulSoup(requests.post(base + "/", data={"text": LONG}, timeout=30).text, "html.parser")
+        assert page.find(class_="notice") is None
+
+
+def pred_windows(bundle, text: str) -> int:
+    return Predictor.from_bundle(bundle).encode([text]).n_windows[0]

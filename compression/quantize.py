@@ -29,6 +29,7 @@ import config
 from compression import report as rep
 from compression.export import (OPSET, CompressionError, ModelDir, export_onnx, load_torch_model, optimize_onnx,
                                 quantize_int8, read_model_dir)
+from deployment.cli_types import int_at_least
 from deployment.encoding import Encoded, TextEncoder, Windows
 from deployment.predictor import DEFAULT_BATCH_SIZE, Predictor, session_options
 from deployment.scoring import LinearComponent, blend, sigmoid
@@ -544,17 +545,17 @@ def parse_args(argv=None) -> Settings:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", type=Path, default=d.model, help="trained model folder (checkpoint/, labels.json, ...)")
     p.add_argument("--out", type=Path, default=None, help="bundle folder to write (default: MODEL/bundle)")
-    p.add_argument("--bench-rounds", type=int, default=d.bench_rounds, help="timing repetitions per variant; 0 skips timing")
-    p.add_argument("--max-eval-texts", type=int, default=d.max_eval_texts,
+    p.add_argument("--bench-rounds", type=int_at_least(0, 1000), default=d.bench_rounds,
+                   help="timing repetitions per variant; 0 skips timing")
+    p.add_argument("--max-eval-texts", type=int_at_least(0), default=d.max_eval_texts,
                    help="use at most this many test texts for parity and F1 (0: all)")
-    p.add_argument("--num-threads", type=int, default=None, help="onnxruntime intra-op threads (default: its own)")
+    p.add_argument("--threads", "--num-threads", dest="num_threads", type=int_at_least(1, 1024), default=d.num_threads,
+                   help="onnxruntime intra-op threads (default: its own)")
     p.add_argument("--candidates", default=",".join(d.candidates),
                    help=f"comma-separated int8 candidates to compare, from {','.join(CANDIDATES)}")
-    p.add_argument("--opset", type=int, default=d.opset, help="ONNX opset (>= 17)")
+    p.add_argument("--opset", type=int_at_least(17, 25), default=d.opset, help="ONNX opset")
     a = p.parse_args(argv)
-    if a.opset < 17:
-        p.error("--opset must be >= 17")
-    return Settings(model=a.model, out=a.out, bench_rounds=max(0, a.bench_rounds),
+    return Settings(model=a.model, out=a.out, bench_rounds=a.bench_rounds,
                     max_eval_texts=a.max_eval_texts or None, num_threads=a.num_threads,
                     candidates=[c.strip() for c in a.candidates.split(",") if c.strip()], opset=a.opset)
 

@@ -21,7 +21,10 @@ def test_training_notebook_runs_end_to_end_with_quick_settings(tmp_path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = sum("image/png" in o.get("data", {}) for o in outputs)
-    assert images >= 3  # label distribution, training curves, per-label F1
+    assert images >= 4  # label distribution, lr_find, training curves, per-label F1
+    tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert tables.count("<table") >= 3   # show_batch, the fit's epoch table, show_results
+    assert "suggested learning rate" in "".join(o.get("text", "") for o in outputs)
     html = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "tf-idf + logreg baseline" in html and "transformer alone" in html
     model_dir = tmp_path / "models" / "notebook_books"

@@ -313,6 +313,7 @@ def _columns(values: list[str] | None) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d = {f.name: f.default for f in dataclasses.fields(PrepareSettings)}   # one place for every default
     p = _OneLineParser(
         prog="python -m training.prepare",
         description="Clean, deduplicate and split labelled text into data/processed/<name>/ "
@@ -326,25 +327,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="data set name for the report and the default --out (default: the input file's stem)")
     p.add_argument("--text-col", action="append", metavar="COL",
                    help="text column(s); repeat or comma-separate to join several with a blank line, e.g. title,text (default: text)")
-    p.add_argument("--labels-col", default="labels", metavar="COL", help="column holding each row's labels as a JSON list")
-    p.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto",
+    p.add_argument("--labels-col", default=d["labels_col"], metavar="COL", help="column holding each row's labels as a JSON list")
+    p.add_argument("--format", choices=("auto", "csv", "jsonl"), default=d["format"],
                    help="input format; auto decides from the file name (.csv, .jsonl, .jsonl.gz)")
-    p.add_argument("--min-label-freq", type=non_negative_float, default=0.01, metavar="F",
+    p.add_argument("--min-label-freq", type=non_negative_float, default=d["min_label_freq"], metavar="F",
                    help="drop labels on fewer rows than this: below 1 a share of the rows left after deduplication "
                         "(0.01 = 1%%), 1 or more a row count")
-    p.add_argument("--split", nargs=3, type=probability, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST"),
+    p.add_argument("--split", nargs=3, type=probability, default=list(d["split"]), metavar=("TRAIN", "VALID", "TEST"),
                    help="train/valid/test fractions, summing to 1 (valid or test may be 0)")
-    p.add_argument("--seed", type=non_negative_int, default=42, help="random seed of the stratified split")
+    p.add_argument("--seed", type=non_negative_int, default=d["seed"], help="random seed of the stratified split")
     p.add_argument("--label-map", type=Path, default=None, metavar="FILE",
                    help='JSON object renaming or merging labels {"Sci-Fi": "Science Fiction"} or dropping them {"Misc": null}; '
                         "applied before --hierarchy")
-    p.add_argument("--hierarchy", choices=("keep", "leaf", "expand"), default="keep",
+    p.add_argument("--hierarchy", choices=("keep", "leaf", "expand"), default=d["hierarchy"],
                    help="hierarchical labels 'A » B » C' (or 'A > B > C'): keep as they are, keep the leaf 'C', "
                         "or expand to every prefix path 'A', 'A » B', 'A » B » C'")
-    p.add_argument("--dedup", choices=("near", "exact", "none"), default="near",
+    p.add_argument("--dedup", choices=("near", "exact", "none"), default=d["dedup"],
                    help="merge duplicate texts: near = same up to case, punctuation and spacing; exact = identical "
                         "after normalisation; none = keep all")
-    p.add_argument("--min-words", type=positive_int, default=1, metavar="N",
+    p.add_argument("--min-words", type=positive_int, default=d["min_words"], metavar="N",
                    help="drop texts with fewer than N words before deduplication (e.g. 5 drops 'To be added.' placeholders)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary line")
     return p

@@ -174,7 +174,8 @@ class Runtime:
     def describe(self) -> str:
         procs = f", {self.world.size} processes (data-parallel)" if self.world.size > 1 else ""
         how = {"fp32": "fp32", "bf16": "bf16 autocast", "fp16": "fp16 autocast + gradient scaler"}[self.precision]
-        return f"{self.device} ({self.device_name}), {how}{procs}"
+        name = f" ({self.device_name})" if self.device_name != self.device else ""
+        return f"{self.device}{name}, {how}{procs}"
 
 
 def resolve_runtime(device: str = "auto", precision: str = "auto", env: Mapping[str, str] | None = None,

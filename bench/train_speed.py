@@ -43,8 +43,9 @@ def main(argv=None) -> int:
     from fastai.callback.core import Callback, CancelFitException
 
     from training.modeling import backbone_pooling, with_pooling
+    from training.devices import resolve_runtime
     from training.train import (TrainSettings, build_dls, load_model_and_tokenizer, load_splits, make_learner,
-                                resolve_backbone, use_bf16)
+                                resolve_backbone)
 
     if not (args.data / "dataset.csv").is_file():
         if args.data == config.PROCESSED_DIR / "books":
@@ -55,12 +56,13 @@ def main(argv=None) -> int:
             print(f"error: {args.data} is not a processed data dir (run python -m training.prepare)", file=sys.stderr)
             return 2
     torch.manual_seed(0)
-    s = TrainSettings(batch_size=args.batch_size, max_length=args.max_length, pos_weight=0)
+    # the plain loop below is a CPU loop: time both paths on the CPU, in training.train's CPU precision
+    s = TrainSettings(batch_size=args.batch_size, max_length=args.max_length, pos_weight=0, device="cpu")
     parts, ys, labels = load_splits(args.data, None, 0)
     source, name = resolve_backbone(args.backbone)
     model, tok = load_model_and_tokenizer(source, labels)
     model = with_pooling(model, backbone_pooling(source))  # the model exactly as training.train builds it
-    bf16 = use_bf16(s.bf16)
+    bf16 = resolve_runtime(s.device, s.precision).precision == "bf16"
     initial = copy.deepcopy(model.state_dict())
     dls = build_dls(parts["train"], parts["valid"], ys["train"], ys["valid"], labels, tok, model, s)
     learn, _ = make_learner(dls, model, ys["train"], s)

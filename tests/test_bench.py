@@ -73,10 +73,13 @@ def test_bench_accuracy_reports_ours_against_the_baseline(tmp_path):
     proc = run("bench.accuracy", "--data", str(config.SAMPLE_DIR / "books.csv"), "--time-budget", "2m",
                "--max-length", "32", "--epochs", "1", "--work", str(tmp_path / "work"), "--out", str(out), timeout=1200)
     [result] = json.loads(out.read_text())["runs"]
-    assert {"baseline", "transformer"} <= set(result["results"])
+    assert {"baseline", "baseline_global", "transformer", "final"} <= set(result["results"])
     for metrics in result["results"].values():
-        assert set(metrics) == {"micro_f1", "macro_f1", "samples_f1"}
-    assert "| books (" in proc.stdout and "of the baseline on both micro- and macro-F1" in proc.stdout
+        assert {"micro_f1", "macro_f1", "samples_f1"} <= set(metrics) and 0 <= metrics["micro_f1"] <= 1
+    res, g = result["results"], result["margins"]
+    best = max(res["baseline"]["micro_f1"], res["baseline_global"]["micro_f1"])
+    assert g["final_minus_baseline_micro_f1"] == pytest.approx(res["final"]["micro_f1"] - best)
+    assert "| books (" in proc.stdout and "against the strongest baseline" in proc.stdout
 
 
 # ---- bad numbers stop each command at the parser ----------------------------------------------------------

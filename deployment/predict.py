@@ -80,12 +80,22 @@ def count_rows(path: Path) -> int | None:
         return None   # the real read reports the problem properly
 
 
-def _check(text) -> str | None:
+def check_text(text) -> str | None:
+    """Why a row's text cannot be predicted (its `error` cell), or None; deployment.spark_predict uses it too."""
     if not isinstance(text, str):
         return f"text is {type(text).__name__}, not a string"
     if not text.strip():
         return "empty text"
     return None
+
+
+def output_columns(result: dict | None, error: str | None) -> dict:
+    """The columns a row gains: `result` is one `Predictor.predict` answer, None when the row has an `error`."""
+    return {"predicted_labels": result["predicted"] if result else [],
+            "scores": {s["label"]: round(s["score"], 6) for s in result["labels"]} if result else {},
+            "truncated": result["truncated"] if result else None,
+            "n_tokens": result["n_tokens"] if result else None,
+            "error": error}
 
 
 def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column: str = "text",
@@ -116,11 +126,7 @@ def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column:
                 by_row = dict(zip(ok, results))
                 for i, (row, _, err) in enumerate(chunk):
                     res = by_row.get(i)
-                    extra = {"predicted_labels": res["predicted"] if res else [],
-                             "scores": {s["label"]: round(s["score"], 6) for s in res["labels"]} if res else {},
-                             "truncated": res["truncated"] if res else None,
-                             "n_tokens": res["n_tokens"] if res else None,
-                             "error": err}
+                    extra = output_columns(res, err)
                     stats["rows"] += 1
                     stats["predicted"] += res is not None
                     stats["errors"] += err is not None
@@ -145,7 +151,7 @@ def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column:
                 chunk.clear()
 
             for row, text, err in read_rows(input_path, text_column):
-                chunk.append((row, text, err or _check(text)))
+                chunk.append((row, text, err or check_text(text)))
                 if len(chunk) >= CHUNK:
                     flush()
             if chunk:

@@ -2,6 +2,14 @@
 # Debian packages the test suite uses: chromium for the headless-browser test of the web site.
 # Needs root (or sudo); without it the browser test skips with a reason and everything else still runs.
 set -uo pipefail
+# Java 17 for pyspark (deployment/spark_predict.py and its tests), installed only when no `java` is on PATH.
+if ! command -v java >/dev/null; then
+  echo "system: java missing, installing openjdk-17-jre-headless (for Spark) ..."
+  S=""; [ "$(id -u)" != 0 ] && S=sudo
+  DEBIAN_FRONTEND=noninteractive $S apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    $S apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null \
+    || { echo "error: apt-get install openjdk-17-jre-headless failed" >&2; exit 1; }
+fi
 if [ -x /usr/bin/chromium ]; then
   echo "system: chromium present ($(/usr/bin/chromium --version 2>/dev/null | head -1))"
   exit 0

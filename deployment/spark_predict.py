@@ -83,6 +83,7 @@ class SparkPredictSettings:
     top_k: int | None = None             # keep only the k best scores per row in `scores`
     num_threads: int | None = None       # onnxruntime threads per Python worker (None: cores / task slots)
     ship_bundle: bool = False            # pack the bundle and ship it with SparkContext.addArchive
+    partitions: int | None = None        # tasks to spread the rows over (None: as read, raised to Spark's parallelism)
     conf: dict[str, str] = field(default_factory=dict)   # extra Spark settings for a session this command starts
     quiet: bool = False                  # no Spark progress bar
 
@@ -502,7 +503,13 @@ def run(s: SparkPredictSettings, log=print) -> dict:
         t_count = time.perf_counter()
         rows_in = df.count()
         count_s = time.perf_counter() - t_count
-        log(f"spark_predict: {rows_in} input rows (counted in {count_s:.1f} s); predicting ...")
+        n_read = df.rdd.getNumPartitions()
+        # One file under the split size is one task: a small corpus would keep all but one core idle.
+        n_parts = s.partitions or max(n_read, sc.defaultParallelism)
+        if n_parts != n_read:
+            df = df.repartition(n_parts)   # round-robin: rows meet other batch companions than in the file
+        log(f"spark_predict: {rows_in} input rows (counted in {count_s:.1f} s) in {n_parts} partitions"
+            + (f" (read as {n_read})" if n_parts != n_read else "") + "; predicting ...")
         result = (df.withColumn(PRED, udf(F.col(s.text_column), F.col(RAW)))
                   .select(*[F.col(f"`{c}`") for c in columns if c not in OUT_FIELDS],
                           *[F.col(PRED).getField(name).alias(name) for name in OUT_FIELDS]))
@@ -529,7 +536,8 @@ def run(s: SparkPredictSettings, log=print) -> dict:
             "seconds": {"bundle_check": round(t_session - t0, 3), "session_start": round(session_s, 3),
                         "count_input": round(count_s, 3), "predict_write": round(predict_s, 3),
                         "total": round(time.perf_counter() - t0, 3)},
-            "spark": {"version": spark.version, "master": sc.master, "default_parallelism": sc.defaultParallelism},
+            "spark": {"version": spark.version, "master": sc.master, "default_parallelism": sc.defaultParallelism,
+                      "partitions": n_parts, "partitions_read": n_read},
             "input_format": in_fmt, "output_format": s.format,
         }
         if not _is_uri(s.out):
@@ -573,11 +581,13 @@ def main(argv=None) -> int:
     p.add_argument("--ship-bundle", action="store_true", help="pack the bundle into a tgz and ship it to the executors "
                    "with SparkContext.addArchive (like spark-submit --archives bundle.tgz#bundle) instead of reading "
                    "--bundle on shared storage")
+    p.add_argument("--partitions", type=int, default=None, help="spread the rows over this many tasks (default: "
+                   "as read, raised to Spark's default parallelism so that every core works)")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Spark setting for the session this command starts (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no Spark progress bar")
     a = p.parse_args(argv)
-    for name in ("batch_size", "top_k", "num_threads"):
+    for name in ("batch_size", "top_k", "num_threads", "partitions"):
         value = getattr(a, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be an integer >= 1, got {value}")
@@ -590,7 +600,7 @@ def main(argv=None) -> int:
     s = SparkPredictSettings(bundle=a.bundle, input=a.input, out=a.out, master=a.master, text_column=a.text_column,
                              format=a.format, input_format=a.input_format, batch_size=a.batch_size,
                              threshold=a.threshold, top_k=a.top_k, num_threads=a.num_threads,
-                             ship_bundle=a.ship_bundle, conf=conf, quiet=a.quiet)
+                             ship_bundle=a.ship_bundle, partitions=a.partitions, conf=conf, quiet=a.quiet)
     try:
         summary = run(s)
     except (BundleError, InputError) as exc:

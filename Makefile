@@ -14,8 +14,8 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
-        predict scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed bench-scrape \
-        bench-serve clean
+        predict predict-spark scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed \
+        bench-scrape bench-serve bench-spark clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ gradio: install ## Gradio app on the existing bundle (port 7860)
 predict: install ## batch predictions: make predict IN=file.csv OUT=preds.csv
 	$(PY) -m deployment.predict --bundle $(BUNDLE) --input $(IN) --out $(OUT)
 
+predict-spark: install ## batch predictions on Spark: make predict-spark IN=file|folder|glob OUT=folder [MASTER=local[*]]
+	$(PY) -m deployment.spark_predict --bundle $(BUNDLE) --input '$(IN)' --out $(OUT) $(if $(MASTER),--master '$(MASTER)')
+
 scrape-urls: install ## listing pages -> data/raw/SITE_urls.csv (SITE=smashwords|stackoverflow START=url)
 	$(PY) -m scraper.url_scraper --site $(SITE) --start-url $(START) --out data/raw/$(SITE)_urls.csv
 
@@ -91,6 +94,9 @@ bench-scrape: install ## scraper pages/s vs a naive loop against a local server
 
 bench-serve: install ## gunicorn throughput and latency vs in-process predictions
 	$(PY) -m bench.serve --bundle $(BUNDLE)
+
+bench-spark: install ## the batch CLI vs Spark local[1] / local[2] on the same 20,000 real texts
+	$(PY) -m bench.spark $(if $(wildcard $(BUNDLE)/bundle.json),--bundle $(BUNDLE))
 
 clean: ## remove derived data and models (keeps .venv and data/sample)
 	rm -rf data/processed models test-artifacts bench/results

@@ -24,6 +24,7 @@ into a tgz and shipped with `SparkContext.addArchive` (--ship-bundle, as `spark-
 from __future__ import annotations
 
 import argparse
+import atexit
 import glob
 import hashlib
 import json
@@ -61,6 +62,7 @@ RAW = "__mltc_raw"               # hidden input column: the raw JSON line, or Sp
 PRED = "__mltc_pred"             # hidden struct column the UDF fills, expanded into OUT_FIELDS
 ARROW_BATCH = CHUNK * 40         # rows per Arrow batch: a multiple of the batch CLI's chunk, so rows meet the same
                                  # batch companions (dynamic int8 scores depend slightly on them)
+SECRET = re.compile(r"secret|password|token|credential|key", re.IGNORECASE)
 OUT_TYPE = ("predicted_labels array<string>, scores map<string,double>, truncated boolean, n_tokens int, "
             "error string")
 
@@ -329,7 +331,17 @@ class ListParam(AccumulatorParam):
         return a + b
 
 
-_SHIPPED: dict[str, str] = {}   # bundle folder -> archive name already added to this driver's SparkContext
+_SHIPPED: dict[str, str] = {}   # "application id:bundle folder" -> archive name added to that SparkContext
+_ARCHIVES: list[Path] = []
+
+
+def _archive_dir() -> Path:
+    """A folder for packed bundles that lives as long as this process: executors that join the session later
+    still fetch the archive from the driver."""
+    if not _ARCHIVES:
+        _ARCHIVES.append(Path(tempfile.mkdtemp(prefix="spark_predict-")))
+        atexit.register(shutil.rmtree, _ARCHIVES[0], ignore_errors=True)
+    return _ARCHIVES[0]
 
 
 def start_session(master: str | None = None, conf: dict[str, str] | None = None, quiet: bool = False):
@@ -458,17 +470,18 @@ def run(s: SparkPredictSettings, log=print) -> dict:
     session_s = time.perf_counter() - t_session
     sc = spark.sparkContext
     threads = s.num_threads or default_threads(sc.master, int(sc.getConf().get("spark.task.cpus", "1")))
-    settings = {**asdict(s), "num_threads": threads}
+    # Spark settings can carry credentials (spark.hadoop.fs.s3a.secret.key): printed and saved without their values.
+    settings = {**asdict(s), "num_threads": threads,
+                "conf": {k: ("***" if SECRET.search(k) else v) for k, v in s.conf.items()}}
     log(f"spark_predict: Spark {spark.version} on {sc.master} (session {session_s:.1f} s); onnxruntime threads "
         f"per Python worker: {threads}" + ("" if s.num_threads else " (cores / task slots)"))
     log("spark_predict: settings " + json.dumps(settings))
-    work_dir = Path(tempfile.mkdtemp(prefix="spark_predict-"))
     try:
         shipped = None
         if s.ship_bundle:
-            key = str(bundle.resolve())
-            if key not in _SHIPPED:   # a session keeps its archives: add each bundle once per driver process
-                tgz, name = pack_bundle(bundle, work_dir)
+            key = f"{sc.applicationId}:{bundle.resolve()}"
+            if key not in _SHIPPED:   # a session keeps its archives: add each bundle once per session
+                tgz, name = pack_bundle(bundle, _archive_dir())
                 sc.addArchive(f"{tgz}#{name}")
                 _SHIPPED[key] = name
                 log(f"spark_predict: shipping the bundle as {tgz.name} ({tgz.stat().st_size / 2**20:.1f} MiB, "
@@ -510,7 +523,7 @@ def run(s: SparkPredictSettings, log=print) -> dict:
             df = df.repartition(n_parts)   # round-robin: rows meet other batch companions than in the file
         log(f"spark_predict: {rows_in} input rows (counted in {count_s:.1f} s) in {n_parts} partitions"
             + (f" (read as {n_read})" if n_parts != n_read else "") + "; predicting ...")
-        result = (df.withColumn(PRED, udf(F.col(s.text_column), F.col(RAW)))
+        result = (df.withColumn(PRED, udf(F.col(f"`{s.text_column}`"), F.col(RAW)))
                   .select(*[F.col(f"`{c}`") for c in columns if c not in OUT_FIELDS],
                           *[F.col(PRED).getField(name).alias(name) for name in OUT_FIELDS]))
         t_predict = time.perf_counter()
@@ -543,7 +556,6 @@ def run(s: SparkPredictSettings, log=print) -> dict:
         if not _is_uri(s.out):
             Path(_local(s.out), MARKER).write_text(json.dumps({"settings": settings, "summary": summary}, indent=2))
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
         if created:
             spark.stop()
     return summary

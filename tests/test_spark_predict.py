@@ -250,8 +250,12 @@ def test_out_folder_that_is_not_ours_is_refused_and_ours_is_replaced(spark, tiny
     assert "not an output of this command" in capsys.readouterr().err and (foreign / "keep.txt").is_file()
     out = tmp_path / "out"
     for _ in range(2):   # the second run replaces the first one's output
-        assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(out), "--quiet"]) == 0
+        assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(out), "--quiet",
+                     "--conf", "spark.hadoop.fs.s3a.secret.key=hunter2"]) == 0
     assert len(read_parquet_rows(out)) == 5
+    marker = (out / spark_predict.MARKER).read_text()   # settings are saved, credentials are not
+    assert json.loads(marker)["settings"]["conf"] == {"spark.hadoop.fs.s3a.secret.key": "***"}
+    assert "hunter2" not in marker and "hunter2" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case", ["missing-bundle", "missing-input", "missing-text-column"])

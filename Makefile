@@ -14,8 +14,8 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
-        predict scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed bench-scrape \
-        bench-serve bench-prepare clean
+        predict predict-spark scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed \
+        bench-scrape bench-serve bench-prepare bench-spark bench-windows clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ gradio: install ## Gradio app on the existing bundle (port 7860)
 predict: install ## batch predictions: make predict IN=file.csv OUT=preds.csv
 	$(PY) -m deployment.predict --bundle $(BUNDLE) --input $(IN) --out $(OUT)
 
+predict-spark: install ## batch predictions on Spark: make predict-spark IN=file|folder|glob OUT=folder [MASTER=local[*]]
+	$(PY) -m deployment.spark_predict --bundle $(BUNDLE) --input '$(IN)' --out $(OUT) $(if $(MASTER),--master '$(MASTER)')
+
 scrape-urls: install ## listing pages -> data/raw/SITE_urls.csv (SITE=smashwords|stackoverflow START=url)
 	$(PY) -m scraper.url_scraper --site $(SITE) --start-url $(START) --out data/raw/$(SITE)_urls.csv
 
@@ -94,6 +97,12 @@ bench-prepare: install ## training.prepare on ../shared data and the stratified 
 
 bench-serve: install ## gunicorn throughput and latency vs in-process predictions
 	$(PY) -m bench.serve --bundle $(BUNDLE)
+
+bench-spark: install ## the batch CLI vs Spark local[1] / local[2] on the same 20,000 real texts
+	$(PY) -m bench.spark $(if $(wildcard $(BUNDLE)/bundle.json),--bundle $(BUNDLE))
+
+bench-windows: install ## documents/s by text length and cap on windows (whole documents vs the first window)
+	$(PY) -m bench.windows --bundle $(BUNDLE)
 
 clean: ## remove derived data and models (keeps .venv and data/sample)
 	rm -rf data/processed models test-artifacts bench/results

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses: chromium for the headless-browser test of the web site.
+# Debian packages the test suite uses: chromium for the headless-browser test of the web site, and a Java
+# runtime for Spark when `java` is missing.
 # Needs root (or passwordless sudo). Without it: a note and exit 0 on a workstation (the browser tests then
 # skip with a reason), but exit 1 under CI=true, where a skipped browser test would let CI pass untested.
 # $CHROMIUM overrides the binary looked for (default /usr/bin/chromium, where Debian installs it).
 set -uo pipefail
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 case "${CI:-}" in 1|true|TRUE|True|yes) IN_CI=1 ;; *) IN_CI=0 ;; esac
+# Java 17 for pyspark (deployment/spark_predict.py and its tests), installed only when no `java` is on PATH.
+if ! command -v java >/dev/null; then
+  echo "system: java missing, installing openjdk-17-jre-headless (for Spark) ..."
+  S=""; [ "$(id -u)" != 0 ] && S=sudo
+  DEBIAN_FRONTEND=noninteractive $S apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    $S apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null \
+    || { echo "error: apt-get install openjdk-17-jre-headless failed" >&2; exit 1; }
+fi
 if [ -x "$CHROMIUM" ]; then
   echo "system: chromium present ($("$CHROMIUM" --version 2>/dev/null | head -1))"
   exit 0

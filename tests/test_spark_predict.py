@@ -73,7 +73,7 @@ def write_csv(path: Path, rows: list[dict], encoding: str = "utf-8") -> Path:
     (None, None, "none", "text is missing (null)"),
     (float("nan"), None, "none", "text is missing (null)"),
     ("  \n", None, "none", "empty text"),
-    ("bad \ud800 half", None, "none", "text is not valid Unicode (surrogates not allowed, character 4)"),
+    ("bad \ud800 half", None, "none", "text holds a lone surrogate (U+D800 at character 4), which is not valid Unicode text"),
     (None, None, "csv", "empty text"),
     ("caf\ufffd", None, "csv", "text holds U+FFFD: the file has bytes that are not UTF-8 there"),
     ("x", "1,x,extra", "csv", "malformed CSV record (its number of fields differs from the header's): 1,x,extra"),
@@ -81,7 +81,7 @@ def write_csv(path: Path, rows: list[dict], encoding: str = "utf-8") -> Path:
     (None, b'{"text": null}', "json", "text is missing (null)"),
     (None, b'{"title": "t"}', "json", "line has no 'text' field"),
     (None, b'[1, 2]', "json", "line is not a JSON object: [1, 2]"),
-    (None, b'{"text": "a\\ud800b"}', "json", "text is not valid Unicode (surrogates not allowed, character 1)"),
+    (None, b'{"text": "a\\ud800b"}', "json", "text holds a lone surrogate (U+D800 at character 1), which is not valid Unicode text"),
     (None, b'{"text": "caf\xe9"}', "json", "line is not UTF-8 text (byte 13: invalid continuation byte)"),
     (None, b'{"text": "ok \\u2028 fine"}', "json", None),
 ])
@@ -183,7 +183,7 @@ def test_jsonl_bad_lines_get_errors_and_keep_their_other_fields(spark, tiny_bund
     assert by_id[4]["error"] == "text is int, not a string"
     assert by_id[5]["error"] == "text is missing (null)"
     assert by_id[6]["error"] == "line has no 'text' field"
-    assert by_id[7]["error"] == "text is not valid Unicode (surrogates not allowed, character 5)"
+    assert by_id[7]["error"].startswith("text holds a lone surrogate (U+D") and "at character 5)" in by_id[7]["error"]
     assert by_id[8]["error"].startswith("line is not UTF-8 text")
     assert sorted(r["error"].split(" ")[0] for r in unnamed) == ["invalid", "line"]
     assert any(r["error"].endswith('{"id": 2, "text": "unterminated') for r in unnamed)

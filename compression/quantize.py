@@ -33,7 +33,7 @@ from deployment.cli_types import int_at_least
 from deployment.encoding import Encoded, TextEncoder, Windows
 from deployment.predictor import DEFAULT_BATCH_SIZE, Predictor, session_options
 from deployment.scoring import LinearComponent, blend, sigmoid
-from outputs import OutputError, replace_dir
+from deployment.files import OutputError, replace_dir
 
 PARITY_TOL = 1e-4                     # max |p_onnx_fp32 - p_pytorch| allowed
 SPEED_TIE = 0.10                      # speed differences under 10% count as ties (broken by agreement)

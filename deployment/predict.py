@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import glob
 import json
 import os
 import re
@@ -32,9 +31,11 @@ from typing import Callable, Iterable, Iterator
 
 try:  # run as `python -m deployment.predict` or from inside the deployment/ folder (a Space)
     from deployment.cli_types import positive_int, probability
+    from deployment.files import clean_stale, large_csv_fields, replace_file
     from deployment.predictor import BundleError, Predictor
 except ImportError:  # pragma: no cover
     from cli_types import positive_int, probability
+    from files import clean_stale, large_csv_fields, replace_file
     from predictor import BundleError, Predictor
 
 CHUNK = 256                       # rows read, predicted and written at a time (bounded memory on big files)
@@ -75,36 +76,6 @@ def check_paths(input_path: Path, out_path: Path) -> None:
         raise InputError(f"--out {out_path} is the input file {input_path}; write the predictions somewhere else")
 
 
-def _partial_name(out_path: Path, pid: int) -> Path:
-    return out_path.with_name(f".{out_path.name}.partial-{pid}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)   # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # exists, owned by someone else
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
-
-
-def remove_stale_partials(out_path: Path) -> list[Path]:
-    """Delete the temporary files of earlier runs writing `out_path` whose process is gone (kill -9, a crash).
-
-    A live process's file is left alone: another run may be writing the same output right now.
-    """
-    removed = []
-    for tmp in out_path.parent.glob(f".{glob.escape(out_path.name)}.partial-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isascii() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
 # ---------------------------------------------------------------------------------------------- reading
 def _no_constants(name: str):
     raise ValueError(f"{name} is not a JSON value")   # Python reads NaN/Infinity; strict readers of our output don't
@@ -119,7 +90,11 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _csv_rows(fh, path: Path, text_column: str) -> Iterator[Row]:
-    csv.field_size_limit(sys.maxsize)
+    with large_csv_fields():
+        yield from _csv_records(fh, path, text_column)
+
+
+def _csv_records(fh, path: Path, text_column: str) -> Iterator[Row]:
     reader = csv.reader(fh)
     header = next(reader, None)
     if not header or text_column not in header:
@@ -285,19 +260,17 @@ def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column:
     check_paths(input_path, out_path)
     t0 = time.perf_counter()
     stats = {"rows": 0, "predicted": 0, "errors": 0, "truncated": 0,
-             "stale_partials_removed": [str(p) for p in remove_stale_partials(out_path)]}
+             "stale_partials_removed": [str(p) for p in clean_stale(out_path)]}   # left by kill -9
     total, fields = scan(input_path, text_column)
     clash = [f for f in fields if f in OUT_FIELDS]
     if clash:
         raise InputError(f"{input_path}: has field(s) {clash} that the output adds (a prediction output given "
                          "back as input?); rename them so nothing is overwritten")
-    tmp = _partial_name(out_path, os.getpid())
     bar = _progress_bar(total, progress)
     try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
         # backslashreplace: a lone surrogate (valid in JSON input, not encodable in UTF-8) is written as \udXXX.
-        with open(tmp, "w", newline="" if out_path.suffix.lower() == ".csv" else None, encoding="utf-8",
-                  errors="backslashreplace") as fh:
+        with replace_file(out_path, newline="" if out_path.suffix.lower() == ".csv" else None,
+                          errors="backslashreplace") as fh:
             writer = _Writer(fh, _format(out_path), fields)
             for chunk in _chunks(read_rows(input_path, text_column), CHUNK):
                 for (row, _, err), res in zip(chunk, predict_chunk(pred, chunk, threshold, top_k)):
@@ -310,13 +283,11 @@ def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column:
                     bar.update(len(chunk))
                 if on_chunk is not None:
                     on_chunk(stats["rows"], total)
-        tmp.replace(out_path)
     except OSError as exc:
         raise InputError(f"{exc.filename or out_path}: cannot write ({exc.strerror})") from exc
     finally:
         if bar is not None:
             bar.close()
-        tmp.unlink(missing_ok=True)
     stats["seconds"] = time.perf_counter() - t0
     stats["docs_per_s"] = stats["predicted"] / stats["seconds"] if stats["seconds"] > 0 else 0.0
     stats["input_format"], stats["output_format"] = _format(input_path), _format(out_path)

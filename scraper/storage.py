@@ -31,9 +31,10 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
+from deployment.files import large_csv_fields
+
 ERROR_COLUMNS = ("url", "status", "reason", "detail")
 QUOTING = csv.QUOTE_ALL                  # every cell quoted: no character in a cell can end a row early
-FIELD_SIZE_LIMIT = 1 << 30               # a long description is normal; the csv default of 128 KiB is no format rule
 BOM = "\ufeff"
 
 _RECORD_TOKEN = re.compile(rb'["\n]')
@@ -214,12 +215,18 @@ def torn_path(path: Path) -> Path:
 
 
 def repair_and_read(path: Path, columns: Iterable[str], log: Callable[[str], None] = _warn) -> Rows:
+    """Rows of an existing output CSV, after cutting a torn last row in place; [] when the file is absent or empty
+    (see `_repair_and_read`)."""
+    with large_csv_fields():
+        return _repair_and_read(path, columns, log)
+
+
+def _repair_and_read(path: Path, columns: Iterable[str], log: Callable[[str], None]) -> Rows:
     """Rows of an existing output CSV, after cutting a torn last row in place; [] when the file is absent or empty.
 
     Never drops a complete row (see the module docstring). Raises ValueError when the header differs from
     `columns` (the user pointed --out at another kind of file).
     """
-    csv.field_size_limit(FIELD_SIZE_LIMIT)
     columns = list(columns)
     path = Path(path)
     rows = Rows()
@@ -303,22 +310,14 @@ def read_csv_dicts(path: Path, option: str) -> tuple[list[str], list[dict]]:
 
     Raises ValueError with the option's name and the place of the problem when the file is not UTF-8 CSV.
     """
-    csv.field_size_limit(FIELD_SIZE_LIMIT)
     text = read_text(path, option)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
-        rows = list(reader)
+        with large_csv_fields():
+            rows = list(reader)
     except csv.Error as exc:
         raise ValueError(f"{option} {path} line {reader.line_num}: malformed CSV ({exc})") from None
     return list(reader.fieldnames or []), rows
-
-
-def read_labels(cell_text: str) -> list[str]:
-    """The inverse of `cell` for a labels column: JSON only, never `eval`."""
-    value = json.loads(cell_text) if cell_text else []
-    if not isinstance(value, list):
-        raise ValueError(f"labels cell is not a JSON list: {cell_text[:80]!r}")
-    return [str(v) for v in value]
 
 
 def errors_path(out: Path) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from deployment.files import large_csv_fields
 from scraper import details_scraper
 from scraper.storage import errors_path, sidecar, storable
 from tests.scraper_site.hostile import hostile_text
@@ -25,8 +26,7 @@ FAST = ["--delay", "0", "--timeout", "2", "--retries", "0", "--no-progress"]
 
 
 def read_csv(path: Path) -> list[dict]:
-    csv.field_size_limit(1 << 30)
-    with open(path, encoding="utf-8", newline="") as handle:
+    with large_csv_fields(), open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 
 

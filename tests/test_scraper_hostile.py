@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from deployment.files import large_csv_fields
 from scraper import covers, details_scraper
 from scraper.storage import errors_path
 from tests.scraper_site.site import BOOKS, PNG_BYTES, Fault, LocalSite, WaitRecorder
@@ -25,8 +26,7 @@ BOOK_PAGE = ('<html><head>{head}</head><body><h1>{title}</h1><div class="well">{
 
 
 def read_csv(path: Path) -> list[dict]:
-    csv.field_size_limit(1 << 30)
-    with open(path, encoding="utf-8", newline="") as handle:
+    with large_csv_fields(), open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 
 

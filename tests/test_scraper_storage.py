@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from deployment.files import large_csv_fields
 from scraper.storage import CsvAppender, cell, format_row, repair_and_read, storable, torn_path
 from tests.scraper_site.hostile import COLUMNS, hostile_rows
 
@@ -36,8 +37,7 @@ def write(path: Path, rows: list[dict]) -> int:
 
 
 def read_with_csv(path: Path) -> list[list[str]]:
-    csv.field_size_limit(1 << 30)
-    with open(path, encoding="utf-8", newline="") as handle:
+    with large_csv_fields(), open(path, encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle, strict=True))
     assert rows[0] == list(COLUMNS)
     return rows[1:]

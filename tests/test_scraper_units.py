@@ -10,7 +10,7 @@ from scraper import smashwords, stackoverflow
 from scraper.adapter import combine, iso_date, to_int
 from scraper.client import DEFAULT_USER_AGENT, parse_retry_after, parse_robots
 from scraper.sites import dedupe_key, rebase
-from scraper.storage import CsvAppender, errors_path, read_labels, repair_and_read
+from scraper.storage import CsvAppender, errors_path, repair_and_read
 from scraper.text import html_to_text
 
 COLUMNS = ["url", "title", "text", "labels"]
@@ -137,7 +137,7 @@ def test_labels_are_json_lists_and_multiline_text_round_trips(tmp_path):
     path = tmp_path / "out.csv"
     write_rows(path, 2)
     rows = repair_and_read(path, COLUMNS)
-    assert [read_labels(r["labels"]) for r in rows] == [["Fiction » Fantasy", "tag0"], ["Fiction » Fantasy", "tag1"]]
+    assert [json.loads(r["labels"]) for r in rows] == [["Fiction » Fantasy", "tag0"], ["Fiction » Fantasy", "tag1"]]
     assert rows[1]["text"] == "line one\nline two 1\n\nend" and rows[1]["title"] == 'Title, "1"'
 
 

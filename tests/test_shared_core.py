@@ -1,4 +1,4 @@
-"""The shared core: atomic outputs (`outputs.py`), the model maths (`deployment/scoring.py`), the text encoder
+"""The shared core: atomic outputs (`deployment/files.py`), the model maths (`deployment/scoring.py`), the text encoder
 (`deployment/encoding.py`), and a `config` import that leaves the process environment alone."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from deployment.encoding import TextEncoder
 from deployment.scoring import blend, sigmoid
-from outputs import OutputError, clean_stale, replace_dir, replace_file, write_text
+from deployment.files import OutputError, clean_stale, replace_dir, replace_file, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,3 +143,21 @@ def test_importing_config_changes_no_environment_variable():
     code = "import os, config; config.use_offline_hub(); print(os.environ['HF_HUB_OFFLINE'])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
     assert out.stdout.strip() == "1"
+
+
+def test_large_csv_fields_reads_a_huge_cell_and_restores_the_process_limit():
+    import csv
+    import io
+
+    from deployment.files import large_csv_fields
+
+    original = csv.field_size_limit(1000)   # a known, small process limit for this test
+    try:
+        cell = "x" * 5000
+        with pytest.raises(csv.Error, match="field larger than field limit"):
+            list(csv.reader(io.StringIO(f"a\n{cell}\n")))
+        with large_csv_fields():
+            assert list(csv.reader(io.StringIO(f"a\n{cell}\n")))[1] == [cell]
+        assert csv.field_size_limit() == 1000
+    finally:
+        csv.field_size_limit(original)

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 import config
-from outputs import write_text
+from deployment.files import write_text
 from training.palette import PaletteError, get_palette, nearest_names, rgb_to_hex, srgb_to_lab
 
 EXIT_BAD_INPUT = 2

@@ -35,6 +35,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from deployment.files import large_csv_fields
+
 SPLITS = ("train", "valid", "test")
 HIERARCHY_SEP = " » "                       # canonical separator between levels of a hierarchical label
 _HIERARCHY_SPLIT = re.compile(r"\s*»\s*|\s+>\s+")  # "»" with any spacing, ">" only with spaces (keeps "<3" whole)
@@ -166,7 +168,11 @@ def read_text_file(path: Path) -> tuple[str, bytes]:
 
 def _read_csv_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, str]], list[int]]:
     """Header, rows as dicts and the 1-based line on which each row starts (texts may span lines)."""
-    csv.field_size_limit(1 << 30)   # long descriptions are normal; the default 128 KiB cap is not a format rule
+    with large_csv_fields():   # long descriptions are normal; the default 128 KiB cap is not a format rule
+        return _csv_rows(path, text)
+
+
+def _csv_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, str]], list[int]]:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader)

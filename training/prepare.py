@@ -43,7 +43,7 @@ import pandas as pd
 
 import config
 from deployment.cli_types import non_negative_float, non_negative_int, positive_int, probability
-from outputs import OutputError, replace_dir
+from deployment.files import OutputError, replace_dir
 from training import data
 from training.data import LINE_COL, SPLITS, PrepareError
 from training.split import ensure_labels_in_fold, iterative_stratification
@@ -261,7 +261,7 @@ def write_outputs(
     df: pd.DataFrame, labels: list[str], report: dict, out: Path, passthrough: Sequence[str],
     started: float | None = None,
 ) -> None:
-    """Write the four files into a staging folder beside `out`, then swap it into place (`outputs.replace_dir`).
+    """Write the four files into a staging folder beside `out`, then swap it into place (`deployment.files.replace_dir`).
 
     report.json goes last so its `elapsed_s` (from `started`, a perf_counter value) covers the writing too.
     An existing `out` is replaced only when it is empty or an earlier prepare output (has report.json), so a

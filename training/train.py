@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 import config
-from outputs import OutputError, check_replaceable, replace_dir
+from deployment.files import OutputError, check_replaceable, replace_dir
 from training import devices
 from training.modeling import POOLING_KEY, backbone_pooling, load_classifier, with_pooling
 

@@ -1,4 +1,5 @@
-"""Writing outputs atomically: one helper for folders, one for files, one guarantee for every stage.
+"""Files, the one way: atomic outputs (one helper for folders, one for files, one guarantee for every stage),
+and CSV cells of any size without changing the csv module's limit for the rest of the process.
 
 The guarantee: a reader sees the old output or the new one, never half of either. The new content is built
 under a hidden name beside the target (`.<name>.partial-<pid>`) and renamed into place only when complete;
@@ -6,17 +7,23 @@ if anything fails the old output is still there, untouched (a folder that was mo
 Leftovers of a run killed with `kill -9` are removed by the next run that writes the same target, once the
 process that made them is gone.
 
-    from outputs import replace_dir, replace_file
+    from deployment.files import large_csv_fields, replace_dir, replace_file
     with replace_dir(out, owned_by="report.json") as tmp:     # refuses to replace a folder that isn't ours
         (tmp / "dataset.csv").write_text(...)
     with replace_file(path, newline="") as fh:
         fh.write(...)
+    with large_csv_fields():
+        rows = list(csv.reader(fh))
+
+It lives in deployment/ (standard library only) because the Space, which is that folder alone, writes files too.
 """
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -41,7 +48,7 @@ def _pid_alive(pid: int) -> bool:
 def clean_stale(target: Path) -> list[Path]:
     """Remove `.<name>.partial-<pid>` / `.<name>.old-<pid>` leftovers of dead processes beside `target`."""
     target = Path(target)
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:partial|old)-(\d+)$")
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:partial|old)-(\d{{1,9}})$")
     removed = []
     if not target.parent.is_dir():
         return removed
@@ -113,7 +120,7 @@ def replace_dir(out: str | Path, owned_by: str | None = None, what: str = "outpu
 
 @contextmanager
 def replace_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8",
-                 newline: str | None = None) -> Iterator[IO]:
+                 newline: str | None = None, errors: str | None = None) -> Iterator[IO]:
     """Yield a file object for a staging file that replaces `path` when the block ends without an error."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +128,8 @@ def replace_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-
     tmp = staging_path(path)
     binary = "b" in mode
     try:
-        with open(tmp, mode, encoding=None if binary else encoding, newline=None if binary else newline) as fh:
+        with open(tmp, mode, encoding=None if binary else encoding, newline=None if binary else newline,
+                  errors=None if binary else errors) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
@@ -140,3 +148,15 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """`path.write_bytes(data)`, atomically."""
     with replace_file(path, "wb") as fh:
         fh.write(data)
+
+
+@contextmanager
+def large_csv_fields() -> Iterator[None]:
+    """Let the csv module read cells of any size while the block runs, then restore the previous limit: long
+    descriptions are normal, and the default 128 KiB cap is not a format rule, but the limit is process-wide."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)

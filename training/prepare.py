@@ -121,13 +121,23 @@ def _count(df: pd.DataFrame) -> dict:
 def prepare(
     settings: PrepareSettings, progress: bool = True, log=print, command: str | None = None
 ) -> tuple[pd.DataFrame, list[str], dict]:
-    """Run every step; returns (frame with a `split` column, labels in index order, report)."""
+    """read → clean (each step counted) → stratified split → report. Returns (frame with a `split` column,
+    labels in index order, report)."""
     started = time.perf_counter()
     label_map = data.load_label_map(settings.label_map) if settings.label_map else None   # fail before the long read
     raw = data.read_records(settings.input, settings.text_cols, settings.labels_col, settings.format, progress)
-    df = raw.frame
     steps: list[dict] = []
+    df = _clean(raw.frame, settings, label_map, steps, log)
+    labels = data.label_vocabulary(df["labels"])
+    y = data.encode_labels(df["labels"], labels)
+    df, folds = _split(df, y, labels, settings, steps, progress, log)
+    report = _report(settings, raw, df, labels, y, folds, steps, command)
+    report["elapsed_s"] = round(time.perf_counter() - started, 2)   # run() adds the writing time
+    return df, labels, report
 
+
+def _clean(df: pd.DataFrame, settings: PrepareSettings, label_map, steps: list[dict], log) -> pd.DataFrame:
+    """The cleaning steps in order, each recorded in `steps` with its counts; PrepareError when no row is left."""
     def step(name: str, fn, *args):
         nonlocal df
         before = _count(df)
@@ -139,7 +149,6 @@ def prepare(
                       "seconds": round(time.perf_counter() - t0, 3)})
         log(f"  {name:<18} rows {before['rows']:>7} -> {after['rows']:<7} labels {before['labels']:>5} -> {after['labels']}")
 
-    rows_in, labels_in = _count(df).values()
     step("normalise_text", data.normalise_texts)
     step("drop_empty_text", data.drop_empty_text)
     if settings.min_words > 1:
@@ -157,9 +166,12 @@ def prepare(
             f"(--min-label-freq {settings.min_label_freq:g}, {prune['rows_before']} rows after deduplication); "
             "lower --min-label-freq or check --labels-col"
         )
+    return df
 
-    labels = data.label_vocabulary(df["labels"])
-    y = data.encode_labels(df["labels"], labels)
+
+def _split(df: pd.DataFrame, y: np.ndarray, labels: list[str], settings: PrepareSettings, steps: list[dict],
+           progress: bool, log) -> tuple[pd.DataFrame, np.ndarray]:
+    """Multilabel-stratified train/valid/test (train gets every label); the frame gains `split`."""
     t0 = time.perf_counter()
     folds = iterative_stratification(y, settings.split, seed=settings.seed, progress=progress)
     folds, moved = ensure_labels_in_fold(y, folds, fold=0)
@@ -176,9 +188,16 @@ def prepare(
                   "seconds": round(time.perf_counter() - t0, 3)})
     log(f"  {'split':<18} " + " / ".join(f"{s} {n}" for s, n in sizes.items())
         + (f" ({len(moved)} rows moved to train so it has every label)" if moved else ""))
+    return df, folds
 
+
+def _report(settings: PrepareSettings, raw, df: pd.DataFrame, labels: list[str], y: np.ndarray, folds: np.ndarray,
+            steps: list[dict], command: str | None) -> dict:
+    """report.json: the settings, the input's identity, every step's counts, the split and label frequencies."""
+    first = steps[0]
+    sizes = next(s["sizes"] for s in steps if s["step"] == "split")
     per_split = {s: y[folds == i].sum(axis=0) for i, s in enumerate(SPLITS)}
-    report = {
+    return {
         "name": settings.name,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
@@ -191,9 +210,9 @@ def prepare(
             "passthrough_columns": raw.passthrough,
             "dropped_columns": raw.dropped_columns,
         },
-        "rows_in": rows_in,
+        "rows_in": first["rows_before"],
         "rows_out": int(len(df)),
-        "labels_in": labels_in,
+        "labels_in": first["labels_before"],
         "labels_out": len(labels),
         "duplicates_merged": next(s["duplicates_merged"] for s in steps if s["step"] == "deduplicate"),
         "steps": steps,
@@ -204,9 +223,7 @@ def prepare(
             "all": dict(zip(labels, map(int, y.sum(axis=0)))),
             **{s: dict(zip(labels, map(int, per_split[s]))) for s in SPLITS},
         },
-        "elapsed_s": round(time.perf_counter() - started, 2),   # run() adds the writing time
     }
-    return df, labels, report
 
 
 # --------------------------------------------------------------------------------------------------------

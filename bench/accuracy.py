@@ -24,7 +24,7 @@ from pathlib import Path
 import config
 from deployment.cli_types import int_at_least, positive_float
 from training import prepare
-from training.train import TrainSettings, parse_duration, train
+from training.train import TrainSettings, parse_duration, positive_duration, train
 
 ROWS = (("baseline", "tf-idf + logreg, per-label thresholds"),
         ("baseline_global", "tf-idf + logreg, one global threshold"),
@@ -32,14 +32,6 @@ ROWS = (("baseline", "tf-idf + logreg, per-label thresholds"),
         ("transformer", "transformer alone, whole document"),
         ("final", "ours: the shipped model"), ("most_frequent", "most frequent labels"))
 GOAL = 0.02   # the shipped model should beat the strongest baseline by 2 points on both metrics
-
-
-def positive_duration(text: str) -> float:
-    """training.train's duration syntax (600, 25m, 1.5h), and more than zero: a budget of 0 trains nothing."""
-    seconds = parse_duration(text)
-    if not seconds:
-        raise argparse.ArgumentTypeError(f"must be a duration above zero (600, 25m, 1.5h), got {text!r}")
-    return seconds
 
 
 def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -> dict:

@@ -296,3 +296,19 @@ def test_time_budget_shrinks_the_schedule_and_still_anneals(tiny_backbone, tiny_
     lrs = [h["lr"] for h in json.loads((out / "history.json").read_text())]
     head_lr = json.loads((out / "settings.json").read_text())["head_lr"]
     assert lrs[-1] < 0.05 * head_lr, "the shortened schedule must still anneal"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "--epochs: must be a number > 0"),
+    (["--lr", "nan"], "--lr: must be a number > 0 and <= 1"),
+    (["--seed", "-1"], "--seed: must be an integer from 0"),
+    (["--max-windows", "0"], "--max-windows: must be an integer from 1 to 1024"),
+    (["--window-stride", "-3"], "--window-stride: must be an integer >= 0"),
+    (["--threads", "0"], "--threads: must be an integer from 1 to 1024"),
+    (["--batch-size", "-1"], "--batch-size: must be an integer from 1"),
+    (["--time-budget", "0"], "--time-budget: must be a duration above zero"),
+])
+def test_bad_numbers_are_refused_by_the_parser(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "training.train", "--data", str(tmp_path), *args],
+                          capture_output=True, text=True, cwd=config.ROOT, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "settings:" not in proc.stdout

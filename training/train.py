@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 import config
+from deployment.cli_types import float_in, int_at_least
 from deployment.files import OutputError, check_replaceable, replace_dir
 from training import devices
 from training.modeling import POOLING_KEY, backbone_pooling, load_classifier, with_pooling
@@ -776,6 +777,14 @@ def parse_duration(text: str | None) -> float | None:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def positive_duration(text: str) -> float:
+    """A duration above zero (600, 25m, 1.5h): a budget of 0 would train nothing."""
+    seconds = parse_duration(text)
+    if not seconds:
+        raise argparse.ArgumentTypeError(f"must be a duration above zero (600, 25m, 1.5h), got {text!r}")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainSettings()
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
@@ -783,29 +792,29 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", type=Path, help="processed data dir (python -m training.prepare output)")
     ap.add_argument("--out", type=Path, help="model dir to write (default: models/<data dir name>)")
     ap.add_argument("--backbone", default=d.backbone, help="offline MiniLM (default), a local HF folder, or a cached hub name such as distilroberta-base")
-    ap.add_argument("--max-length", type=int, default=d.max_length, help="tokens per window (truncation keeps the end token)")
-    ap.add_argument("--max-windows", type=int, default=d.max_windows,
+    ap.add_argument("--max-length", type=int_at_least(8, 32768), default=d.max_length, help="tokens per window (truncation keeps the end token)")
+    ap.add_argument("--max-windows", type=int_at_least(1, 1024), default=d.max_windows,
                     help="windows of --max-length tokens read per document at evaluation and serving (1: first window only)")
-    ap.add_argument("--window-stride", type=int, default=d.window_stride,
+    ap.add_argument("--window-stride", type=int_at_least(0), default=d.window_stride,
                     help="tokens shared by consecutive windows (default: max-length // 4)")
     ap.add_argument("--window-pooling", choices=("auto", "mean", "max"), default=d.window_pooling,
                     help="how the windows' logits make the document's: auto = the better on valid")
     ap.add_argument("--train-windows", choices=("random", "first"), default=d.train_windows,
                     help="window a training step reads from a long document: a random one per epoch, or the first")
-    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size")
-    ap.add_argument("--epochs", type=float, default=d.epochs, help="planned epochs (fractions allowed)")
-    ap.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of the top transformer layer")
-    ap.add_argument("--head-lr", type=float, default=d.head_lr, help="peak learning rate of the new classifier head")
-    ap.add_argument("--lr-decay", type=float, default=d.lr_decay, help="per-layer decay of the learning rate towards the embeddings")
-    ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
-    ap.add_argument("--freeze-epochs", type=float, default=d.freeze_epochs, help="epochs of head-only training first")
-    ap.add_argument("--pos-weight", type=float, default=d.pos_weight, help="cap of the per-label BCE pos_weight sqrt(neg/pos); 0 = off")
-    ap.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    ap.add_argument("--max-train-rows", type=int, default=None, help="subsample the training rows (quick runs)")
-    ap.add_argument("--time-budget", type=parse_duration, default=None, help="wall-clock budget for the command: 600, 25m, 1.5h")
+    ap.add_argument("--batch-size", type=int_at_least(1, 65536), default=d.batch_size, help="training batch size")
+    ap.add_argument("--epochs", type=float_in(0, 10_000, low_open=True), default=d.epochs, help="planned epochs (fractions allowed)")
+    ap.add_argument("--lr", type=float_in(0, 1, low_open=True), default=d.lr, help="peak learning rate of the top transformer layer")
+    ap.add_argument("--head-lr", type=float_in(0, 1, low_open=True), default=d.head_lr, help="peak learning rate of the new classifier head")
+    ap.add_argument("--lr-decay", type=float_in(0, 1, low_open=True), default=d.lr_decay, help="per-layer decay of the learning rate towards the embeddings")
+    ap.add_argument("--weight-decay", type=float_in(0, 1), default=d.weight_decay, help="AdamW weight decay")
+    ap.add_argument("--freeze-epochs", type=float_in(0, 10_000), default=d.freeze_epochs, help="epochs of head-only training first")
+    ap.add_argument("--pos-weight", type=float_in(0, 1e6), default=d.pos_weight, help="cap of the per-label BCE pos_weight sqrt(neg/pos); 0 = off")
+    ap.add_argument("--seed", type=int_at_least(0, 2**32 - 1), default=d.seed, help="random seed")
+    ap.add_argument("--max-train-rows", type=int_at_least(1), default=None, help="subsample the training rows (quick runs)")
+    ap.add_argument("--time-budget", type=positive_duration, default=None, help="wall-clock budget for the command: 600, 25m, 1.5h")
     ap.add_argument("--no-blend", dest="blend", action="store_false", help="do not blend with the TF-IDF model")
-    ap.add_argument("--min-support", type=int, default=d.min_support, help="valid positives needed for a per-label threshold")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--min-support", type=int_at_least(1), default=d.min_support, help="valid positives needed for a per-label threshold")
+    ap.add_argument("--threads", type=int_at_least(1, 1024), default=None, help="torch CPU threads")
     ap.add_argument("--pooling", choices=("auto", "mean", "cls"), default=d.pooling,
                     help="sentence vector for the head: auto = the backbone's own (mean for sentence-transformers models)")
     ap.add_argument("--device", choices=devices.DEVICES, default=d.device,

@@ -50,7 +50,7 @@ def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -
     m = train(s, command=f"python -m bench.accuracy --data {path}", log=log)
     report = json.loads((processed / "report.json").read_text())
     keep = ("micro_f1", "macro_f1", "samples_f1")
-    results = {k: {x: m[k][x] for x in keep} for k, _ in ROWS if k in m}
+    results = {k: {x: m[k][x] for x in keep} for k, _ in ROWS if k in m and k != "final"}   # m["final"] names it
     results["baseline_global"] = dict(m["baseline"]["global_threshold"])
     results["final"] = {x: m["model"][x] for x in keep} | {"which": m["final"]}
     return {"data": str(path), "name": name, "prepare_seconds": round(prep_s, 1), "settings": s.__dict__,

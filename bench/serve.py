@@ -222,7 +222,9 @@ def texts_of_tokens(bundle: Path, texts: list[str], n: int, tokens: int) -> list
     return out
 
 
-# Runs in a fresh interpreter: only what a serving process imports (the predictor), then one batch.
+# Runs in a fresh interpreter: only what a serving process imports (the predictor), then one batch. Its peak is
+# VmHWM, which starts afresh at exec; getrusage's ru_maxrss is reported beside it, but Linux folds the pre-exec
+# image (here the forking benchmark's own ~100 MiB) into it, so it can overstate a small process.
 RSS_CHILD = """
 import json, resource, sys, time
 from bench.serve import proc_memory

@@ -509,14 +509,13 @@ def _report(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m: Measured
 
 @dataclass
 class LinearVariant:
-    """One way of storing the linear part: its files (in the work folder) and what it does on valid and test."""
+    """One way of storing the linear part: its files (in the work folder) and the component they load as."""
     name: str
     keep: float | None                    # share of the dense model's coefficients kept (None: as trained)
     dtype: str
     json_path: Path
     npz_path: Path
     component: LinearComponent            # loaded back from its own files, as a server loads it
-    report: dict = field(default_factory=dict)
 
 
 def prune_linear(linear: LinearComponent, keep: float) -> LinearComponent:
@@ -573,11 +572,12 @@ def _split_texts(md: ModelDir, split: str, limit: int | None) -> "rep.EvalTexts 
                          f"{data_dir / 'dataset.csv'} (split={split}, {len(part)} texts)")
 
 
-def _linear_variants(dense: LinearComponent, work: Path) -> list[LinearVariant]:
-    """The dense part as trained, then every kept share x storage type, each written and loaded back."""
+def _linear_variants(dense: LinearComponent, work: Path):
+    """The dense part as trained, then every kept share x storage type, each written and loaded back (one at a
+    time: a dozen loaded variants of a 150-label model would hold a few hundred MB)."""
     work.mkdir(exist_ok=True)
     staged_npz = Path(dense.source)        # the staged linear.npz as trained, beside its linear.json
-    variants = [LinearVariant("dense-float32", None, "float32", staged_npz.with_suffix(".json"), staged_npz, dense)]
+    yield LinearVariant("dense-float32", None, "float32", staged_npz.with_suffix(".json"), staged_npz, dense)
     for keep in LINEAR_KEEP:
         pruned = prune_linear(dense, keep)
         for dtype in LINEAR_DTYPES:
@@ -587,8 +587,7 @@ def _linear_variants(dense: LinearComponent, work: Path) -> list[LinearVariant]:
                 "kept_share": keep, "rule": "largest |coefficient| over all labels; vocabulary cut to the kept "
                                             "weights' terms", "dense_nnz": dense.nnz}})
             loaded = LinearComponent.load(json_path, npz_path, dense.n_labels)
-            variants.append(LinearVariant(name, keep, dtype, json_path, npz_path, loaded))
-    return variants
+            yield LinearVariant(name, keep, dtype, json_path, npz_path, loaded)
 
 
 def _served_decisions(linear: LinearComponent, counts, vocab_of, p_model, weight, thresholds) -> tuple:
@@ -671,9 +670,9 @@ def _choose_linear_variant(md: ModelDir, staged: Staged, ev_texts: "rep.EvalText
     if have_test:
         splits["test"] = (ev_texts, m.probs[ev["chosen"]])
     counts = {name: dense.counts(t.texts) for name, (t, _) in splits.items()}
-    variants = _linear_variants(dense, tmp / "_work" / "linear")
-    decided, rows = {}, {}
-    for v in variants:
+    decided, rows, files, test_p = {}, {}, {}, {}
+    for v in _linear_variants(dense, tmp / "_work" / "linear"):
+        files[v.name] = (v.json_path, v.npz_path)
         vocab_of = None
         if v.component.terms != dense.terms:
             index = {t: i for i, t in enumerate(v.component.terms)}
@@ -689,7 +688,7 @@ def _choose_linear_variant(md: ModelDir, staged: Staged, ev_texts: "rep.EvalText
                 r[f"{split}_agreement"] = float((d == decided[split]).mean())
             r.update({f"{split}_{k}": val for k, val in rep.f1_scores(texts.y_true, d).items()})
             if split == "test":
-                v.report["test_p"] = p_lin
+                test_p[v.name] = p_lin
         rows[v.name] = r
     base = rows["dense-float32"]
 
@@ -704,17 +703,17 @@ def _choose_linear_variant(md: ModelDir, staged: Staged, ev_texts: "rep.EvalText
     rejected = sorted((n for n in rows if n not in eligible), key=lambda n: rows[n]["bytes"])
     if rejected:
         reason += "; rejected for accuracy: " + ", ".join(f"{n} ({loss(n):.4f})" for n in rejected)
-    picked = next(v for v in variants if v.name == chosen)
     if chosen != "dense-float32":
-        shutil.copy2(picked.npz_path, tmp / "linear.npz")
-        shutil.copy2(picked.json_path, tmp / "linear.json")
+        json_path, npz_path = files[chosen]
+        shutil.copy2(npz_path, tmp / "linear.npz")
+        shutil.copy2(json_path, tmp / "linear.json")
         served = LinearComponent.load(tmp / "linear.json", tmp / "linear.npz", len(md.labels))
         if have_test:
             # The measurement used the dense twin; the sparse path a server runs must give the same probabilities.
             p_sparse = served.probabilities(ev_texts.texts)
-            if not np.allclose(p_sparse, picked.report["test_p"], atol=1e-5):
+            if not np.allclose(p_sparse, test_p[chosen], atol=1e-5):
                 raise CompressionError(f"{tmp / 'linear.npz'}: the sparse linear part does not reproduce its measurement "
-                                       f"(max diff {np.abs(p_sparse - picked.report['test_p']).max():.2e})")
+                                       f"(max diff {np.abs(p_sparse - test_p[chosen]).max():.2e})")
             m.linear_p = p_sparse
         else:
             m.linear_p = served.probabilities(ev_texts.texts)

@@ -198,13 +198,19 @@ class LinearComponent:
         if dtype not in COEF_DTYPES["csr"]:
             raise ValueError(f"dtype must be one of {COEF_DTYPES['csr']}, got {dtype!r}")
         indptr, labels, values = self.coef_by_term()
-        arrays = {"terms": np.asarray(self.terms, dtype=str), "idf": self.idf, "intercept": self.intercept,
-                  "coef_indptr": indptr.astype(np.int32), "coef_labels": labels.astype(np.int16 if self.n_labels
-                                                                                         < 2**15 else np.int32)}
+        arrays = {"terms": np.asarray(self.terms, dtype=str), "idf": self.idf, "intercept": self.intercept}
         if dtype == "int8":
-            arrays["coef_data"], arrays["coef_scale"] = quantize_int8_per_label(labels, values, self.n_labels)
+            stored, arrays["coef_scale"] = quantize_int8_per_label(labels, values, self.n_labels)
         else:
-            arrays["coef_data"] = values.astype(dtype)
+            stored = values.astype(dtype)
+        # Weights that round to exactly 0 in the stored type are left out: the file then says what it serves,
+        # and a reader neither holds nor multiplies them (int8 rounds ~40% of a dense model's weights to 0).
+        nonzero = stored != 0
+        counts = np.bincount(np.repeat(np.arange(len(self.terms)), np.diff(indptr))[nonzero], minlength=len(self.terms))
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        arrays.update(coef_indptr=indptr.astype(np.int32), coef_data=stored[nonzero],
+                      coef_labels=labels[nonzero].astype(np.int16 if self.n_labels < 2**15 else np.int32))
+        values = stored[nonzero]
         np.savez_compressed(npz_path, **arrays)
         settings = {k: v for k, v in self.settings.items() if k not in ("coef_storage", "coef_dtype")}
         settings.update(coef_storage="csr", coef_dtype=dtype, n_features=len(self.terms), nnz=len(values), **(extra or {}))

@@ -9,6 +9,11 @@ thread pool of `requests` sessions, and passed one per call to `Predictor.predic
 process. Each level stops at `--seconds` or `--requests`, whichever comes first. Client, server and
 in-process runs share this machine's cores, so the ratio is the price of HTTP + JSON + gunicorn here, not a
 property of the model. Prints a table and writes JSON (default bench/results/serve.json).
+
+Memory, beside throughput: a fresh process loads the bundle and predicts one batch of 32 texts of 128 tokens
+(what one serving process costs, measured from its own /proc/self/status VmHWM and getrusage), and each
+gunicorn worker's peak RSS is read from /proc after every concurrency level. The bundle's size by file is
+reported too.
 """
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ class ServeSettings:
     workers: int = 2                    # gunicorn worker processes
     threads: int = 4                    # gunicorn threads per worker
     ort_threads: int | None = 1         # onnxruntime intra-op threads per predictor (server workers and in-process)
+    rss_batch: int = 32                 # texts the fresh-process memory probe predicts in one batch
+    rss_tokens: int = 128               # tokens per probe text (special tokens included)
     out: str = str(OUT)
 
 
@@ -163,8 +170,8 @@ class Gunicorn:
             try:
                 if requests.get(self.url + "/healthz", timeout=2).ok:
                     return self
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass   # not listening yet, or a worker still loading the bundle on a busy machine: ask again
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.__exit__(None, None, None)
                 self.log.seek(0)
@@ -182,17 +189,113 @@ class Gunicorn:
         os.unlink(self.log.name)
 
 
+MIB = 2**20
+
+
+def proc_memory(pid: int | str = "self") -> dict:
+    """Current and peak resident memory of a process (MiB) from /proc/<pid>/status (VmRSS, VmHWM)."""
+    fields = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(value.split()[0]) * 1024 / MIB   # the kernel reports kB
+    return {"rss_mib": round(fields["VmRSS"], 1), "peak_rss_mib": round(fields["VmHWM"], 1)}
+
+
+def texts_of_tokens(bundle: Path, texts: list[str], n: int, tokens: int) -> list[str]:
+    """`n` texts that the bundle's tokenizer reads as exactly `tokens` tokens (special tokens included): each
+    source text repeated until long enough, then cut where the last token that fits between the special tokens ends."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    specials = len(tok.encode("x").ids) - len(tok.encode("x", add_special_tokens=False).ids)
+    out = []
+    for i in range(n):
+        text = texts[i % len(texts)]
+        long = " ".join([text] * (tokens // max(1, len(text.split())) + 2))
+        enc = tok.encode(long, add_special_tokens=False)
+        if len(enc.ids) < tokens - specials:
+            raise SystemExit(f"error: cannot make a {tokens}-token text from {text[:60]!r}")
+        out.append(long[:enc.offsets[tokens - specials - 1][1]])
+    return out
+
+
+# Runs in a fresh interpreter: only what a serving process imports (the predictor), then one batch. Its peak is
+# VmHWM, which starts afresh at exec; getrusage's ru_maxrss is reported beside it, but Linux folds the pre-exec
+# image (here the forking benchmark's own ~100 MiB) into it, so it can overstate a small process.
+RSS_CHILD = """
+import json, resource, sys, time
+from bench.serve import proc_memory
+before = proc_memory()
+from deployment.predictor import Predictor
+bundle, threads, texts = sys.argv[1], int(sys.argv[2]) or None, json.load(open(sys.argv[3], encoding="utf-8"))
+imported = proc_memory()
+t0 = time.perf_counter()
+pred = Predictor.from_bundle(bundle, num_threads=threads)
+load_s = time.perf_counter() - t0
+loaded = proc_memory()
+t0 = time.perf_counter()
+out = pred.predict(texts)
+predict_s = time.perf_counter() - t0
+after = proc_memory()
+print(json.dumps({"rss_start_mib": before["rss_mib"], "rss_after_imports_mib": imported["rss_mib"],
+                  "rss_after_load_mib": loaded["rss_mib"], "peak_rss_after_load_mib": loaded["peak_rss_mib"],
+                  "rss_after_predict_mib": after["rss_mib"], "peak_rss_mib": after["peak_rss_mib"],
+                  "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  "load_s": round(load_s, 3), "predict_s": round(predict_s, 3),
+                  "n_tokens": sorted({r["n_tokens"] for r in out}), "linear": pred.linear is not None}))
+"""
+
+
+def process_memory(bundle: Path, texts: list[str], ort_threads: int | None, batch: int, tokens: int) -> dict:
+    """Peak RSS of a fresh process that loads `bundle` and predicts one batch of `batch` texts of `tokens` tokens."""
+    probe = texts_of_tokens(bundle, texts, batch, tokens)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="bench-serve-texts-", delete=False,
+                                     encoding="utf-8") as fh:
+        json.dump(probe, fh)
+    try:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(config.ROOT), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run([sys.executable, "-c", RSS_CHILD, str(bundle), str(ort_threads or 0), fh.name],
+                              capture_output=True, text=True, cwd=config.ROOT, env=env, timeout=600)
+    finally:
+        os.unlink(fh.name)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: the memory probe failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"batch": batch, "tokens": tokens, "ort_threads": ort_threads, **result}
+
+
+def bundle_sizes(bundle: Path) -> dict:
+    """The bundle folder's bytes, in total and by file (the transformer, the linear part, the rest)."""
+    files = {p.name: p.stat().st_size for p in sorted(bundle.iterdir()) if p.is_file()}
+    return {"total_bytes": sum(files.values()), "files_bytes": files}
+
+
+def gunicorn_workers(master_pid: int) -> list[int]:
+    """The worker pids of a gunicorn master (its child processes, from /proc)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{master_pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        children += [int(pid) for pid in text]
+    return sorted(children)
+
+
 def format_table(rows: list[dict]) -> str:
     header = (f"{'mode':<11} {'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} "
-              f"{'p99 ms':>8}  {'web vs in-process':<40}")
+              f"{'p99 ms':>8} {'peak RSS/worker':>15}  {'web vs in-process':<40}")
     lines = [header, "-" * len(header)]
     for r in rows:
         ratio = ""
         if r["mode"] == "gunicorn" and r.get("ratio"):
             ratio = (f"p50 x{r['ratio']['p50']:.2f} (+{r['ratio']['p50_added_ms']:.1f} ms), "
                      f"req/s x{r['ratio']['throughput']:.2f}")
+        workers = r.get("workers_memory") or []
+        rss = "/".join(f"{w['peak_rss_mib']:.0f}" for w in workers) + " MiB" if workers else "-"
         lines.append(f"{r['mode']:<11} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} "
-                     f"{r['throughput_rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}  {ratio}")
+                     f"{r['throughput_rps']:>8.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {rss:>15}  {ratio}")
     return "\n".join(lines)
 
 
@@ -221,6 +324,11 @@ def run(s: ServeSettings, log=print) -> dict:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:120]}")
 
+    memory = process_memory(bundle, texts, s.ort_threads, s.rss_batch, s.rss_tokens)
+    log(f"  one serving process (fresh, load + {s.rss_batch} texts x {s.rss_tokens} tokens): peak RSS "
+        f"{memory['peak_rss_mib']:.1f} MiB (after load {memory['rss_after_load_mib']:.1f} MiB, "
+        f"imports {memory['rss_after_imports_mib']:.1f} MiB)")
+    sizes = bundle_sizes(bundle)
     rows = []
     run_load(in_process, texts, 1, 30, s.warmup)
     for clients in s.clients:
@@ -233,6 +341,7 @@ def run(s: ServeSettings, log=print) -> dict:
         for clients in s.clients:
             row = {"mode": "gunicorn", **run_load(over_http, texts, clients, s.seconds, s.requests,
                                                   make_state=requests.Session)}
+            row["workers_memory"] = [{"pid": pid, **proc_memory(pid)} for pid in gunicorn_workers(server.proc.pid)]
             base = next(r for r in rows if r["mode"] == "in-process" and r["clients"] == clients)
             if row["requests"] and base["requests"]:
                 row["ratio"] = {"p50": round(row["p50_ms"] / base["p50_ms"], 3),
@@ -245,6 +354,7 @@ def run(s: ServeSettings, log=print) -> dict:
     rows.sort(key=lambda r: (r["clients"], r["mode"] != "in-process"))
     return {"settings": asdict(s), "bundle_info": {k: predictor.info.get(k) for k in ("backbone", "created", "max_length")},
             "n_labels": len(predictor.labels), "texts_source": source, "n_texts": len(texts),
+            "process_memory": memory, "bundle_size": sizes,
             "server": server_cmd, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                               "platform": platform.platform()},
             "rows": rows, "table": format_table(rows)}
@@ -264,11 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=positive_int, default=d.threads, help="gunicorn threads per worker")
     ap.add_argument("--ort-threads", type=non_negative_int, default=d.ort_threads,
                     help="onnxruntime threads per predictor, 0 = its default (all cores)")
+    ap.add_argument("--rss-batch", type=int, default=d.rss_batch,
+                    help="texts the fresh-process memory probe predicts in one batch")
+    ap.add_argument("--rss-tokens", type=int, default=d.rss_tokens,
+                    help="tokens per memory-probe text (special tokens included)")
     ap.add_argument("--out", default=d.out, help="JSON output")
     a = ap.parse_args(argv)
     s = ServeSettings(bundle=a.bundle, texts=a.texts, n_texts=a.n_texts, clients=a.clients, seconds=a.seconds,
                       requests=a.requests, warmup=a.warmup, workers=a.workers, threads=a.threads,
-                      ort_threads=a.ort_threads or None, out=a.out)
+                      ort_threads=a.ort_threads or None, rss_batch=a.rss_batch, rss_tokens=a.rss_tokens, out=a.out)
     t0 = time.time()
     result = run(s)
     result["wall_seconds"] = round(time.time() - t0, 1)
@@ -281,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     best = max(web, key=lambda r: r["throughput_rps"])
     print(f"\nbench.serve: {sum(r['requests'] for r in result['rows'])} requests in {result['wall_seconds']} s; "
           f"best web throughput {best['throughput_rps']:.1f} req/s at {best['clients']} clients; "
+          f"one serving process peaks at {result['process_memory']['peak_rss_mib']:.0f} MiB, the workers at "
+          f"{max(w['peak_rss_mib'] for r in web for w in r['workers_memory']):.0f} MiB; "
+          f"bundle {result['bundle_size']['total_bytes'] / MIB:.1f} MiB; "
           f"{sum(r['errors'] for r in web)} errors; wrote {out}")
     return 0
 

@@ -12,9 +12,9 @@ Formats (`linear.json`, `linear.npz`): docs/CONTRACTS.md.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,27 +49,96 @@ def blend(p_model: np.ndarray, p_linear: np.ndarray | None, weight: float) -> np
     return weight * p_linear + (1.0 - weight) * p_model
 
 
+COEF_STORAGES = ("dense", "csr")           # linear.json "coef_storage"; absent means "dense" (every bundle before it)
+COEF_DTYPES = {"dense": ("float32",), "csr": ("float32", "float16", "int8")}
+LOGIT_BLOCK = 16                            # texts per sparse product: bounds its gather arrays (<= ~1 MB a text) in RSS
+
+
+@dataclass(frozen=True)
+class TermCounts:
+    """Raw term counts of a batch of texts over one vocabulary, as CSR rows (one row per text, columns sorted)."""
+    indptr: np.ndarray      # int64 [n + 1]
+    cols: np.ndarray        # int32 [nnz] vocabulary columns
+    counts: np.ndarray      # float32 [nnz]
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    def select(self, keep: np.ndarray) -> "TermCounts":
+        """The same counts over a smaller vocabulary: `keep` [V_old] is each old column's new index, or -1 (dropped)."""
+        new = keep[self.cols]
+        kept = new >= 0
+        rows = np.repeat(np.arange(len(self)), np.diff(self.indptr))[kept]
+        indptr = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(self)), out=indptr[1:])
+        cols, counts = new[kept].astype(np.int32), self.counts[kept]
+        order = np.lexsort((cols, rows))          # keep the columns sorted within each row
+        return TermCounts(indptr, cols[order], counts[order])
+
+
 class LinearComponent:
-    """TF-IDF (scikit-learn's TfidfVectorizer semantics) + one-vs-rest logistic regression, in numpy.
+    """TF-IDF (scikit-learn's TfidfVectorizer semantics) + one-vs-rest logistic regression, in numpy float32.
 
     Reproduces TfidfVectorizer(lowercase=True, token_pattern=..., ngram_range=(a, b), sublinear_tf=...,
     norm="l2"|None) followed by sigmoid(x @ coef.T + intercept), from `linear.json` + `linear.npz`.
+    The coefficients come dense ([L, V] float32: the training export, and every bundle written before compression
+    pruned them) or sparse (the kept weights as CSR rows per term, float32, float16 or int8 with a per-label
+    scale). Either way they are held in float32 and a text's sparse tf-idf row meets only the weights of the terms
+    it contains.
     """
 
-    def __init__(self, settings: dict, terms: Sequence[str], idf: np.ndarray, coef: np.ndarray,
-                 intercept: np.ndarray, source: str = "linear"):
+    def __init__(self, settings: dict, terms: Sequence[str], idf: np.ndarray, coef, intercept: np.ndarray,
+                 source: str = "linear"):
+        """`coef`: a dense [L, V] array, or the transposed matrix [V, L] as CSR rows, one per term:
+        `(indptr [V+1], labels [nnz], values [nnz])` (the `coef_by_term()` layout, what linear.npz stores)."""
         self.source = source
+        self.settings = dict(settings)
         self.weight = float(settings["weight"])
         self.lowercase = bool(settings.get("lowercase", True))
         self.token_re = re.compile(settings.get("token_pattern", DEFAULT_TOKEN_PATTERN))
         self.ngram_range = tuple(int(n) for n in settings.get("ngram_range", (1, 1)))
         self.sublinear_tf = bool(settings.get("sublinear_tf", False))
         self.norm = settings.get("norm", "l2")
-        self.vocabulary = {str(term): i for i, term in enumerate(terms)}
-        self.idf = np.asarray(idf, dtype=np.float64)
-        self.coef = np.asarray(coef, dtype=np.float64)
-        self.intercept = np.asarray(intercept, dtype=np.float64)
+        self.terms = [str(t) for t in terms]
+        self.vocabulary = {term: i for i, term in enumerate(self.terms)}
+        self.idf = np.asarray(idf, dtype=np.float32)
+        self.intercept = np.asarray(intercept, dtype=np.float32)
+        if isinstance(coef, tuple):
+            indptr, labels, values = coef
+            self._term_ptr = np.asarray(indptr, dtype=np.int64)
+            # int16 labels halve the largest array (any model under 32768 labels); numpy widens it when indexing.
+            self._term_labels = np.asarray(labels, dtype=np.int16 if len(self.intercept) < 2**15 else np.int32)
+            self._term_values = np.asarray(values, dtype=np.float32)
+            self._dense_t = None
+        else:
+            # Dense: held as [V, L] so that one text's columns are rows, read contiguously.
+            self._dense_t = np.ascontiguousarray(np.asarray(coef, dtype=np.float32).T)
 
+    # ------------------------------------------------------------------ coefficients
+    @property
+    def n_labels(self) -> int:
+        return len(self.intercept)
+
+    @property
+    def sparse(self) -> bool:
+        return self._dense_t is None
+
+    def coef_by_term(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The coefficients as float32 CSR rows per term, `(indptr [V+1], labels [nnz], values [nnz])`; a dense
+        matrix gives every non-zero entry."""
+        if self._dense_t is None:
+            return self._term_ptr, self._term_labels, self._term_values
+        terms, labels = np.nonzero(self._dense_t)
+        indptr = np.zeros(len(self.terms) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(terms, minlength=len(self.terms)), out=indptr[1:])
+        return indptr, labels.astype(np.int32), self._dense_t[terms, labels].copy()
+
+    @property
+    def nnz(self) -> int:
+        """Stored coefficients (all L x V when dense)."""
+        return int(self._dense_t.size if self._dense_t is not None else len(self._term_values))
+
+    # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, json_path: Path, npz_path: Path, n_labels: int) -> "LinearComponent":
         """Read and check `linear.json` + `linear.npz` for a model with `n_labels` outputs (BundleError if bad)."""
@@ -90,23 +159,64 @@ class LinearComponent:
             re.compile(pattern)
         except (re.error, TypeError) as exc:
             raise BundleError(f"{json_path}: bad token_pattern ({exc})") from exc
+        storage = settings.get("coef_storage", "dense")
+        if storage not in COEF_STORAGES:
+            raise BundleError(f"{json_path}: unknown coef_storage {storage!r} (expected one of {list(COEF_STORAGES)})")
+        dtype = settings.get("coef_dtype", "float32")
+        if dtype not in COEF_DTYPES[storage]:
+            raise BundleError(f"{json_path}: coef_dtype {dtype!r} is not one of {list(COEF_DTYPES[storage])} "
+                              f"for coef_storage {storage!r}")
+        keys = (("terms", "idf", "intercept", "coef") if storage == "dense" else
+                ("terms", "idf", "intercept", "coef_indptr", "coef_labels", "coef_data")
+                        + (("coef_scale",) if dtype == "int8" else ()))
         if not npz_path.is_file():
             raise BundleError(f"{npz_path}: file is missing")
         try:
             with np.load(npz_path, allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in ("terms", "idf", "coef", "intercept")}
+                arrays = {key: npz[key] for key in keys}
         except KeyError as exc:
-            raise BundleError(f"{npz_path}: missing array {exc}") from exc
+            raise BundleError(f"{npz_path}: missing array {exc} (linear.json says coef_storage {storage!r}, "
+                              f"coef_dtype {dtype!r})") from exc
         except Exception as exc:  # zip/pickle/format errors all mean the same thing: unreadable file
             raise BundleError(f"{npz_path}: cannot read ({type(exc).__name__}: {exc})") from exc
-        terms, idf, coef, intercept = (arrays[k] for k in ("terms", "idf", "coef", "intercept"))
+        terms, idf, intercept = arrays["terms"], arrays["idf"], arrays["intercept"]
         n_terms = len(terms)
-        if idf.shape != (n_terms,) or coef.shape != (n_labels, n_terms) or intercept.shape != (n_labels,):
-            raise BundleError(
-                f"{npz_path}: shapes don't match {n_labels} labels x {n_terms} terms "
-                f"(idf {idf.shape}, coef {coef.shape}, intercept {intercept.shape})")
+        if idf.shape != (n_terms,) or intercept.shape != (n_labels,):
+            raise BundleError(f"{npz_path}: shapes don't match {n_labels} labels x {n_terms} terms "
+                              f"(idf {idf.shape}, intercept {intercept.shape})")
+        if storage == "dense":
+            coef = arrays["coef"]
+            if coef.shape != (n_labels, n_terms):
+                raise BundleError(f"{npz_path}: shapes don't match {n_labels} labels x {n_terms} terms "
+                                  f"(coef {coef.shape})")
+        else:
+            coef = _check_csr(npz_path, arrays, dtype, n_labels, n_terms)
         return cls(settings, terms.tolist(), idf, coef, intercept, source=str(npz_path))
 
+    def save(self, json_path: Path, npz_path: Path, dtype: str = "float32", extra: dict | None = None) -> None:
+        """Write this component as CSR rows in `dtype` (float32, float16, or int8 with a per-label scale)."""
+        if dtype not in COEF_DTYPES["csr"]:
+            raise ValueError(f"dtype must be one of {COEF_DTYPES['csr']}, got {dtype!r}")
+        indptr, labels, values = self.coef_by_term()
+        arrays = {"terms": np.asarray(self.terms, dtype=str), "idf": self.idf, "intercept": self.intercept}
+        if dtype == "int8":
+            stored, arrays["coef_scale"] = quantize_int8_per_label(labels, values, self.n_labels)
+        else:
+            stored = values.astype(dtype)
+        # Weights that round to exactly 0 in the stored type are left out: the file then says what it serves,
+        # and a reader neither holds nor multiplies them (int8 rounds ~40% of a dense model's weights to 0).
+        nonzero = stored != 0
+        counts = np.bincount(np.repeat(np.arange(len(self.terms)), np.diff(indptr))[nonzero], minlength=len(self.terms))
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        arrays.update(coef_indptr=indptr.astype(np.int32), coef_data=stored[nonzero],
+                      coef_labels=labels[nonzero].astype(np.int16 if self.n_labels < 2**15 else np.int32))
+        values = stored[nonzero]
+        np.savez_compressed(npz_path, **arrays)
+        settings = {k: v for k, v in self.settings.items() if k not in ("coef_storage", "coef_dtype")}
+        settings.update(coef_storage="csr", coef_dtype=dtype, n_features=len(self.terms), nnz=len(values), **(extra or {}))
+        json_path.write_text(json.dumps(settings, indent=2))
+
+    # ------------------------------------------------------------------ inference
     def _terms(self, text: str) -> list[str]:
         if self.lowercase:
             text = text.lower()
@@ -117,24 +227,101 @@ class LinearComponent:
             grams.extend(" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
         return grams
 
-    def logits(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.empty((len(texts), len(self.intercept)), dtype=np.float64)
+    def counts(self, texts: Sequence[str]) -> TermCounts:
+        """Each text's raw counts of this vocabulary's terms (what TfidfVectorizer counts before weighting)."""
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        cols: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        vocab = self.vocabulary
         for row, text in enumerate(texts):
-            counts = Counter(self.vocabulary[t] for t in self._terms(text) if t in self.vocabulary)
-            if not counts:
-                out[row] = self.intercept
-                continue
-            cols = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-            if self.sublinear_tf:
-                tf = np.log(tf) + 1.0
-            values = tf * self.idf[cols]
-            if self.norm == "l2":
-                norm = math.sqrt(float(values @ values))
-                if norm > 0:
-                    values /= norm
-            out[row] = self.coef[:, cols] @ values + self.intercept
+            found = Counter(vocab[t] for t in self._terms(text) if t in vocab)
+            c = np.fromiter(sorted(found), dtype=np.int32, count=len(found))
+            cols.append(c)
+            values.append(np.fromiter((found[j] for j in c.tolist()), dtype=np.float32, count=len(c)))
+            indptr[row + 1] = indptr[row] + len(c)
+        empty32 = np.zeros(0, dtype=np.int32)
+        return TermCounts(indptr, np.concatenate(cols) if cols else empty32,
+                          np.concatenate(values) if values else empty32.astype(np.float32))
+
+    def tfidf(self, counts: TermCounts) -> np.ndarray:
+        """The tf-idf values [nnz] float32 for `counts` (sublinear tf, idf, then each row's l2 norm)."""
+        tf = counts.counts.astype(np.float32)
+        if self.sublinear_tf:
+            tf = np.log(tf) + np.float32(1.0)
+        values = tf * self.idf[counts.cols]
+        if self.norm == "l2" and len(values):
+            rows = np.repeat(np.arange(len(counts)), np.diff(counts.indptr))
+            norms = np.sqrt(np.bincount(rows, weights=values.astype(np.float64) ** 2, minlength=len(counts)))
+            norms[norms == 0] = 1.0
+            values = (values / norms[rows]).astype(np.float32)
+        return values
+
+    def logits_from_counts(self, counts: TermCounts) -> np.ndarray:
+        """Logits [n, labels] float32 from term counts over this vocabulary (see `counts`)."""
+        n, n_labels = len(counts), self.n_labels
+        values = self.tfidf(counts)
+        out = np.empty((n, n_labels), dtype=np.float32)
+        for start in range(0, n, LOGIT_BLOCK):
+            stop = min(start + LOGIT_BLOCK, n)
+            lo, hi = counts.indptr[start], counts.indptr[stop]
+            cols, vals = counts.cols[lo:hi], values[lo:hi]
+            if self._dense_t is not None:
+                bounds = counts.indptr[start:stop + 1] - lo
+                block = np.zeros((stop - start, n_labels), dtype=np.float32)
+                for r in range(stop - start):  # one text: its terms' rows of [V, L], weighted and summed
+                    a, b = bounds[r], bounds[r + 1]
+                    if b > a:
+                        block[r] = vals[a:b] @ self._dense_t[cols[a:b]]
+            else:
+                rows = np.repeat(np.arange(stop - start), np.diff(counts.indptr[start:stop + 1]))
+                # Gather every (label, weight) stored for each of the block's terms, then sum per (text, label).
+                first = self._term_ptr[cols]
+                lens = self._term_ptr[cols + 1] - first
+                ends = np.cumsum(lens)
+                pos = np.repeat(first - ends + lens, lens) + np.arange(ends[-1] if len(ends) else 0)
+                contrib = self._term_values[pos] * np.repeat(vals, lens)
+                keys = np.repeat(rows, lens) * n_labels + self._term_labels[pos]
+                block = np.bincount(keys, weights=contrib, minlength=(stop - start) * n_labels)
+                block = block.reshape(stop - start, n_labels).astype(np.float32)
+            out[start:stop] = block + self.intercept
         return out
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        return self.logits_from_counts(self.counts(texts))
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         return sigmoid(self.logits(texts))
+
+
+def quantize_int8_per_label(labels: np.ndarray, values: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 with one scale per label: `values ~= q * scale[labels]`, scale = the label's max |w| / 127."""
+    peak = np.zeros(n_labels, dtype=np.float32)
+    np.maximum.at(peak, labels, np.abs(values).astype(np.float32))
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(values / scale[labels]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _check_csr(npz_path: Path, arrays: dict, dtype: str, n_labels: int, n_terms: int) -> tuple:
+    """CSR rows per term, checked and dequantised to float32; BundleError naming the file when inconsistent."""
+    indptr, labels, data = arrays["coef_indptr"], arrays["coef_labels"], arrays["coef_data"]
+    if indptr.shape != (n_terms + 1,) or labels.ndim != 1 or data.shape != labels.shape:
+        raise BundleError(f"{npz_path}: CSR shapes don't match {n_terms} terms (coef_indptr {indptr.shape}, "
+                          f"coef_labels {labels.shape}, coef_data {data.shape})")
+    if not (np.issubdtype(indptr.dtype, np.integer) and np.issubdtype(labels.dtype, np.integer)):
+        raise BundleError(f"{npz_path}: coef_indptr and coef_labels must be integers")
+    if data.dtype != np.dtype(dtype):
+        raise BundleError(f"{npz_path}: coef_data is {data.dtype}, linear.json says coef_dtype {dtype!r}")
+    if indptr[0] != 0 or indptr[-1] != len(labels) or np.any(np.diff(indptr) < 0):
+        raise BundleError(f"{npz_path}: coef_indptr must rise from 0 to {len(labels)}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_labels):
+        raise BundleError(f"{npz_path}: coef_labels outside 0..{n_labels - 1}")
+    values = data.astype(np.float32)
+    if dtype == "int8":
+        scale = arrays["coef_scale"]
+        if scale.shape != (n_labels,) or not np.all(np.isfinite(scale)):
+            raise BundleError(f"{npz_path}: coef_scale must be {n_labels} finite numbers, got shape {scale.shape}")
+        values *= scale.astype(np.float32)[labels]
+    if not np.all(np.isfinite(values)):
+        raise BundleError(f"{npz_path}: coef_data holds non-finite values")
+    return indptr.astype(np.int64), labels, values

@@ -142,15 +142,81 @@ print(json.dumps(out))
 
 
 # ---------------------------------------------------------------- other model folders
-def test_linear_component_is_copied_and_blended(tmp_path):
+def test_linear_part_is_stored_sparse_and_quantised_as_chosen_on_valid(tmp_path):
+    """The bundle's linear part is the smallest variant that keeps the served F1 on valid within the stated
+    tolerance; served through the Predictor it makes the decisions eval.json reports against the dense part."""
+    from compression.quantize import LINEAR_F1_TOL
+    from deployment.predictor import Predictor
+    from tests.tiny_bundle import write_dense_linear
+
     md = make_tiny_model_dir(tmp_path / "model", TINY_LABELS, seed=3, with_linear=True)
     bundle = build_bundle(md, tmp_path / "bundle", bench_rounds=0, candidates=["int8"], quiet=True)
     info = json.loads((bundle / "bundle.json").read_text())
-    assert (bundle / "linear.npz").read_bytes() == (md / "linear" / "linear.npz").read_bytes()
-    assert info["linear"] == {"weight": 0.5}
     ev = json.loads((bundle / "eval.json").read_text())
+    assert info["linear"] == {"weight": 0.5}
     assert ev["chosen"] == "int8" and "timing skipped" in ev["choice_reason"]
     assert "latency_b1_ms" not in ev["variants"]["int8"]
+
+    choice = ev["linear_compression"]
+    rows = choice["variants"]
+    dense = rows["dense-float32"]
+    assert {"csr-int8", "csr-float16", "keep5%-int8"} <= set(rows) and rows[choice["chosen"]]["chosen"]
+    picked = rows[choice["chosen"]]
+    assert dense["valid_micro_f1"] - picked["valid_micro_f1"] <= LINEAR_F1_TOL
+    assert dense["valid_macro_f1"] - picked["valid_macro_f1"] <= LINEAR_F1_TOL
+    assert picked["bytes"] == min(r["bytes"] for r in rows.values()
+                                  if max(dense["valid_micro_f1"] - r["valid_micro_f1"],
+                                         dense["valid_macro_f1"] - r["valid_macro_f1"]) <= LINEAR_F1_TOL)
+    assert picked["bytes"] < dense["bytes"] / 4 and choice["chosen"] != "dense-float32"
+    spec = json.loads((bundle / "linear.json").read_text())
+    assert spec["coef_storage"] == "csr" and spec["coef_dtype"] == picked["dtype"] and spec["nnz"] == picked["nnz"]
+    assert "coef" not in np.load(bundle / "linear.npz").files
+
+    # The same bundle with the dense part as trained (the format every bundle had before): its decisions on the
+    # test split agree with the compressed bundle's exactly as often as eval.json says.
+    old = tmp_path / "dense-bundle"
+    shutil.copytree(bundle, old)
+    write_dense_linear(md / "linear", old)
+    texts = [r["text"] for r in csv_rows(md.parent / "model-data" / "dataset.csv") if r["split"] == "test"]
+    new_pred, old_pred = Predictor.from_bundle(bundle), Predictor.from_bundle(old)
+    decided = [np.array([[s["predicted"] for s in sorted(r["labels"], key=lambda s: s["label"])]
+                         for r in p.predict(texts)]) for p in (new_pred, old_pred)]
+    assert (decided[0] == decided[1]).mean() == pytest.approx(picked["test_agreement"])
+
+    parts = ev["bundle"]["parts_bytes"]
+    assert parts["linear.npz"] == (bundle / "linear.npz").stat().st_size
+    assert parts["model.onnx"] == (bundle / "model.onnx").stat().st_size
+    assert ev["bundle"]["total_bytes"] == sum(parts.values())
+    assert ev["served"]["linear"] == choice["chosen"] and info["metrics"]["served"]["micro_f1"] == ev["served"]["micro_f1"]
+    card = (bundle / "README.md").read_text()
+    assert "## Size of the bundle" in card and "| `linear.npz` |" in card and "served by this bundle" in card
+    assert choice["chosen"] + " *" in ev["table"]
+
+
+def csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_bundle_without_a_linear_part_reports_its_size_by_part(evaluation, tiny_bundle):
+    assert evaluation["linear_compression"] is None
+    parts = evaluation["bundle"]["parts_bytes"]
+    assert set(parts) == {"model.onnx", "tokenizer"}
+    assert evaluation["bundle"]["ratio_vs_fp32_checkpoint"] == pytest.approx(
+        sum(parts.values()) / evaluation["sizes_bytes"]["pytorch"])
+    assert evaluation["served"]["micro_f1"] == evaluation["variants"][evaluation["chosen"]]["micro_f1"]
+    assert "bundle_le_35pct_of_fp32_checkpoint" in evaluation["goals"]
+
+
+def test_linear_part_without_a_valid_split_is_kept_as_trained(tmp_path):
+    md = make_tiny_model_dir(tmp_path / "model", TINY_LABELS, seed=6, with_linear=True, with_data=False)
+    with pytest.warns(UserWarning, match="no 'data' directory"):
+        bundle = build_bundle(md, tmp_path / "bundle", bench_rounds=0, candidates=["int8"], quiet=True)
+    assert (bundle / "linear.npz").read_bytes() == (md / "linear" / "linear.npz").read_bytes()
+    choice = json.loads((bundle / "eval.json").read_text())["linear_compression"]
+    assert choice["chosen"] == "dense-float32" and "no valid split" in choice["reason"]
 
 
 def test_missing_data_dir_is_reported_not_hidden(tmp_path):

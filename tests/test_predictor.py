@@ -404,3 +404,97 @@ def test_mismatched_linear_weight_between_files_is_a_bundle_error(linear_bundle,
     _edit_info(bundle, linear={"weight": 0.9})
     with pytest.raises(BundleError, match=r"linear\.json: weight"):
         Predictor.from_bundle(bundle)
+
+
+# ---------------------------------------------------------------- the linear part's storages
+@pytest.fixture(scope="module")
+def fitted():
+    train, targets = sample_texts(TINY_LABELS, 300, seed=11)
+    vectorizer, classifier = fit_linear(train, targets, TINY_LABELS)
+    texts, _ = sample_texts(TINY_LABELS, 200, seed=12)
+    texts += ["", "zzz qqq unknownword", "Dragon-wizard, sword/kingdom!", "the the the of of"]
+    return vectorizer, classifier, texts
+
+
+def test_a_dense_linear_bundle_written_before_sparse_storage_still_loads(linear_bundle, tmp_path, fitted):
+    """An old bundle: linear.json without `coef_storage`, linear.npz with a dense `coef` (written by the
+    pre-sparse exporter's format); the predictor reads it and serves scikit-learn's probabilities."""
+    vectorizer, classifier, texts = fitted
+    bundle = copy_bundle(linear_bundle, tmp_path / "old")
+    write_linear_dir(bundle, vectorizer, classifier, weight=json.loads((bundle / "linear.json").read_text())["weight"])
+    assert "coef_storage" not in json.loads((bundle / "linear.json").read_text())
+    assert np.load(bundle / "linear.npz")["coef"].dtype == np.float32
+    pred = Predictor.from_bundle(bundle)
+    assert not pred.linear.sparse
+    theirs = classifier.predict_proba(vectorizer.transform(texts))
+    assert np.abs(pred.linear.probabilities(texts) - theirs).max() < 1e-5
+    assert len(pred.predict(texts[:3])) == 3
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-6), ("float16", 2e-3), ("int8", 0.05)])
+def test_sparse_linear_part_round_trips_through_its_files(fitted, tmp_path, dtype, tol):
+    from compression.quantize import prune_linear
+
+    vectorizer, classifier, texts = fitted
+    dense_dir = write_linear_dir(tmp_path / "dense", vectorizer, classifier, weight=0.4)
+    dense = LinearComponent.load(dense_dir / "linear.json", dense_dir / "linear.npz", len(TINY_LABELS))
+    sparse = prune_linear(dense, 1.0)
+    sparse.save(tmp_path / "linear.json", tmp_path / "linear.npz", dtype)
+    spec = json.loads((tmp_path / "linear.json").read_text())
+    assert spec["coef_storage"] == "csr" and spec["coef_dtype"] == dtype and spec["weight"] == 0.4
+    loaded = LinearComponent.load(tmp_path / "linear.json", tmp_path / "linear.npz", len(TINY_LABELS))
+    assert loaded.sparse and loaded.weight == 0.4 and loaded.terms == dense.terms
+    assert np.abs(loaded.probabilities(texts) - dense.probabilities(texts)).max() < tol
+    assert np.load(tmp_path / "linear.npz")["coef_data"].dtype == np.dtype(dtype)
+
+
+def test_pruning_keeps_the_largest_weights_and_only_the_terms_they_use(fitted, tmp_path):
+    from compression.quantize import prune_linear
+
+    vectorizer, classifier, texts = fitted
+    d = write_linear_dir(tmp_path, vectorizer, classifier, weight=0.5)
+    dense = LinearComponent.load(d / "linear.json", d / "linear.npz", len(TINY_LABELS))
+    coef = np.load(d / "linear.npz")["coef"]
+    pruned = prune_linear(dense, 0.1)
+    assert pruned.nnz == round(0.1 * coef.size)
+    indptr, labels, values = pruned.coef_by_term()
+    assert np.abs(values).min() >= np.sort(np.abs(coef).ravel())[-pruned.nnz]
+    assert all(indptr[i + 1] > indptr[i] for i in range(len(pruned.terms)))   # every kept term has a weight
+    assert len(pruned.terms) < len(dense.terms)
+    # A kept weight keeps its value, for the same term and label
+    col = {t: i for i, t in enumerate(dense.terms)}
+    term_of = np.repeat(np.arange(len(pruned.terms)), np.diff(indptr))
+    assert np.allclose(values, coef[labels, [col[pruned.terms[t]] for t in term_of]])
+    # Texts with none of the kept terms get the intercept alone
+    assert np.allclose(pruned.logits(["zzz qqq"]), pruned.intercept)
+
+
+def _save_sparse(linear_bundle, tmp_path, name, dtype="int8"):
+    from compression.quantize import prune_linear
+
+    bundle = copy_bundle(linear_bundle, tmp_path / name)
+    dense = LinearComponent.load(bundle / "linear.json", bundle / "linear.npz", len(TINY_LABELS))
+    prune_linear(dense, 0.5).save(bundle / "linear.json", bundle / "linear.npz", dtype)
+    return bundle
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda a, s: a.update(coef_indptr=a["coef_indptr"][:-1]), r"CSR shapes"),
+    (lambda a, s: a.update(coef_labels=a["coef_labels"] + 100), r"coef_labels outside"),
+    (lambda a, s: a.update(coef_indptr=a["coef_indptr"][::-1].copy()), r"coef_indptr must rise"),
+    (lambda a, s: a.pop("coef_scale"), r"missing array.*coef_scale"),
+    (lambda a, s: a.update(coef_data=a["coef_data"].astype(np.float16)), r"coef_data is float16.*int8"),
+    (lambda a, s: s.update(coef_storage="coo"), r"unknown coef_storage"),
+    (lambda a, s: s.update(coef_storage="dense", coef_dtype="int8"), r"coef_dtype 'int8'"),
+    (lambda a, s: s.update(coef_dtype="float32"), r"missing array|coef_data is int8"),
+])
+def test_broken_sparse_linear_files_are_bundle_errors_naming_the_file(linear_bundle, tmp_path, damage, match):
+    bundle = _save_sparse(linear_bundle, tmp_path, "b")
+    Predictor.from_bundle(bundle)   # intact, it loads
+    arrays = dict(np.load(bundle / "linear.npz"))
+    spec = json.loads((bundle / "linear.json").read_text())
+    damage(arrays, spec)
+    np.savez(bundle / "linear.npz", **arrays)
+    (bundle / "linear.json").write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match=r"linear\.(npz|json).*" + match):
+        Predictor.from_bundle(bundle)

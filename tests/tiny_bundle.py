@@ -69,6 +69,14 @@ def write_linear_dir(out_dir: Path, vectorizer, classifier, weight: float) -> Pa
     return out_dir
 
 
+def write_dense_linear(linear_dir: Path, bundle: Path) -> Path:
+    """Put a model dir's dense `linear/` files (the format of every bundle before compression pruned the linear
+    part: no `coef_storage` key, a dense `coef`) into `bundle`, as an old bundle would hold them."""
+    for name in ("linear.json", "linear.npz"):
+        shutil.copy2(Path(linear_dir) / name, Path(bundle) / name)
+    return bundle
+
+
 def fit_linear(texts: Sequence[str], targets: Sequence[Sequence[str]], labels: Sequence[str]):
     """Fit the TF-IDF + one-vs-rest logistic regression the contract describes (used by tests only)."""
     from sklearn.feature_extraction.text import TfidfVectorizer

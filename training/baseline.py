@@ -44,7 +44,11 @@ class LinearModel:
         return _proba(self.classifier, self.vectorizer.transform(texts))
 
     def export(self, out_dir: Path, weight: float) -> None:
-        """Write linear.json + linear.npz (docs/CONTRACTS.md): everything a numpy-only server needs."""
+        """Write linear.json + linear.npz (docs/CONTRACTS.md): everything a numpy-only server needs.
+
+        Dense float32, exactly as fitted: this is the reference that `compression.quantize` prunes, stores
+        sparse and quantises for the bundle, choosing on `valid` (which it can read; training's export can't
+        know the blend's final thresholds at this point)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         vocab = self.vectorizer.vocabulary_
         terms = np.empty(len(vocab), dtype=object)
@@ -56,7 +60,7 @@ class LinearModel:
                             coef=coef, intercept=intercept)
         spec = {"lowercase": True, "token_pattern": TOKEN_PATTERN, "ngram_range": [1, self.settings.ngram_max],
                 "sublinear_tf": True, "norm": "l2", "weight": float(weight), "C": self.c,
-                "n_features": int(len(vocab))}
+                "n_features": int(len(vocab)), "coef_storage": "dense", "coef_dtype": "float32"}
         (out_dir / "linear.json").write_text(json.dumps(spec, indent=2))
 
 

@@ -293,6 +293,8 @@ def test_time_budget_shrinks_the_schedule_and_still_anneals(tiny_backbone, tiny_
     m = json.loads((out / "metrics.json").read_text())
     assert m["train"]["stopped_by_budget"] and m["train"]["steps"] < m["train"]["planned_steps"]
     assert m["train"]["total_seconds"] < 20 * 1.5, m["train"]
+    # the evaluation's time is reserved from a timed forward pass (plus saving) and reported beside what it took
+    assert m["train"]["eval_seconds_reserved"] >= train.POST_EVAL_SECONDS and m["train"]["eval_seconds"] > 0, m["train"]
     lrs = [h["lr"] for h in json.loads((out / "history.json").read_text())]
     head_lr = json.loads((out / "settings.json").read_text())["head_lr"]
     assert lrs[-1] < 0.05 * head_lr, "the shortened schedule must still anneal"

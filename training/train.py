@@ -495,11 +495,14 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict | None:
         return None
     train_seconds = time.time() - t0
     log("evaluating on valid (tuning) and test (reporting) ...")
+    t_eval = time.time()
     ev = _tune_and_evaluate(run, linear, s)
+    eval_seconds = time.time() - t_eval
     train_info = {"steps": sched.step, "planned_steps": sched.planned, "epochs_done": round(sched.step / steps_per_epoch, 3),
                   "stopped_by_budget": sched.stopped_by_budget, "train_seconds": round(train_seconds, 1),
                   "device": rt.device, "device_name": rt.device_name, "precision": rt.precision,
-                  "world_size": rt.world.size, "steps_per_second": sched.steps_per_second, "epochs": epoch_losses}
+                  "world_size": rt.world.size, "steps_per_second": sched.steps_per_second, "epochs": epoch_losses,
+                  "eval_seconds_reserved": round(sched.eval_estimate, 1), "eval_seconds": round(eval_seconds, 1)}
     metrics = _write_model_dir(out, run, linear, ev, sched, train_info, s, command, t0, rt)
     _log_summary(metrics, ev, out, t0, log)
     return metrics
@@ -588,17 +591,22 @@ def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: dev
     model replaces `run.model`, back on the CPU, where evaluation and saving read it whatever trained it."""
     from training.inference import text_encoder
 
-    learn, n_groups, rt = build_learner(run, s, rt)
-    ws = rt.world.size
-    local = _per_process(s, len(run.parts["train"]), rt)
+    ws = rt.world.size if rt else devices.resolve_runtime(s.device, s.precision).world.size
     encoder = text_encoder(run.tokenizer, run.model, s.max_length, _windows(s))
-    n_eval = sum(sum(encoder.encode(run.texts[k]).n_windows) for k in ("valid", "test"))  # the final evaluation reads windows
+    valid_encoded = encoder.encode(run.texts["valid"])
+    n_eval = sum(valid_encoded.n_windows) + sum(encoder.encode(run.texts["test"]).n_windows)
+    # The final evaluation reads every window of valid and test on the CPU, whatever trains: time that forward
+    # pass now, on the untrained model (its speed does not change), rather than guess it from training steps.
+    per_window = forward_seconds_per_window(run.model, encoder, valid_encoded, s.eval_batch_size)
+    eval_estimate = per_window * n_eval + POST_EVAL_SECONDS
+    log(f"  evaluation: {n_eval} windows of valid + test at {1 / per_window:.1f} windows/s -> ~{eval_estimate:.0f} s "
+        f"reserved in the budget")
+    learn, n_groups, rt = build_learner(run, s, rt)
 
     def reserve(per_step: float, epoch_ends: int = 0) -> float:
-        # time still needed besides training steps: epoch-end validation passes (shared by the processes) and
-        # the final evaluation (main process only), forward only, ~1/3 of a training step per example, plus saving
-        per_example = per_step / local.batch_size / 3
-        return per_example * (epoch_ends * len(run.texts["valid"]) / ws + n_eval) * 1.3 + 15
+        # time still needed besides training steps: epoch-end validation passes (first windows of valid, shared
+        # by the processes) and the final evaluation (main process only), with a margin for timing noise
+        return (per_window * epoch_ends * len(run.texts["valid"]) / ws + eval_estimate) * RESERVE_MARGIN
 
     with contextlib.ExitStack() as quiet:
         if s.quiet or not rt.world.main:  # one progress bar and epoch table, the main process's
@@ -610,7 +618,28 @@ def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: dev
                      "valid_loss": float(v[1]) if len(v) > 1 else None}
                     for i, v in enumerate(getattr(learn.recorder, "values", []))]
     run.model = learn.model.hf_model.cpu()
+    sched.eval_estimate = eval_estimate
     return sched, steps_per_epoch, epoch_losses
+
+
+POST_EVAL_SECONDS = 10.0   # after the forward passes: pooling and threshold search, the blend, saving, plots
+RESERVE_MARGIN = 1.15      # on the measured evaluation time: a busy machine slows it down
+
+
+def forward_seconds_per_window(model, encoder, encoded, batch_size: int, n: int = 64) -> float:
+    """Seconds per window of a no-grad forward pass on the CPU, timed on up to `n` windows of `encoded` spread
+    over the data (full-length windows of long texts and short texts alike), after one untimed batch."""
+    from deployment.encoding import Encoded
+    from training.inference import window_logits
+
+    pick = np.linspace(0, len(encoded.windows) - 1, min(n, len(encoded.windows))).astype(int)
+    sample = Encoded([encoded.windows[i] for i in pick], np.arange(len(pick)), [0] * len(pick), [1] * len(pick),
+                     [False] * len(pick))
+    warm = Encoded(sample.windows[:4], np.arange(min(4, len(pick))), [], [], [])
+    window_logits(model, encoder, warm, batch_size)
+    t = time.perf_counter()
+    window_logits(model, encoder, sample, batch_size)
+    return max(time.perf_counter() - t, 1e-6) / len(pick)
 
 
 @dataclass

@@ -26,7 +26,7 @@ import config
 from deployment.cli_types import int_at_least, non_negative_int, positive_int
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.train_speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=config.PROCESSED_DIR / "books",
                     help="processed data dir (default: data/processed/books; made from the sample if missing)")
@@ -37,13 +37,72 @@ def main(argv=None) -> int:
     ap.add_argument("--max-length", type=int_at_least(8), default=256, help="tokens per text")
     ap.add_argument("--out", type=Path, default=config.ROOT / "bench" / "results" / "train_speed.json",
                     help="JSON output")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import torch
+
+def time_fastai(learn, n_total: int) -> tuple[np.ndarray, list]:
+    """Seconds per training batch through fastai's own fit loop, and the batches it ran (to replay)."""
     from fastai.callback.core import Callback, CancelFitException
 
-    from training.modeling import backbone_pooling, with_pooling
+    record, stamps = [], []
+
+    class Recorder(Callback):
+        order = 99
+
+        def before_fit(self):
+            stamps.append(time.perf_counter())
+
+        def after_batch(self):
+            if not self.training:
+                return
+            stamps.append(time.perf_counter())
+            record.append(({k: v.detach().clone() for k, v in self.xb[0].items()}, self.yb[0].detach().clone()))
+            if len(record) >= n_total:
+                raise CancelFitException()
+
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, lr=1e-4, cbs=[Recorder()])
+    return np.diff(stamps), record
+
+
+def time_plain(model, record: list, weight_decay: float, bf16: bool) -> np.ndarray:
+    """Seconds per batch of a plain PyTorch loop (forward, BCE, backward, AdamW) over the recorded batches."""
+    import torch
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=weight_decay)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    plain = [time.perf_counter()]
+    for x, y in record:
+        x = {k: v.as_subclass(torch.Tensor) for k, v in x.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # same precision as the fastai path
+            logits = model(**x).logits
+        loss = loss_fn(logits.float(), y.as_subclass(torch.Tensor).float())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        plain.append(time.perf_counter())
+    return np.diff(plain)
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{result['backbone']}, bf16 autocast {'on' if result['bf16_autocast'] else 'off'} on both paths, batch "
+          f"{result['batch_size']}, ≤{result['max_length']} tokens (mean {result['mean_tokens_per_batch']:.0f} real "
+          f"tokens/batch), {result['batches']} timed batches each\n")
+    print("| path | mean s/batch | median s/batch | p90 s/batch |\n|---|---|---|---|")
+    for k, v in result["paths"].items():
+        print(f"| {k} | {v['mean_s']:.3f} | {v['median_s']:.3f} | {v['p90_s']:.3f} |")
+    overhead = result["fastai_overhead"]
+    print(f"\nfastai + blurr overhead vs plain PyTorch (median): {overhead:+.1%} "
+          f"({'within' if overhead <= 0.10 else 'OUTSIDE'} the 10% goal)")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
     from training.devices import resolve_runtime
+    from training.modeling import backbone_pooling, with_pooling
     from training.train import (TrainSettings, build_dls, load_model_and_tokenizer, load_splits, make_learner,
                                 resolve_backbone)
 
@@ -71,59 +130,20 @@ def main(argv=None) -> int:
         print(f"error: only {len(dls.train)} training batches; lower --batches", file=sys.stderr)
         return 2
 
-    record, stamps = [], []
-
-    class Recorder(Callback):
-        order = 99
-
-        def before_fit(self):
-            stamps.append(time.perf_counter())
-
-        def after_batch(self):
-            if not self.training:
-                return
-            stamps.append(time.perf_counter())
-            record.append(({k: v.detach().clone() for k, v in self.xb[0].items()}, self.yb[0].detach().clone()))
-            if len(record) >= n_total:
-                raise CancelFitException()
-
-    with learn.no_bar(), learn.no_logging():
-        learn.fit(1, lr=1e-4, cbs=[Recorder()])
-    fastai_times = np.diff(stamps)[args.warmup:]
-
-    # plain PyTorch on the very same batches, from the same initial weights
-    model.load_state_dict(initial)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=s.weight_decay)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    plain = [time.perf_counter()]
-    for x, y in record:
-        x = {k: v.as_subclass(torch.Tensor) for k, v in x.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # same precision as the fastai path
-            logits = model(**x).logits
-        loss = loss_fn(logits.float(), y.as_subclass(torch.Tensor).float())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        plain.append(time.perf_counter())
-    plain_times = np.diff(plain)[args.warmup:]
+    fastai_times, record = time_fastai(learn, n_total)
+    model.load_state_dict(initial)   # plain PyTorch on the very same batches, from the same initial weights
+    plain_times = time_plain(model, record, s.weight_decay, bf16)
 
     tokens = [int(x["attention_mask"].sum()) for x, _ in record[args.warmup:]]
-    rows = {"fastai + blurr": fastai_times, "plain PyTorch loop": plain_times}
-    result = {"backbone": name, "data": str(args.data), "bf16_autocast": bf16, "batch_size": args.batch_size, "max_length": args.max_length,
-              "batches": args.batches, "mean_tokens_per_batch": float(np.mean(tokens)),
+    rows = {"fastai + blurr": fastai_times[args.warmup:], "plain PyTorch loop": plain_times[args.warmup:]}
+    result = {"backbone": name, "data": str(args.data), "bf16_autocast": bf16, "batch_size": args.batch_size,
+              "max_length": args.max_length, "batches": args.batches, "mean_tokens_per_batch": float(np.mean(tokens)),
               "torch_threads": torch.get_num_threads(),
               "paths": {k: {"mean_s": float(v.mean()), "median_s": float(statistics.median(v)),
                             "p90_s": float(np.percentile(v, 90))} for k, v in rows.items()}}
-    overhead = result["paths"]["fastai + blurr"]["median_s"] / result["paths"]["plain PyTorch loop"]["median_s"] - 1
-    result["fastai_overhead"] = overhead
-    print(f"\n{name}, bf16 autocast {'on' if bf16 else 'off'} on both paths, batch {args.batch_size}, ≤{args.max_length} tokens (mean {np.mean(tokens):.0f} real tokens/batch), "
-          f"{args.batches} timed batches each\n")
-    print("| path | mean s/batch | median s/batch | p90 s/batch |\n|---|---|---|---|")
-    for k, v in result["paths"].items():
-        print(f"| {k} | {v['mean_s']:.3f} | {v['median_s']:.3f} | {v['p90_s']:.3f} |")
-    print(f"\nfastai + blurr overhead vs plain PyTorch (median): {overhead:+.1%} "
-          f"({'within' if overhead <= 0.10 else 'OUTSIDE'} the 10% goal)")
+    result["fastai_overhead"] = (result["paths"]["fastai + blurr"]["median_s"]
+                                 / result["paths"]["plain PyTorch loop"]["median_s"] - 1)
+    print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

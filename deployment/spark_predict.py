@@ -450,11 +450,74 @@ def read_output(spark, out: str, fmt: str):
     return spark.read.json(out)
 
 
+def ship_bundle(sc, bundle: Path, log=print) -> str:
+    """Ship the bundle folder to the executors (SparkContext.addArchive, as `--archives bundle.tgz#name` does);
+    a session keeps its archives, so each bundle is added once per session. Returns the archive's name."""
+    key = f"{sc.applicationId}:{bundle.resolve()}"
+    if key not in _SHIPPED:
+        tgz, name = pack_bundle(bundle, _archive_dir())
+        sc.addArchive(f"{tgz}#{name}")
+        _SHIPPED[key] = name
+        log(f"spark_predict: shipping the bundle as {tgz.name} ({tgz.stat().st_size / 2**20:.1f} MiB, "
+            f"addArchive #{name})")
+    return _SHIPPED[key]
+
+
+def read_checked(spark, s: SparkPredictSettings, paths: list[str], in_fmt: str, log=print):
+    """The input as a DataFrame with a string text column, or InputError; returns (df, raw_kind, columns)."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql.types import StringType
+
+    try:
+        df, raw_kind = read_input(spark, paths, in_fmt, s.text_column)
+    except AnalysisException as exc:
+        raise InputError(f"{s.input}: Spark cannot read it ({str(exc).splitlines()[0]})") from None
+    columns = [c for c in df.columns if c != RAW]
+    if s.text_column not in columns:
+        raise InputError(f"{s.input}: no {s.text_column!r} column (columns: {columns}); pick one with --text-column")
+    text_type = df.schema[s.text_column].dataType
+    if not isinstance(text_type, StringType):
+        raise InputError(f"{s.input}: column {s.text_column!r} is {text_type.simpleString()}, not a string; "
+                         f"pick the text column with --text-column")
+    replaced = [c for c in columns if c in OUT_FIELDS]
+    if replaced:
+        log(f"spark_predict: input columns {replaced} are replaced by this run's")
+    return df, raw_kind, columns
+
+
+def spread(df, sc, partitions: int | None):
+    """Repartition a small input over Spark's default parallelism (or `partitions`): one file under the split
+    size is one task, which would keep all but one core idle. Returns (df, partitions, partitions as read)."""
+    n_read = df.rdd.getNumPartitions()
+    n_parts = partitions or max(n_read, sc.defaultParallelism)
+    if n_parts != n_read:
+        df = df.repartition(n_parts)   # round-robin: rows meet other batch companions than in the file
+    return df, n_parts, n_read
+
+
+def with_predictions(df, columns: list[str], udf, text_column: str):
+    """Every input column (those the output replaces left out) plus the prediction fields, one UDF call per row."""
+    from pyspark.sql import functions as F
+
+    return (df.withColumn(PRED, udf(F.col(f"`{text_column}`"), F.col(RAW)))
+            .select(*[F.col(f"`{c}`") for c in columns if c not in OUT_FIELDS],
+                    *[F.col(PRED).getField(name).alias(name) for name in OUT_FIELDS]))
+
+
+def count_output(spark, out: str, fmt: str) -> tuple[int, int, int]:
+    """Rows, rows with an error and truncated rows, counted by reading the output back."""
+    from pyspark.sql import functions as F
+
+    agg = read_output(spark, out, fmt).agg(
+        F.count(F.lit(1)).alias("rows"), F.count("error").alias("errors"),
+        F.sum((F.col("truncated").cast("string") == "true").cast("int")).alias("truncated")).first()
+    return agg["rows"], agg["errors"], agg["truncated"] or 0
+
+
 def run(s: SparkPredictSettings, log=print) -> dict:
     """Predict every row of `s.input` into `s.out`; returns the summary (also written to `<out>/_spark_predict.json`)."""
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType
 
     if s.format not in OUTPUT_FORMATS:
         raise InputError(f"--format {s.format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
@@ -477,33 +540,10 @@ def run(s: SparkPredictSettings, log=print) -> dict:
         f"per Python worker: {threads}" + ("" if s.num_threads else " (cores / task slots)"))
     log("spark_predict: settings " + json.dumps(settings))
     try:
-        shipped = None
-        if s.ship_bundle:
-            key = f"{sc.applicationId}:{bundle.resolve()}"
-            if key not in _SHIPPED:   # a session keeps its archives: add each bundle once per session
-                tgz, name = pack_bundle(bundle, _archive_dir())
-                sc.addArchive(f"{tgz}#{name}")
-                _SHIPPED[key] = name
-                log(f"spark_predict: shipping the bundle as {tgz.name} ({tgz.stat().st_size / 2**20:.1f} MiB, "
-                    f"addArchive #{name})")
-            shipped = _SHIPPED[key]
+        shipped = ship_bundle(sc, bundle, log) if s.ship_bundle else None
         # Runtime SQL setting, so it also applies to a session this command did not start.
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(ARROW_BATCH))
-
-        try:
-            df, raw_kind = read_input(spark, paths, in_fmt, s.text_column)
-        except AnalysisException as exc:
-            raise InputError(f"{s.input}: Spark cannot read it ({str(exc).splitlines()[0]})") from None
-        columns = [c for c in df.columns if c != RAW]
-        if s.text_column not in columns:
-            raise InputError(f"{s.input}: no {s.text_column!r} column (columns: {columns}); pick one with --text-column")
-        text_type = df.schema[s.text_column].dataType
-        if not isinstance(text_type, StringType):
-            raise InputError(f"{s.input}: column {s.text_column!r} is {text_type.simpleString()}, not a string; "
-                             f"pick the text column with --text-column")
-        replaced = [c for c in columns if c in OUT_FIELDS]
-        if replaced:
-            log(f"spark_predict: input columns {replaced} are replaced by this run's")
+        df, raw_kind, columns = read_checked(spark, s, paths, in_fmt, log)
 
         counters = {"loads": sc.accumulator([], ListParam()), "batches": sc.accumulator([], ListParam()),
                     "texts": sc.accumulator(0)}
@@ -516,27 +556,17 @@ def run(s: SparkPredictSettings, log=print) -> dict:
         t_count = time.perf_counter()
         rows_in = df.count()
         count_s = time.perf_counter() - t_count
-        n_read = df.rdd.getNumPartitions()
-        # One file under the split size is one task: a small corpus would keep all but one core idle.
-        n_parts = s.partitions or max(n_read, sc.defaultParallelism)
-        if n_parts != n_read:
-            df = df.repartition(n_parts)   # round-robin: rows meet other batch companions than in the file
+        df, n_parts, n_read = spread(df, sc, s.partitions)
         log(f"spark_predict: {rows_in} input rows (counted in {count_s:.1f} s) in {n_parts} partitions"
             + (f" (read as {n_read})" if n_parts != n_read else "") + "; predicting ...")
-        result = (df.withColumn(PRED, udf(F.col(f"`{s.text_column}`"), F.col(RAW)))
-                  .select(*[F.col(f"`{c}`") for c in columns if c not in OUT_FIELDS],
-                          *[F.col(PRED).getField(name).alias(name) for name in OUT_FIELDS]))
         t_predict = time.perf_counter()
         try:
-            write_output(result, s.out, s.format, mode)
+            write_output(with_predictions(df, columns, udf, s.text_column), s.out, s.format, mode)
         except AnalysisException as exc:
             raise InputError(f"{s.out}: Spark cannot write there ({str(exc).splitlines()[0]})") from None
         predict_s = time.perf_counter() - t_predict
 
-        back = read_output(spark, s.out, s.format)
-        agg = back.agg(F.count(F.lit(1)).alias("rows"), F.count("error").alias("errors"),
-                       F.sum((F.col("truncated").cast("string") == "true").cast("int")).alias("truncated")).first()
-        rows_out, errors, truncated = agg["rows"], agg["errors"], agg["truncated"] or 0
+        rows_out, errors, truncated = count_output(spark, s.out, s.format)
         # Entries are "host:pid:bundle path", one per predictor load and one per batch; a worker that an earlier
         # run in this session already gave the predictor runs batches without a load.
         loads, batches = counters["loads"].value, counters["batches"].value

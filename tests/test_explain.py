@@ -16,6 +16,7 @@ import pytest
 import config
 from deployment import explain
 from deployment.predictor import InputError, Predictor
+from deployment.web import highlights, segments
 from tests.tiny_bundle import TINY_LABELS, make_tiny_bundle
 
 TWO_TOPICS = ("A young wizard must find the dragon's sword before the kingdom falls. "
@@ -257,3 +258,23 @@ def test_two_topics_point_their_labels_at_their_own_sentences(sample_books_model
         if label in res["predicted"]:
             top = scores[label]["evidence"][0]
             assert top["text"] == own and top["weight"] > 0, (label, scores[label]["evidence"])
+
+
+# ---------------------------------------------------------------- what the web pages highlight
+def test_highlights_take_the_predicted_labels_positive_spans_in_score_order():
+    result = {"labels": [
+        {"label": "B", "predicted": True, "evidence": [{"start": 0, "end": 3, "weight": 0.2},
+                                                       {"start": 4, "end": 6, "weight": -0.1}]},
+        {"label": "A", "predicted": True, "evidence": [{"start": 4, "end": 6, "weight": -0.3}]},
+        {"label": "C", "predicted": False, "evidence": [{"start": 0, "end": 3, "weight": 0.5}]}]}
+    assert highlights(result) == [{"label": "B", "color": 0, "spans": [(0, 3, 0.2)]}]
+
+
+def test_overlapping_spans_of_two_labels_become_flat_segments():
+    text = "abcdefghij"
+    marked = [{"label": "X", "color": 0, "spans": [(1, 6, 0.3)]}, {"label": "Y", "color": 1, "spans": [(4, 9, 0.1)]}]
+    segs = segments(text, marked)
+    assert "".join(s["text"] for s in segs) == text
+    assert [(s["start"], s["end"], [x["label"] for x in s["labels"]]) for s in segs] == [
+        (0, 1, []), (1, 4, ["X"]), (4, 6, ["X", "Y"]), (6, 9, ["Y"]), (9, 10, [])]
+    assert segs[2]["labels"] == [{"label": "X", "color": 0, "weight": 0.3}, {"label": "Y", "color": 1, "weight": 0.1}]

@@ -4,8 +4,9 @@
     MLTC_BUNDLE=models/books/bundle python -m deployment.app
 
 In a Space (this folder as the repo root, `python app.py`) the bundle is read from ./bundle. Two tabs: one
-text with examples, a confidence chart and the predicted labels; a CSV in, the same CSV with predictions
-out (through the batch CLI's own code, deployment/predict.py: the same columns and error cells). Thresholds are the bundle's tuned per-label ones unless the user overrides them with one number.
+text with examples, a confidence chart, the predicted labels and (the "Highlight why" box, ticked by default)
+the text with each predicted label's evidence highlighted (`/explain`, run after `/predict`); a CSV in, the
+same CSV with predictions out (through the batch CLI's own code, deployment/predict.py: the same columns and error cells). Thresholds are the bundle's tuned per-label ones unless the user overrides them with one number.
 Inference is `Predictor` only: this file never tokenises or thresholds anything itself.
 """
 from __future__ import annotations
@@ -21,10 +22,12 @@ from pathlib import Path
 
 if __package__:   # `python -m deployment.app` or `import deployment.app` in the repo
     from .cli_types import port, positive_int
-    from .web import MAX_TEXT_CHARS, label_colors, length_problem, truncation_notice
+    from .web import (EVIDENCE_PALETTE, MAX_TEXT_CHARS, highlights, label_colors, length_problem, segments,
+                      truncation_notice)
 else:             # the Space: this folder is the root and app.py runs as a script
     from cli_types import port, positive_int  # type: ignore[no-redef]
-    from web import MAX_TEXT_CHARS, label_colors, length_problem, truncation_notice  # type: ignore[no-redef]
+    from web import (EVIDENCE_PALETTE, MAX_TEXT_CHARS, highlights, label_colors, length_problem,  # type: ignore[no-redef]
+                     segments, truncation_notice)
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # before gradio is imported; the Space has no config.py
 if os.environ.get("GRADIO_SERVER_PORT"):   # Gradio itself int()s it at import: a traceback for "http"
@@ -117,6 +120,18 @@ def predicted_html(pred: dict | None, colors: dict[str, str]) -> str:
     return title + '<div class="mltc-chips">' + "".join(chips) + "</div>"
 
 
+def highlighted_text(text: str, pred: dict) -> gr.HighlightedText:
+    """The text as `gr.HighlightedText` segments, each tagged with the predicted label(s) whose evidence covers it
+    ("A + B" where two labels' spans overlap), coloured as on the Flask site."""
+    value, colors = [], {}
+    for seg in segments(text, highlights(pred)):
+        name = " + ".join(x["label"] for x in seg["labels"]) or None
+        if name:
+            colors[name] = EVIDENCE_PALETTE[seg["labels"][0]["color"]]
+        value.append((seg["text"], name))
+    return gr.HighlightedText(value=value, color_map=colors)
+
+
 class App:
     """The predictor plus the handlers the UI calls (plain methods, so they are testable without a browser)."""
 
@@ -147,11 +162,31 @@ class App:
         notice = f"⚠️ {notice}" if notice else ""
         return {x["label"]: x["score"] for x in top}, predicted_html(pred, self.colors), notice
 
+    def explain(self, text: str, use_tuned: bool, threshold: float, explain: bool):
+        """The text with its evidence highlighted (one predict call with explain=True); empty when the box is off."""
+        text = text or ""
+        if not explain or not text.strip():
+            return gr.HighlightedText(value=None)
+        problem = self.predictor.text_problem(text) or length_problem(text)
+        if problem:
+            raise user_error(f"The text {problem}.")
+        try:
+            pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold), explain=True)[0]
+        except InputError as err:
+            raise user_error(str(err)) from None
+        return highlighted_text(text, pred)
+
     def repredict(self, text: str, use_tuned: bool, threshold: float, top_k: int):
         """Live update when a control moves: nothing to do (and no error) while the text box is empty."""
         if not (text or "").strip():
             return gr.skip(), gr.skip(), gr.skip()
         return self.predict(text, use_tuned, threshold, top_k)
+
+    def reexplain(self, text: str, use_tuned: bool, threshold: float, explain: bool):
+        """Live update of the highlights when a control moves: nothing to do while the text box is empty."""
+        if not (text or "").strip():
+            return gr.skip()
+        return self.explain(text, use_tuned, threshold, explain)
 
     def predict_csv(self, file, use_tuned: bool, threshold: float, top_k: int, progress=gr.Progress()):
         """The batch CLI's own path (deployment.predict.predict_file): same rows, columns and error cells."""
@@ -215,20 +250,33 @@ class App:
                     with gr.Column(scale=3):
                         text = gr.Textbox(lines=9, max_lines=20, label="Text", max_length=MAX_TEXT_CHARS,
                                           placeholder="Paste a book description, a question, …")
-                        button = gr.Button("Predict labels", variant="primary")
+                        with gr.Row():
+                            button = gr.Button("Predict labels", variant="primary")
+                            explain = gr.Checkbox(value=True, label="Highlight why",
+                                                  info="The parts of the text behind each predicted label")
                     with gr.Column(scale=2):
                         chips = gr.HTML(predicted_html(None, {}), js_on_load=None)
                         notice = gr.Markdown()
                         chart = gr.Label(label="Confidence (top-k)", show_heading=False)
+                evidence = gr.HighlightedText(
+                    label="Why these labels? Each predicted label's strongest evidence (removing it lowers the "
+                          "label's score most)", show_legend=True, show_inline_category=False)
+                strict_input(explain, _bool_problem)
                 if self.examples.items:
                     gr.Examples([[ex.text] for ex in self.examples.items], inputs=[text],
                                 label=f"Examples — {self.examples.source}", cache_examples=False,
                                 example_labels=[ex.title for ex in self.examples.items])
                 inputs, outputs = [text, use_tuned, threshold, top_k], [chart, chips, notice]
-                button.click(self.predict, inputs, outputs, api_name="predict")
-                text.submit(self.predict, inputs, outputs, api_visibility="private")
+                why = [text, use_tuned, threshold, explain]
+                # /predict answers first; the evidence (one more scoring call per span) follows as /explain.
+                button.click(self.predict, inputs, outputs, api_name="predict").success(
+                    self.explain, why, evidence, api_name="explain")
+                text.submit(self.predict, inputs, outputs, api_visibility="private").success(
+                    self.explain, why, evidence, api_visibility="private")
                 for control, event in ((use_tuned, "change"), (threshold, "release"), (top_k, "release")):
                     getattr(control, event)(self.repredict, inputs, outputs, api_visibility="private")
+                for control, event in ((use_tuned, "change"), (threshold, "release"), (explain, "change")):
+                    getattr(control, event)(self.reexplain, why, evidence, api_visibility="private")
             with gr.Tab("Batch (CSV)"):
                 gr.Markdown("Upload a UTF-8 CSV with a **`text`** column. You get the same CSV back with five "
                             "columns added, as `python -m deployment.predict` writes them: `predicted_labels` "

@@ -8,6 +8,11 @@ best first), `truncated`, `n_tokens` and `error` (empty unless the row could not
 non-string value, a lone surrogate, a malformed JSON line, a CSV row with the wrong number of fields). A bad row
 never stops the run. Thresholds are the bundle's tuned ones unless `--threshold` is given.
 
+`--explain` adds an `evidence` column: for each predicted label, the (up to 3) spans of the text whose removal
+lowers its score most, as JSON `{"label": [{"start", "end", "weight", "text"}, ...]}` (offsets into the text
+cell as read back, weights the score's drop rounded to 6 decimals; `{}` for a row with an error). It costs one
+more scoring pass over at most 16 variants of each text (deployment/explain.py).
+
 CSV output has the union of the input rows' fields, in first-seen order (JSONL objects need not share keys),
 then the five prediction columns; cells of a CSV row with more fields than its header go to `_overflow` (a
 JSON list). A lone surrogate (JSON "\\ud800", which UTF-8 cannot encode) is written as its `\\ud800` escape.
@@ -40,6 +45,8 @@ except ImportError:  # pragma: no cover
 
 CHUNK = 256                       # rows read, predicted and written at a time (bounded memory on big files)
 OUT_FIELDS = ("predicted_labels", "scores", "truncated", "n_tokens", "error")
+EVIDENCE_FIELD = "evidence"       # added after OUT_FIELDS with --explain
+EVIDENCE_SPANS = 3                # spans per predicted label in the evidence column (the strongest pushes up)
 OVERFLOW_FIELD = "_overflow"      # cells of a CSV row beyond its header, as a JSON list
 EXIT_INTERRUPTED = 130
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -179,13 +186,29 @@ def check_text(text) -> str | None:
     return f"text {problem}"
 
 
-def output_columns(result: dict | None, error: str | None) -> dict:
-    """The columns a row gains: `result` is one `Predictor.predict` answer, None when the row has an `error`."""
-    return {"predicted_labels": result["predicted"] if result else [],
-            "scores": {s["label"]: round(s["score"], 6) for s in result["labels"]} if result else {},
-            "truncated": result["truncated"] if result else None,
-            "n_tokens": result["n_tokens"] if result else None,
-            "error": error}
+def out_fields(explain: bool) -> tuple[str, ...]:
+    """The fields every output row gains, in order."""
+    return OUT_FIELDS + ((EVIDENCE_FIELD,) if explain else ())
+
+
+def evidence_cell(result: dict) -> dict:
+    """Each predicted label's strongest evidence, `{"label": [{"start", "end", "weight", "text"}, ...]}`."""
+    return {x["label"]: [{"start": e["start"], "end": e["end"], "weight": round(e["weight"], 6), "text": e["text"]}
+                         for e in x["evidence"] if e["weight"] > 0][:EVIDENCE_SPANS]
+            for x in result["labels"] if x["predicted"]}
+
+
+def output_columns(result: dict | None, error: str | None, top_k: int | None = None, explain: bool = False) -> dict:
+    """The columns a row gains: `result` is one `Predictor.predict` answer, None when the row has an `error`;
+    `scores` holds its first `top_k` labels; `explain` adds the evidence column."""
+    columns = {"predicted_labels": result["predicted"] if result else [],
+               "scores": {s["label"]: round(s["score"], 6) for s in result["labels"][:top_k]} if result else {},
+               "truncated": result["truncated"] if result else None,
+               "n_tokens": result["n_tokens"] if result else None,
+               "error": error}
+    if explain:
+        columns[EVIDENCE_FIELD] = evidence_cell(result) if result else {}
+    return columns
 
 
 def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
@@ -199,10 +222,13 @@ def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
         yield chunk
 
 
-def predict_chunk(pred: Predictor, chunk: list[Row], threshold: float | None, top_k: int | None) -> list[dict | None]:
-    """One predictor call for the chunk's good rows; None for the rows with an error."""
+def predict_chunk(pred: Predictor, chunk: list[Row], threshold: float | None, top_k: int | None,
+                  explain: bool = False) -> list[dict | None]:
+    """One predictor call for the chunk's good rows; None for the rows with an error. Explaining asks for every
+    label (top_k then applies to `scores` only), so each predicted label has its evidence."""
     ok = [i for i, (_, _, err) in enumerate(chunk) if err is None]
-    results = pred.predict([chunk[i][1] for i in ok], threshold=threshold, top_k=top_k) if ok else []
+    texts = [chunk[i][1] for i in ok]
+    results = pred.predict(texts, threshold=threshold, top_k=None if explain else top_k, explain=explain) if ok else []
     by_row = dict(zip(ok, results))
     return [by_row.get(i) for i in range(len(chunk))]
 
@@ -224,10 +250,11 @@ def _csv_cell(value) -> object:
 class _Writer:
     """Writes rows to the open temporary file as CSV (fixed header: the union of fields) or JSONL."""
 
-    def __init__(self, fh, fmt: str, fields: list[str]):
+    def __init__(self, fh, fmt: str, fields: list[str], explain: bool = False):
         self.fh, self.fmt = fh, fmt
         if fmt == "csv":
-            self.csv = csv.DictWriter(fh, fieldnames=fields + list(OUT_FIELDS), restval="", extrasaction="raise")
+            self.csv = csv.DictWriter(fh, fieldnames=fields + list(out_fields(explain)), restval="",
+                                      extrasaction="raise")
             self.csv.writeheader()
 
     def write(self, row: dict, extra: dict) -> None:
@@ -239,7 +266,9 @@ class _Writer:
                            "scores": json.dumps(extra["scores"], ensure_ascii=False),
                            "truncated": "" if extra["truncated"] is None else str(extra["truncated"]).lower(),
                            "n_tokens": "" if extra["n_tokens"] is None else extra["n_tokens"],
-                           "error": extra["error"] or ""})
+                           "error": extra["error"] or "",
+                           **({EVIDENCE_FIELD: json.dumps(extra[EVIDENCE_FIELD], ensure_ascii=False)}
+                              if EVIDENCE_FIELD in extra else {})})
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -252,8 +281,9 @@ def _progress_bar(total: int, enabled: bool):
 
 def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column: str = "text",
                  threshold: float | None = None, top_k: int | None = None, progress: bool = True,
-                 on_chunk: Callable[[int, int], None] | None = None) -> dict:
-    """Predict every row of `input_path` into `out_path`; returns counts and timing.
+                 on_chunk: Callable[[int, int], None] | None = None, explain: bool = False) -> dict:
+    """Predict every row of `input_path` into `out_path`; returns counts and timing. `explain` adds the
+    evidence column.
 
     `progress` draws a bar on stderr; `on_chunk(rows_done, rows_total)` is called after each chunk (the
     Gradio app drives its own progress bar with it)."""
@@ -262,7 +292,7 @@ def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column:
     stats = {"rows": 0, "predicted": 0, "errors": 0, "truncated": 0,
              "stale_partials_removed": [str(p) for p in clean_stale(out_path)]}   # left by kill -9
     total, fields = scan(input_path, text_column)
-    clash = [f for f in fields if f in OUT_FIELDS]
+    clash = [f for f in fields if f in out_fields(explain)]
     if clash:
         raise InputError(f"{input_path}: has field(s) {clash} that the output adds (a prediction output given "
                          "back as input?); rename them so nothing is overwritten")
@@ -271,10 +301,10 @@ def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column:
         # backslashreplace: a lone surrogate (valid in JSON input, not encodable in UTF-8) is written as \udXXX.
         with replace_file(out_path, newline="" if out_path.suffix.lower() == ".csv" else None,
                           errors="backslashreplace") as fh:
-            writer = _Writer(fh, _format(out_path), fields)
+            writer = _Writer(fh, _format(out_path), fields, explain)
             for chunk in _chunks(read_rows(input_path, text_column), CHUNK):
-                for (row, _, err), res in zip(chunk, predict_chunk(pred, chunk, threshold, top_k)):
-                    writer.write(row, output_columns(res, err))
+                for (row, _, err), res in zip(chunk, predict_chunk(pred, chunk, threshold, top_k, explain)):
+                    writer.write(row, output_columns(res, err, top_k, explain))
                     stats["rows"] += 1
                     stats["predicted"] += res is not None
                     stats["errors"] += err is not None
@@ -331,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=probability, default=None,
                    help="one threshold in [0, 1] for every label (default: the bundle's tuned ones)")
     p.add_argument("--top-k", type=positive_int, default=None, help="keep only the k best scores per row in `scores`")
+    p.add_argument("--explain", action="store_true",
+                   help=f"add an `{EVIDENCE_FIELD}` column: each predicted label's {EVIDENCE_SPANS} strongest evidence "
+                        "spans as JSON {label: [{start, end, weight, text}]} (one more scoring pass per row)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="texts per onnxruntime call")
     p.add_argument("--threads", "--num-threads", dest="threads", type=positive_int, default=None,
                    help="onnxruntime intra-op threads (default: its own)")
@@ -345,7 +378,7 @@ def main(argv=None) -> int:
             check_paths(a.input, a.out)   # before the bundle loads: a wrong path fails in milliseconds
             pred = Predictor.from_bundle(a.bundle, num_threads=a.threads, batch_size=a.batch_size)
             stats = predict_file(pred, a.input, a.out, text_column=a.text_column, threshold=a.threshold,
-                                 top_k=a.top_k, progress=not a.quiet)
+                                 top_k=a.top_k, progress=not a.quiet, explain=a.explain)
     except (BundleError, InputError) as exc:
         hint = getattr(exc, "hint", None)
         print(f"error: {exc}" + (f"; {hint}" if hint else ""), file=sys.stderr)

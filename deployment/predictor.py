@@ -26,9 +26,11 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 if __package__:   # `deployment.predictor` in the repo
+    from . import explain as explaining
     from .encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows
     from .scoring import BundleError, LinearComponent, blend, read_json, sigmoid
 else:             # the Space: this folder is the root, modules are top-level
+    import explain as explaining  # type: ignore[no-redef]
     from encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows  # type: ignore[no-redef]
     from scoring import BundleError, LinearComponent, blend, read_json, sigmoid  # type: ignore[no-redef]
 
@@ -179,6 +181,10 @@ class Predictor:
         probs = blend(p_model, p_linear, self.linear.weight if self.linear is not None else 0.0)
         return probs, encoded
 
+    def scores(self, texts: Sequence[str]) -> np.ndarray:
+        """Blended probabilities [n, labels] alone: what explaining re-scores texts with (windows, blend and all)."""
+        return self.probabilities(texts)[0]
+
     # ------------------------------------------------------------------ input checks
     # One set of rules for every consumer: Flask, Gradio and the batch CLI call these to check a request or a
     # row before predict(), and predict() applies the same ones, so what they accept the model can read.
@@ -215,14 +221,25 @@ class Predictor:
             return f"top_k must be a positive integer, got {_brief(top_k)}"
         return None
 
+    @staticmethod
+    def explain_problem(explain: Any) -> str | None:
+        """None for true or false; otherwise what is wrong (a string "false" would be truthy)."""
+        if isinstance(explain, (bool, np.bool_)):
+            return None
+        return f"explain must be true or false, got {_brief(explain)}"
+
     def predict(self, texts: Sequence[str], threshold: float | None = None,
-                top_k: int | None = None) -> list[dict]:
+                top_k: int | None = None, explain: bool = False) -> list[dict]:
         """Labels with scores (sorted, cut to `top_k`) and the predicted set for each text.
 
         `threshold=None` uses the bundle's tuned per-label thresholds; a number overrides all of them.
         `n_tokens` counts the whole text's tokens (special tokens included); a text longer than `max_length` is
         read as overlapping windows (bundle.json's `windows`), `n_windows` of them; `truncated` is True when the
         cap on windows (or, with one window, `max_length`) cut the text, so the model did not read all of it.
+
+        `explain=True` adds each listed label's `evidence` (spans of the text whose removal lowers or raises
+        its score, deployment/explain.py) and each text's `explanation` (how the spans were made); it costs one
+        more scoring call over at most `explain.MAX_SPANS` variants of each text.
         """
         if isinstance(texts, (str, bytes)):
             raise InputError("predict() takes a list of texts; wrap a single text as [text]")
@@ -231,7 +248,7 @@ class Predictor:
             problem = self.text_problem(text)
             if problem:
                 raise InputError(f"text {i} {problem}")
-        problem = self.threshold_problem(threshold) or self.top_k_problem(top_k)
+        problem = self.threshold_problem(threshold) or self.top_k_problem(top_k) or self.explain_problem(explain)
         if problem:
             raise InputError(problem)
         if not texts:
@@ -251,7 +268,19 @@ class Predictor:
                 "n_tokens": encoded.n_tokens[row],
                 "n_windows": encoded.n_windows[row],
             })
+        if explain:
+            self._add_evidence(texts, probs, results)
         return results
+
+    def _add_evidence(self, texts: list[str], probs: np.ndarray, results: list[dict]) -> None:
+        """Evidence for every label listed in `results`, from one scoring call over every text's variants."""
+        index = {label: j for j, label in enumerate(self.labels)}
+        explained = explaining.explain_texts(self.scores, texts, probs)
+        for text, result, (spans, weights) in zip(texts, results, explained):
+            for item in result["labels"]:
+                item["evidence"] = explaining.evidence(text, spans, weights[:, index[item["label"]]])
+            result["explanation"] = {"method": explaining.METHOD, "unit": explaining.DEFAULT_UNIT,
+                                     "spans": len(spans), "max_spans": explaining.MAX_SPANS}
 
     def __repr__(self) -> str:
         return (f"Predictor({self.source!r}, labels={len(self.labels)}, max_length={self.max_length}, "

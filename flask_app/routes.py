@@ -2,8 +2,9 @@
 the predictor and what the pages show, in `app.extensions`).
 
     GET  /              the form, with sample texts one click away
-    POST /              the results page: the predicted labels as chips with confidence bars
-    POST /api/predict   JSON: {"text": "..."} or {"texts": [...]}, optional "threshold" and "top_k"
+    POST /              the results page: the predicted labels as chips with confidence bars, and (the form's
+                        "explain" box, ticked by default) the text with each predicted label's evidence highlighted
+    POST /api/predict   JSON: {"text": "..."} or {"texts": [...]}, optional "threshold", "top_k" and "explain"
     GET  /healthz       JSON: the loaded bundle
 
 Text, threshold and top_k are judged by the predictor's own rules (`Predictor.*_problem`); these routes add
@@ -23,7 +24,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from deployment.predictor import InputError, Predictor
-from deployment.web import length_problem, truncation_notice
+from deployment.web import highlights, length_problem, segments, truncation_notice
 from flask_app.app import SITE_KEY, Site
 
 log = logging.getLogger("flask_app.app")   # the name operators filter on; unchanged by the move to a Blueprint
@@ -102,6 +103,16 @@ def check_threshold(value: Any, from_form: bool = False) -> float | None:
     return None if value is None else float(value)
 
 
+def check_explain(value: Any) -> bool:
+    """true or false; null (like an absent field, and like null for threshold and top_k) is the default, false."""
+    if value is None:
+        return False
+    problem = Predictor.explain_problem(value)
+    if problem:
+        raise InputError(problem)
+    return bool(value)
+
+
 def check_top_k(value: Any) -> int | None:
     problem = Predictor.top_k_problem(value)
     if problem:
@@ -121,7 +132,14 @@ def wants_json() -> bool:
 # ---- pages ------------------------------------------------------------------------------------------------
 @bp.get("/")
 def index():
-    return render_template("index.html", site=site().page, text="", threshold="", error=None)
+    return render_template("index.html", site=site().page, text="", threshold="", explain=True, error=None)
+
+
+def evidence_view(text: str, pred: dict) -> dict:
+    """The results page's highlighted text: the legend's labels and the text's segments (templates/result.html)."""
+    marked = highlights(pred)
+    return {"labels": marked, "segments": segments(text, marked),
+            "unmarked": [x["label"] for x in pred["labels"] if x["predicted"]][len(marked):]}
 
 
 @bp.post("/")
@@ -129,6 +147,7 @@ def predict_page():
     s = site()
     text = request.form.get("text", "")
     threshold_raw = request.form.get("threshold", "").strip()
+    explain = "explain" in request.form   # a ticked checkbox is sent, an unticked one is not
     try:
         if not text.strip():   # the sample buttons submit their index when JavaScript is off
             sample = sample_index(request.form.get("sample"), len(s.examples.items))
@@ -137,8 +156,9 @@ def predict_page():
         text = check_text(text)
         threshold = check_threshold(threshold_raw, from_form=True)
     except InputError as err:
-        return render_template("index.html", site=s.page, text=text, threshold=threshold_raw, error=str(err)), 400
-    pred = s.predictor.predict([text], threshold=threshold)[0]
+        return render_template("index.html", site=s.page, text=text, threshold=threshold_raw, explain=explain,
+                               error=str(err)), 400
+    pred = s.predictor.predict([text], threshold=threshold, explain=explain)[0]
     scored = pred["labels"]
     chosen = [x for x in scored if x["predicted"]]
     candidates = [x for x in scored if not x["predicted"]][:N_CANDIDATES]
@@ -146,7 +166,8 @@ def predict_page():
     known = next((ex.labels for ex in s.examples.items if ex.labels and ex.text == text.strip()), None)
     return render_template("result.html", site=s.page, text=text, threshold=threshold,
                            threshold_raw=threshold_raw, chosen=chosen, candidates=candidates,
-                           notice=notice(pred), n_tokens=pred.get("n_tokens"), known=known)
+                           notice=notice(pred), n_tokens=pred.get("n_tokens"), known=known, explain=explain,
+                           evidence=evidence_view(text, pred) if explain else None)
 
 
 # ---- JSON API ---------------------------------------------------------------------------------------------
@@ -154,7 +175,7 @@ def api_texts(body: Any) -> list[str]:
     """The texts of an API request, after checking its shape: exactly one of "text" or "texts"."""
     if not isinstance(body, dict):
         raise InputError('the body must be a JSON object: {"text": "..."} or {"texts": ["...", ...]}')
-    unknown = set(body) - {"text", "texts", "threshold", "top_k"}
+    unknown = set(body) - {"text", "texts", "threshold", "top_k", "explain"}
     if unknown:
         raise InputError(f"unknown field(s): {', '.join(sorted(unknown))}")
     if ("text" in body) == ("texts" in body):
@@ -176,7 +197,8 @@ def api_predict():
     texts = api_texts(body)
     threshold = check_threshold(body.get("threshold"))
     top_k = check_top_k(body.get("top_k"))
-    preds = s.predictor.predict(texts, threshold=threshold, top_k=top_k)
+    explain = check_explain(body.get("explain"))
+    preds = s.predictor.predict(texts, threshold=threshold, top_k=top_k, explain=explain)
     warnings = [f"texts[{i}]: {msg}" for i, p in enumerate(preds) if (msg := notice(p))]
     return jsonify({
         "predictions": preds,
@@ -210,7 +232,8 @@ def input_error(err: InputError):
     if wants_json():
         return jsonify({"error": str(err)}), 400
     return render_template("index.html", site=site().page, text=request.form.get("text", ""),
-                           threshold=request.form.get("threshold", ""), error=str(err)), 400
+                           threshold=request.form.get("threshold", ""), explain="explain" in request.form,
+                           error=str(err)), 400
 
 
 @bp.app_errorhandler(HTTPException)

@@ -13,6 +13,7 @@ import pytest
 from playwright import sync_api
 from tests.ci import require
 from tests.live_server import serve
+from tests.tiny_bundle import TINY_LABELS, make_tiny_bundle
 
 from flask_app import create_app
 
@@ -99,4 +100,45 @@ def test_colour_bundle_renders_swatches(page, tiny_bundle, tmp_path):
         page.wait_for_selector("li.chip")
         assert page.locator("li.chip svg.swatch").count() == page.locator("li.chip").count()
         page.screenshot(path=str(ARTIFACTS / "flask_result_colors.png"), full_page=True)
+    assert page.problems == []
+
+
+def test_results_page_highlights_the_evidence_for_each_predicted_label(page, tmp_path):
+    """A blended tiny bundle (its linear part knows genre words): the form's "Highlight why" box is ticked by
+    default, the results page marks each predicted label's sentence in its own colour, with a legend, and the
+    highlights are reachable from the keyboard and named for screen readers."""
+    bundle = make_tiny_bundle(tmp_path, TINY_LABELS, with_linear=True, bench_rounds=0)
+    fantasy = "A young wizard must find the dragon's sword and save the kingdom."
+    crime = "Inspector Hale suspects everyone in the village of the murder."
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(create_app(bundle)) as url:
+        page.goto(url + "/")
+        assert page.locator("input[name=explain]").is_checked()
+        page.fill("#text", f"{fantasy} {crime} <b>Markup</b> stays text.")
+        page.locator("details.advanced summary").click()
+        page.fill("#threshold", "0.3")
+        page.get_by_role("button", name="Predict labels").first.click()
+        page.wait_for_selector("#submitted-text mark")
+        assert page.locator("#submitted-text").inner_text() == f"{fantasy} {crime} <b>Markup</b> stays text."
+        legend = page.locator("#evidence-legend li")
+        assert legend.count() >= 2
+        names = {legend.nth(i).get_attribute("id"): legend.nth(i).text_content().removeprefix("Evidence for ")
+                 for i in range(legend.count())}
+        marks = page.locator("#submitted-text mark")
+        described = {}
+        for i in range(marks.count()):
+            for ref in marks.nth(i).get_attribute("aria-describedby").split():
+                described.setdefault(names[ref], []).append(marks.nth(i).inner_text())
+        assert fantasy in described["Fantasy"] and crime in described["Mystery"]
+        first = marks.first
+        colour = first.evaluate("m => getComputedStyle(m).backgroundColor")
+        assert colour not in ("rgba(0, 0, 0, 0)", "transparent")   # the stylesheet's class colours apply
+        page.locator("#text").last.focus()
+        for _ in range(60):   # Tab through the page until a highlight has the focus
+            if page.evaluate("document.activeElement.tagName") == "MARK":
+                break
+            page.keyboard.press("Shift+Tab")
+        assert page.evaluate("document.activeElement.tagName") == "MARK"
+        page.locator("#submitted-text").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "flask_result_explain.png"), full_page=True)
     assert page.problems == []

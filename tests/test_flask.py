@@ -152,6 +152,73 @@ def test_script_tags_come_back_inert(base_url):
     assert api.status_code == 200 and api.headers["Content-Type"].startswith("application/json")
 
 
+# ---- evidence highlights ---------------------------------------------------------------------------------
+TWO_TOPICS = "A young wizard must find the dragon's sword. Inspector Hale suspects everyone of the murder!"
+
+
+def test_the_form_offers_highlights_ticked_and_a_post_without_the_box_has_none(base_url):
+    box = soup(requests.get(base_url + "/", timeout=10)).find("input", attrs={"name": "explain"})
+    assert box["type"] == "checkbox" and box.has_attr("checked")
+    page = soup(requests.post(base_url + "/", data={"text": TWO_TOPICS, "threshold": "0"}, timeout=10))
+    assert page.find(id="submitted-text").find("mark") is None and page.find(id="evidence-legend") is None
+    assert not page.find("input", attrs={"name": "explain"}).has_attr("checked")   # the form keeps the choice
+
+
+def test_results_page_highlights_each_predicted_labels_evidence(base_url, predictor):
+    r = requests.post(base_url + "/", data={"text": TWO_TOPICS, "threshold": "0", "explain": "1"}, timeout=10)
+    assert r.status_code == 200
+    page = soup(r)
+    expected = predictor.predict([TWO_TOPICS], threshold=0.0, explain=True)[0]
+    quote = page.find(id="submitted-text")
+    assert quote.get_text() == TWO_TOPICS                        # the marks hold the text itself, nothing added
+    legend = {li["id"]: li.get_text() for li in page.select("#evidence-legend li")}
+    marked = {x["label"]: x for x in expected["labels"] if any(e["weight"] > 0 for e in x["evidence"])}
+    assert sorted(legend.values()) == sorted(f"Evidence for {label}" for label in marked)
+    marks = quote.find_all("mark")
+    assert marks and all(m["tabindex"] == "0" for m in marks)     # keyboard-focusable
+    for mark in marks:
+        ids = mark["aria-describedby"].split()
+        assert ids and set(ids) <= set(legend)                   # screen readers hear "Evidence for <label>"
+        for i in ids:
+            label = legend[i].removeprefix("Evidence for ")
+            spans = [e for e in marked[label]["evidence"] if e["weight"] > 0][:3]
+            assert any(mark.get_text() in e["text"] for e in spans) and f"Evidence for {label} (+" in mark["title"]
+        assert any(c.startswith("ev-") for c in mark["class"])
+    assert not page.find_all(style=True) and not page.find_all("style")   # colours come from classes (CSP)
+
+
+def test_api_explain_returns_the_predictors_evidence(base_url, predictor):
+    texts = [TWO_TOPICS, "love letters over one summer"]
+    r = requests.post(base_url + "/api/predict", json={"texts": texts, "explain": True, "top_k": 2}, timeout=10)
+    assert r.status_code == 200
+    assert r.json()["predictions"] == predictor.predict(texts, top_k=2, explain=True)
+    plain = requests.post(base_url + "/api/predict", json={"texts": texts, "top_k": 2}, timeout=10)
+    for off in (False, None):
+        same = requests.post(base_url + "/api/predict", json={"texts": texts, "top_k": 2, "explain": off}, timeout=10)
+        assert same.content == plain.content
+
+
+def test_labels_and_texts_with_markup_stay_inert_in_the_highlights(tiny_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    info = json.loads((bundle / "bundle.json").read_text())
+    info["labels"] = ['<script>alert("label")</script>', '"><img src=x onerror=alert(1)>', "A & B", "<b>bold</b>",
+                      "Plain"]
+    (bundle / "bundle.json").write_text(json.dumps(info))
+    evil = 'A <script>alert("x")</script> wizard. A <img src=x onerror=alert(1)> murder! "Quotes" & more.'
+    with serve(create_app(bundle)) as url:
+        r = requests.post(url + "/", data={"text": evil, "threshold": "0", "explain": "1"}, timeout=10)
+    assert r.status_code == 200
+    page = soup(r)
+    assert [s.get("src") for s in page.find_all("script")] == ["/static/app.js"] and not page.find_all("img")
+    assert not page.find_all("b")
+    assert page.find(id="submitted-text").get_text() == evil
+    assert page.find(id="submitted-text").find_all("mark")
+    legend = [li.get_text().removeprefix("Evidence for ") for li in page.select("#evidence-legend li")]
+    assert legend and set(legend) <= set(info["labels"])
+    assert all(m["title"].startswith("Evidence for ") for m in page.select("#submitted-text mark"))
+
+
 def test_text_longer_than_the_model_reads_is_predicted_with_a_notice(base_url, predictor):
     r = requests.post(base_url + "/", data={"text": LONG_TEXT}, timeout=10)
     assert r.status_code == 200
@@ -238,6 +305,9 @@ def test_api_single_and_batch_match_in_process_predictions(base_url, predictor):
     (json.dumps({"text": "a", "top_k": 0}).encode(), "top_k"),
     (json.dumps({"text": "a", "top_k": 1.5}).encode(), "top_k"),
     (json.dumps({"text": "a", "colour": "red"}).encode(), "unknown field"),
+    (json.dumps({"text": "a", "explain": "true"}).encode(), "explain must be true or false, got 'true'"),
+    (json.dumps({"text": "a", "explain": 1}).encode(), "explain must be true or false, got 1"),
+    (json.dumps({"text": "a", "explain": [True]}).encode(), "explain must be true or false"),
     (b'{"text": "\\ud800"}', "lone surrogate (U+D800 at character 0)"),
     (b'{"texts": ["fine", "also fine \\udfff"]}', "texts[1] holds a lone surrogate (U+DFFF"),
     (b"[" * 20_000 + b"]" * 20_000, "nested too deeply"),          # under the 64 KiB test body limit

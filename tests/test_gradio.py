@@ -90,6 +90,22 @@ def test_unticking_tuned_thresholds_uses_the_slider_value(client, predictor):
     assert ("No label" in chips_tuned) == (not predictor.predict([text])[0]["predicted"])
 
 
+def test_explain_endpoint_highlights_the_predicted_labels_evidence(client, predictor):
+    text = "A young wizard must find the dragon's sword. Inspector Hale suspects everyone of the murder!"
+    out = client.predict(text, False, 0.0, True, api_name="/explain")   # threshold 0: every label predicted
+    tokens = out["value"]
+    assert "".join(t["token"] for t in tokens) == text
+    expected = predictor.predict([text], threshold=0.0, explain=True)[0]
+    strongest = {x["label"]: [e["text"] for e in x["evidence"] if e["weight"] > 0][:3] for x in expected["labels"]}
+    tagged = [t for t in tokens if t["class_or_confidence"]]
+    assert tagged, tokens
+    for t in tagged:
+        for label in t["class_or_confidence"].split(" + "):
+            assert any(t["token"] in span for span in strongest[label])
+        assert out["color_map"][t["class_or_confidence"]].startswith("#")
+    assert client.predict(text, False, 0.0, False, api_name="/explain")["value"] is None   # box unticked
+
+
 def test_long_text_gets_a_truncation_notice(client):
     _, _, notice = client.predict(LONG_TEXT, True, 0.5, 3, api_name="/predict")
     assert "the part that fits" in notice
@@ -113,6 +129,16 @@ def test_empty_text_is_an_error_message_not_a_crash(client):
 ])
 def test_malformed_api_values_get_an_error_event_with_a_message(app_url, data, fragment):
     status, event, payload = call_raw(app_url, "predict", b'{"data": ' + data.encode() + b"}")
+    assert (status, event) == (200, "error")
+    assert fragment in payload["error"]
+
+
+@pytest.mark.parametrize("data,fragment", [
+    ('["ok", true, 0.5, "yes"]', "Highlight why: expected true or false"),
+    ('["\\ud800 a lone surrogate", true, 0.5, true]', "lone surrogate (U+D800"),
+])
+def test_malformed_explain_values_get_an_error_event_with_a_message(app_url, data, fragment):
+    status, event, payload = call_raw(app_url, "explain", b'{"data": ' + data.encode() + b"}")
     assert (status, event) == (200, "error")
     assert fragment in payload["error"]
 
@@ -254,8 +280,8 @@ def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):
     deployment = Path(__file__).resolve().parents[1] / "deployment"
     space = tmp_path / "space"
     space.mkdir()
-    for name in ("app.py", "predictor.py", "encoding.py", "scoring.py", "predict.py", "examples.py", "cli_types.py",
-                 "web.py", "files.py", "examples.json",
+    for name in ("app.py", "predictor.py", "encoding.py", "scoring.py", "explain.py", "predict.py", "examples.py",
+                 "cli_types.py", "web.py", "files.py", "examples.json",
                  "requirements.txt", "README.md"):
         shutil.copy(deployment / name, space / name)
     shutil.copytree(tiny_bundle, space / "bundle")
@@ -282,6 +308,8 @@ def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):
         client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
         chart, _, _ = client.predict("a dragon and a wizard", True, 0.5, 2, api_name="/predict")
         assert len(chart["confidences"]) == 2
+        why = client.predict("A dragon. A wizard.", False, 0.0, True, api_name="/explain")
+        assert "".join(t["token"] for t in why["value"]) == "A dragon. A wizard."
     finally:
         proc.terminate()
         proc.wait(timeout=30)

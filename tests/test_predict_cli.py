@@ -320,3 +320,58 @@ def test_ctrl_c_or_kill_stops_a_background_run_and_leaves_nothing_behind(tiny_bu
     assert "interrupted: nothing written to" in stderr and "Traceback" not in stderr
     assert not partial.exists() and not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+# ---- --explain: the evidence column -----------------------------------------------------------------------
+def check_evidence(cell: dict, text: str, expected: dict) -> None:
+    """A row's evidence: every predicted label, its strongest positive spans, offsets that slice the text."""
+    assert list(cell) == expected["predicted"]
+    by_label = {x["label"]: x for x in expected["labels"]}
+    for label, spans in cell.items():
+        want = [e for e in by_label[label]["evidence"] if e["weight"] > 0][:3]
+        assert [(e["start"], e["end"], e["text"]) for e in spans] == [(e["start"], e["end"], e["text"]) for e in want]
+        for e in spans:
+            assert set(e) == {"start", "end", "weight", "text"}
+            assert text[e["start"]:e["end"]] == e["text"] and e["weight"] == pytest.approx(
+                next(w["weight"] for w in want if w["start"] == e["start"]), abs=1e-6)
+
+
+@pytest.mark.parametrize("out_name", ["out.csv", "out.jsonl"])
+def test_explain_adds_an_evidence_column_that_round_trips_with_the_texts(tiny_bundle, tmp_path, out_name):
+    """Hostile texts (\\r\\n, NUL, quotes, a BOM, emoji): the offsets slice the text cell as the project's CSV
+    reader and pandas read it back, and --top-k cuts `scores` only."""
+    import pandas as pd
+
+    rows = [{"id": f"{i:03d}", "text": f"A dragon story. {t} The end! Murder in the village."}
+            for i, t in enumerate(HOSTILE_TEXTS)] + [{"id": "999", "text": "   "}]
+    src, out = write_csv(tmp_path / "in.csv", rows), tmp_path / out_name
+    proc = run_cli("--bundle", tiny_bundle, "--input", src, "--out", out, "--quiet", "--explain", "--threshold", "0.3",
+                   "--top-k", "2")
+    assert proc.returncode == 0, proc.stderr
+    if out_name.endswith(".csv"):
+        got = read_csv(out)
+        assert list(got[0])[-6:] == [*OUT_FIELDS, "evidence"]
+        frame = pd.read_csv(out, dtype=str, keep_default_na=False)
+        assert frame["evidence"].tolist() == [r["evidence"] for r in got]
+        cells = [json.loads(r["evidence"]) for r in got]
+        scores = [json.loads(r["scores"]) for r in got]
+    else:
+        got = [json.loads(line) for line in out.read_text(encoding="utf-8").split("\n") if line]
+        cells, scores = [r["evidence"] for r in got], [r["scores"] for r in got]
+    assert [r["text"] for r in got] == [r["text"] for r in rows]
+    texts = [r["text"] for r in rows[:-1]]
+    expected = Predictor.from_bundle(tiny_bundle).predict(texts, threshold=0.3, explain=True)
+    for cell, text, exp, top in zip(cells, texts, expected, scores):
+        check_evidence(cell, text, exp)
+        assert list(top) == [x["label"] for x in exp["labels"][:2]]
+    assert any(cells[:-1]) and cells[-1] == {} and got[-1]["error"] == "empty text"
+
+
+def test_without_explain_there_is_no_evidence_column_and_an_input_may_have_one(tiny_bundle, tmp_path):
+    src = write_csv(tmp_path / "in.csv", [{"text": "A ghost story.", "evidence": "mine"}])
+    out = tmp_path / "out.csv"
+    proc = run_cli("--bundle", tiny_bundle, "--input", src, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert list(read_csv(out)[0]) == ["text", "evidence", *OUT_FIELDS] and read_csv(out)[0]["evidence"] == "mine"
+    refused = run_cli("--bundle", tiny_bundle, "--input", src, "--out", tmp_path / "o2.csv", "--quiet", "--explain")
+    assert refused.returncode == 2 and "['evidence'] that the output adds" in refused.stderr

@@ -77,8 +77,9 @@ class Encoded:
 class TextEncoder:
     """A configured tokenizer: truncation that keeps the end token, token counting, dynamic padding.
 
-    Thread-safe: two configured copies of the tokenizer are made once and never reconfigured (one truncates
-    with the library's own truncation, which keeps [SEP] / </s>; the other only counts tokens).
+    Thread-safe: the tokenizer is configured once and never reconfigured (the library's own truncation, which
+    keeps [SEP] / </s> in every window). A long text's full token count comes from its overflowing windows, which
+    the library builds anyway: one copy of the tokenizer in memory and one pass over the text.
     """
 
     def __init__(self, tokenizer: Tokenizer, max_length: int, input_names: Sequence[str], pad_id: int = 0,
@@ -92,14 +93,12 @@ class TextEncoder:
             raise ValueError(f"windows.stride must be below the {self.max_length - n_special} text tokens of a "
                              f"window (max_length {self.max_length} minus {n_special} special tokens), "
                              f"got {self.windows.stride}")
-        self._counter = Tokenizer.from_str(tokenizer.to_str())
-        self._counter.no_padding()
-        self._counter.no_truncation()
+        self.n_special = n_special
         self.tokenizer = tokenizer
         self.tokenizer.no_padding()
-        # With one window the text is simply truncated (no overflowing windows are built at all).
-        self.tokenizer.enable_truncation(max_length=self.max_length,
-                                         stride=self.windows.stride if self.windows.max_windows > 1 else 0)
+        # With one window the text is simply truncated (its overflowing windows are still built: they count it).
+        self._stride = self.windows.stride if self.windows.max_windows > 1 else 0
+        self.tokenizer.enable_truncation(max_length=self.max_length, stride=self._stride)
 
     @classmethod
     def from_file(cls, path: str | Path, max_length: int, input_names: Sequence[str],
@@ -114,19 +113,17 @@ class TextEncoder:
         """Windows of at most max_length tokens; `n_tokens` counts the whole text (special tokens included)."""
         texts = list(texts)
         cap = self.windows.max_windows
-        windows, owner, n_windows, truncated, long_idx = [], [], [], [], []
+        windows, owner, n_tokens, n_windows, truncated = [], [], [], [], []
         for i, enc in enumerate(self.tokenizer.encode_batch(texts)):
-            parts = [enc] + (list(enc.overflowing)[:cap - 1] if cap > 1 else [])
+            overflow = enc.overflowing
+            parts = [enc] + (list(overflow)[:cap - 1] if cap > 1 else [])
             windows.extend(parts)
             owner.extend([i] * len(parts))
             n_windows.append(len(parts))
-            truncated.append(len(enc.overflowing) + 1 > cap)
-            if enc.overflowing:
-                long_idx.append(i)
-        n_tokens = [len(windows[j].ids) for j in np.cumsum([0] + n_windows[:-1])] if texts else []
-        if long_idx:  # only texts that did not fit in one window pay for a second, untruncated count
-            for i, enc in zip(long_idx, self._counter.encode_batch([texts[i] for i in long_idx])):
-                n_tokens[i] = len(enc.ids)
+            truncated.append(len(overflow) + 1 > cap)
+            # Every overflowing window repeats the special tokens and the `stride` tokens it shares with the
+            # previous one; the rest of it is new text (checked against an untruncated count in the tests).
+            n_tokens.append(len(enc.ids) + sum(len(w.ids) - self.n_special - self._stride for w in overflow))
         return Encoded(windows, np.asarray(owner, dtype=np.int64), n_tokens, n_windows, truncated)
 
     def feeds(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
@@ -144,19 +141,34 @@ class TextEncoder:
         return {name: feeds[name] for name in self.input_names}
 
     @staticmethod
-    def batches(encoded: Encoded, batch_size: int, sort: bool | None = None) -> list[list[int]]:
-        """Window indices per batch. Sorted by length (less padding) when there is more than one batch, unless
-        `sort` says otherwise; one batch keeps the input order."""
-        order = list(range(len(encoded.windows)))
-        if sort or (sort is None and len(order) > batch_size):
-            order.sort(key=lambda i: len(encoded.windows[i].ids))
-        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    def batches(encoded: Encoded, batch_size: int, sort: bool | None = None,
+                max_tokens: int | None = None) -> list[list[int]]:
+        """Window indices per batch: at most `batch_size` windows and, when `max_tokens` is set, at most that many
+        padded tokens (windows x the longest window; a window longer than the budget runs alone). The budget
+        bounds the activations, hence the memory, of one call whatever the texts' length. Sorted by length (less
+        padding) when there is more than one batch, unless `sort` says otherwise; one batch keeps input order."""
+        lengths = [len(w.ids) for w in encoded.windows]
+        order = list(range(len(lengths)))
+        one_batch = len(order) <= batch_size and (max_tokens is None or len(order) * max(lengths, default=0) <= max_tokens)
+        if sort or (sort is None and not one_batch):
+            order.sort(key=lambda i: lengths[i])
+        if max_tokens is None:
+            return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+        out, batch, width = [], [], 0
+        for i in order:
+            grown = max(width, lengths[i])
+            if batch and (len(batch) == batch_size or (len(batch) + 1) * grown > max_tokens):
+                out.append(batch)
+                batch, grown = [], lengths[i]
+            batch.append(i)
+            width = grown
+        return out + [batch] if batch else out
 
     def run_windows(self, forward: Callable[[dict[str, np.ndarray]], np.ndarray], encoded: Encoded,
-                    batch_size: int, sort: bool | None = None) -> np.ndarray:
+                    batch_size: int, sort: bool | None = None, max_tokens: int | None = None) -> np.ndarray:
         """`forward(feeds) -> logits [batch, labels]` over every window; logits [n_windows, labels] in order."""
         out = None
-        for idx in self.batches(encoded, batch_size, sort):
+        for idx in self.batches(encoded, batch_size, sort, max_tokens):
             logits = np.asarray(forward(self.feeds([encoded.windows[i] for i in idx])))
             if out is None:
                 out = np.zeros((len(encoded.windows), logits.shape[1]), dtype=logits.dtype)
@@ -166,11 +178,12 @@ class TextEncoder:
         return out
 
     def run(self, forward: Callable[[dict[str, np.ndarray]], np.ndarray], encoded: Encoded,
-            batch_size: int, sort: bool | None = None, pooling: str | None = None) -> np.ndarray:
+            batch_size: int, sort: bool | None = None, pooling: str | None = None,
+            max_tokens: int | None = None) -> np.ndarray:
         """Logits [n_texts, labels] in input order: every window run, then pooled per text (`pooling` overrides
         the encoder's)."""
-        return pool_windows(self.run_windows(forward, encoded, batch_size, sort), encoded.owner, len(encoded),
-                            pooling or self.windows.pooling)
+        return pool_windows(self.run_windows(forward, encoded, batch_size, sort, max_tokens), encoded.owner,
+                            len(encoded), pooling or self.windows.pooling)
 
 
 def pool_windows(window_logits: np.ndarray, owner: np.ndarray, n_texts: int, pooling: str) -> np.ndarray:

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from deployment.encoding import TextEncoder, Windows, pool_windows
 from deployment.predictor import BundleError, Predictor
@@ -38,6 +39,29 @@ def test_the_bundle_records_its_windows_and_compression_checked_them(windowed_bu
     assert ev["texts"]["windows"] == WINDOWS and ev["parity"]["passed"]
 
 
+def _untruncated(pred: Predictor) -> Tokenizer:
+    tok = Tokenizer.from_file(pred.source + "/tokenizer.json")
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+@pytest.mark.parametrize("max_windows,stride", [(1, 0), (2, 0), (4, 8), (100, 8), (100, 25)])
+def test_the_token_count_of_any_text_is_its_untruncated_length(pred, max_windows, stride):
+    """n_tokens is computed from the windows (no second tokenisation): it must equal an untruncated count for any
+    text, whatever the windows and the cap, including random Unicode, control characters and empty text."""
+    rng = np.random.default_rng(max_windows * 100 + stride)
+    alphabet = list("ab cd ef.,;!?\n\t\x00\x1fé漢字😀") + ["ghost", " dragon ", "starship", "\u2028", "-"]
+    texts = ["", " ", SHORT, LONG, LONG * 7] + ["".join(rng.choice(alphabet, size=int(rng.integers(0, 400))))
+                                                 for _ in range(200)]
+    enc = _encoder(pred, max_windows=max_windows, stride=stride).encode(texts)
+    assert enc.n_tokens == [len(e.ids) for e in _untruncated(pred).encode_batch(texts)]
+    step = TINY_MAX_LENGTH - pred.encoder.n_special - (stride if max_windows > 1 else 0)   # new tokens per window
+    needed = [1 + max(0, -(-(n - TINY_MAX_LENGTH) // step)) for n in enc.n_tokens]
+    assert enc.n_windows == [min(k, max_windows) for k in needed]
+    assert enc.truncated == [k > max_windows for k in needed]
+
+
 def test_short_and_exact_length_texts_are_one_window_and_not_truncated(pred):
     exact = " ".join(["dragon"] * (TINY_MAX_LENGTH - 2))
     res = pred.predict([SHORT, exact])
@@ -58,7 +82,7 @@ def test_long_text_windows_keep_special_tokens_overlap_and_cover_the_whole_text(
         assert a[-WINDOWS["stride"]:] == b[:WINDOWS["stride"]]          # consecutive windows share `stride` tokens
     covered = [content[0]] + [c[WINDOWS["stride"]:] for c in content[1:]]
     ids = [i for part in covered for i, _ in part]
-    whole = pred.encoder._counter.encode(LONG)
+    whole = _untruncated(pred).encode(LONG)
     assert ids == whole.ids[1:-1] and enc.n_tokens[0] == len(whole.ids)   # every token read exactly once
     assert covered[0][0][1][0] == 0 and covered[-1][-1][1][1] == len(LONG)  # offsets span the text end to end
 
@@ -89,6 +113,34 @@ def test_a_document_gets_the_same_answer_alone_and_in_a_batch(pred):
     assert max(abs(a[k] - b[k]) for k in a) < 0.02
     near = {k for k, th in zip(pred.labels, pred.thresholds) if abs(a[k] - th) < 0.02}
     assert set(alone["predicted"]) - near == set(batched["predicted"]) - near
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_hold_every_window_once_within_the_window_and_token_caps(pred, seed):
+    rng = np.random.default_rng(seed)
+    words = ["ghost", "dragon", "starship", "crypt", "galaxy", "a"]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 200)))) for _ in range(int(rng.integers(1, 60)))]
+    enc = _encoder(pred, max_windows=int(rng.integers(1, 6)), stride=4).encode(texts)
+    lengths = [len(w.ids) for w in enc.windows]
+    batch_size, max_tokens = int(rng.integers(1, 40)), int(rng.choice([8, 20, 64, 100, 500]))
+    batches = TextEncoder.batches(enc, batch_size, max_tokens=max_tokens)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert 1 <= len(b) <= batch_size
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= max_tokens   # a window over the cap runs alone
+    if len(batches) > 1:        # sorted by length: the batches are as full as the caps allow
+        for b, nxt in zip(batches, batches[1:]):
+            assert len(b) == batch_size or (len(b) + 1) * max(lengths[i] for i in b + nxt[:1]) > max_tokens
+
+
+def test_the_token_cap_changes_how_texts_are_grouped_not_what_they_get(windowed_bundle):
+    texts = [SHORT, LONG, LONG * 2, SHORT + " again"] * 5
+    capped = Predictor.from_bundle(windowed_bundle, batch_tokens=3 * TINY_MAX_LENGTH).predict(texts)
+    uncapped = Predictor.from_bundle(windowed_bundle, batch_tokens=None).predict(texts)
+    for a, b in zip(capped, uncapped):
+        assert (a["n_tokens"], a["n_windows"], a["truncated"]) == (b["n_tokens"], b["n_windows"], b["truncated"])
+        sa, sb = ({s["label"]: s["score"] for s in r["labels"]} for r in (a, b))
+        assert max(abs(sa[k] - sb[k]) for k in sa) < 0.02     # int8 activations are quantised per call
 
 
 def test_pytorch_and_onnx_read_the_same_windows_and_agree(windowed_bundle, pred):

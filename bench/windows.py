@@ -74,7 +74,7 @@ def with_cap(pred: Predictor, cap: int) -> Predictor:
     encoder = TextEncoder(type(enc.tokenizer).from_str(enc.tokenizer.to_str()), enc.max_length, enc.input_names,
                           enc.pad_id, windows)
     return Predictor(pred.session, encoder, pred.info, linear=None, batch_size=pred.batch_size,
-                     source=pred.source)
+                     batch_tokens=pred.batch_tokens, source=pred.source)
 
 
 def run(bundle: Path, caps: list[int], n_docs: int, rounds: int, threads: int | None) -> dict:

@@ -31,7 +31,7 @@ from compression.export import (OPSET, CompressionError, ModelDir, export_onnx, 
                                 quantize_int8, read_model_dir)
 from deployment.cli_types import int_at_least
 from deployment.encoding import Encoded, TextEncoder, Windows
-from deployment.predictor import DEFAULT_BATCH_SIZE, Predictor, load_session, session_options
+from deployment.predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Predictor, load_session, session_options
 from deployment.scoring import LinearComponent, blend, sigmoid
 from deployment.files import OutputError, replace_dir
 
@@ -427,7 +427,8 @@ def _measure(staged: Staged, ev_texts: "rep.EvalTexts", runners: dict, paths: di
     variants, probs, pt_decided = {}, {}, None
     for name, run in runners.items():
         try:
-            p = sigmoid(staged.encoder.run(run, encoded, DEFAULT_BATCH_SIZE, sort=True))
+            # batched as the predictor serves (int8 activations are quantised per onnxruntime call)
+            p = sigmoid(staged.encoder.run(run, encoded, DEFAULT_BATCH_SIZE, sort=True, max_tokens=DEFAULT_BATCH_TOKENS))
         except Exception as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"
             continue
@@ -780,7 +781,7 @@ def _verify_bundle(tmp: Path, staged: Staged, m: Measured, run, texts: list[str]
     # Same batch on both sides: int8 activations are quantised per batch, so the company a text keeps matters.
     check = final.probabilities(texts)[0]
     encoded = staged.encoder.encode(texts)
-    want = blend(sigmoid(staged.encoder.run(run, encoded, DEFAULT_BATCH_SIZE)),
+    want = blend(sigmoid(staged.encoder.run(run, encoded, DEFAULT_BATCH_SIZE, max_tokens=DEFAULT_BATCH_TOKENS)),
                  m.linear_p[:len(texts)] if m.linear_p is not None else None,
                  staged.linear.weight if staged.linear is not None else 0.0)
     if not np.allclose(check, want, atol=1e-5):

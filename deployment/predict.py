@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 try:  # run as `python -m deployment.predict` or from inside the deployment/ folder (a Space)
-    from deployment.cli_types import positive_int, probability
+    from deployment.cli_types import non_negative_int, positive_int, probability
     from deployment.files import clean_stale, large_csv_fields, replace_file
-    from deployment.predictor import BundleError, Predictor
+    from deployment.predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, BundleError, Predictor
 except ImportError:  # pragma: no cover
-    from cli_types import positive_int, probability
+    from cli_types import non_negative_int, positive_int, probability
     from files import clean_stale, large_csv_fields, replace_file
-    from predictor import BundleError, Predictor
+    from predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, BundleError, Predictor
 
 CHUNK = 256                       # rows read, predicted and written at a time (bounded memory on big files)
 OUT_FIELDS = ("predicted_labels", "scores", "truncated", "n_tokens", "error")
@@ -364,7 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--explain", action="store_true",
                    help=f"add an `{EVIDENCE_FIELD}` column: each predicted label's {EVIDENCE_SPANS} strongest evidence "
                         "spans as JSON {label: [{start, end, weight, text}]} (one more scoring pass per row)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="texts per onnxruntime call")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
+                   help="windows per onnxruntime call at most (a long text is read as several windows)")
+    p.add_argument("--batch-tokens", type=non_negative_int, default=DEFAULT_BATCH_TOKENS,
+                   help="padded tokens per onnxruntime call at most: bounds memory whatever the texts' length "
+                        f"(default {DEFAULT_BATCH_TOKENS}; 0: no cap)")
     p.add_argument("--threads", "--num-threads", dest="threads", type=positive_int, default=None,
                    help="onnxruntime intra-op threads (default: its own)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -376,7 +380,8 @@ def main(argv=None) -> int:
     try:
         with interrupts_as_keyboard_interrupt():
             check_paths(a.input, a.out)   # before the bundle loads: a wrong path fails in milliseconds
-            pred = Predictor.from_bundle(a.bundle, num_threads=a.threads, batch_size=a.batch_size)
+            pred = Predictor.from_bundle(a.bundle, num_threads=a.threads, batch_size=a.batch_size,
+                                          batch_tokens=a.batch_tokens or None)
             stats = predict_file(pred, a.input, a.out, text_column=a.text_column, threshold=a.threshold,
                                  top_k=a.top_k, progress=not a.quiet, explain=a.explain)
     except (BundleError, InputError) as exc:

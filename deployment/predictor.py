@@ -37,9 +37,11 @@ else:             # the Space: this folder is the root, modules are top-level
 __all__ = ["BundleError", "InputError", "LinearComponent", "Predictor", "session_options"]
 
 FORMAT_VERSION = 1                  # the bundle.json format this module reads
-DEFAULT_BATCH_SIZE = 32             # texts per onnxruntime call
+DEFAULT_BATCH_SIZE = 32             # windows per onnxruntime call at most
+DEFAULT_BATCH_TOKENS = 1024         # padded tokens per onnxruntime call at most (see session_options)
 MAX_TOKENS = 32_768                 # largest max_length a bundle may declare (the load-time check runs one such text)
 REQUIRED_KEYS = ("format_version", "labels", "thresholds", "max_length", "inputs")
+MEMORY_PATTERN = False              # onnxruntime's memory-pattern planning (see session_options; bench/memory.py)
 
 
 class InputError(ValueError, TypeError):
@@ -58,12 +60,11 @@ def session_options(num_threads: int | None = None) -> ort.SessionOptions:
     # processes), spinning threads steal the CPU that the next request needs. Measured: int8 batch-1 latency
     # 16.6 ms without spinning vs 27 ms with it on a loaded machine, and it stops slowing down other work.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # onnxruntime's CPU arena and memory-pattern planning stay on (its defaults), measured for one process that
-    # loads the 150-label CMU bundle and predicts 32 texts x 128 tokens: peak RSS 234 MiB with both on, 291 MiB
-    # with the arena off and 311 MiB with both off (the allocator then keeps what every layer freed), 231 MiB with
-    # only memory patterns off (no gain). An environment arena growing by what is asked rather than by powers of
-    # two saved 12 MiB, but it is process-wide state registered outside the session, so it is left out; turning
-    # weight prepacking off saved 6 MiB. Graph optimisation stays at onnxruntime's default (all levels).
+    # Memory: onnxruntime's memory-pattern planning caches one allocation plan per input shape, and a server sees a
+    # new shape with nearly every request (dynamic padding), so it is off; the CPU arena stays on (off, the
+    # allocator keeps what every layer freed: more RSS, not less). With each call capped at DEFAULT_BATCH_TOKENS
+    # padded tokens, one process's peak stays bounded whatever the texts' length (numbers: bench/memory.py).
+    options.enable_mem_pattern = MEMORY_PATTERN
     options.log_severity_level = 3
     return options
 
@@ -100,7 +101,7 @@ class Predictor:
 
     def __init__(self, session: ort.InferenceSession, encoder: TextEncoder, info: dict,
                  linear: LinearComponent | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 source: str = "bundle"):
+                 source: str = "bundle", batch_tokens: int | None = DEFAULT_BATCH_TOKENS):
         self.session = session
         self.encoder = encoder
         self.info = info
@@ -110,13 +111,16 @@ class Predictor:
         self.max_length = encoder.max_length
         self.linear = linear
         self.batch_size = int(batch_size)
+        self.batch_tokens = None if batch_tokens is None else int(batch_tokens)
         self.source = source
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, num_threads: int | None = None,
-                    batch_size: int = DEFAULT_BATCH_SIZE) -> "Predictor":
-        """Load and check a bundle directory. `num_threads` sets onnxruntime's intra-op threads (None: its default)."""
+                    batch_size: int = DEFAULT_BATCH_SIZE,
+                    batch_tokens: int | None = DEFAULT_BATCH_TOKENS) -> "Predictor":
+        """Load and check a bundle directory. `num_threads` sets onnxruntime's intra-op threads (None: its default);
+        one onnxruntime call reads at most `batch_size` windows and `batch_tokens` padded tokens (None: no cap)."""
         bundle = Path(bundle_dir)
         if not bundle.is_dir():
             raise BundleError(f"{bundle}: bundle directory does not exist (build it with `python -m compression.quantize`)")
@@ -142,7 +146,8 @@ class Predictor:
             if expected is not None and abs(float(expected) - linear.weight) > 1e-9:
                 raise BundleError(f"{bundle / 'linear.json'}: weight {linear.weight} != bundle.json linear.weight {expected}")
 
-        pred = cls(session, encoder, info, linear=linear, batch_size=batch_size, source=str(bundle))
+        pred = cls(session, encoder, info, linear=linear, batch_size=batch_size, source=str(bundle),
+                   batch_tokens=batch_tokens)
         # One run at full length checks that the graph executes, that its outputs match the labels, and that
         # max_length fits the model's position embeddings (else every long text would fail, not the load).
         encoded = encoder.encode([" ".join(["a"] * pred.max_length), "warm up"])
@@ -167,7 +172,8 @@ class Predictor:
 
     def transformer_logits(self, encoded: Encoded) -> np.ndarray:
         """The ONNX model's logits [n, labels] for encoded texts, in input order."""
-        return self.encoder.run(lambda feeds: self.session.run(["logits"], feeds)[0], encoded, self.batch_size)
+        return self.encoder.run(lambda feeds: self.session.run(["logits"], feeds)[0], encoded, self.batch_size,
+                                max_tokens=self.batch_tokens)
 
     def probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, Encoded]:
         """Blended probabilities [n, labels] for already-validated texts, and their encoding (token counts,

@@ -83,14 +83,15 @@ class LinearComponent:
     norm="l2"|None) followed by sigmoid(x @ coef.T + intercept), from `linear.json` + `linear.npz`.
     The coefficients come dense ([L, V] float32: the training export, and every bundle written before compression
     pruned them) or sparse (the kept weights as CSR rows per term, float32, float16 or int8 with a per-label
-    scale). Either way they are held in float32 and a text's sparse tf-idf row meets only the weights of the terms
-    it contains.
+    scale). Sparse weights stay in memory in the type they are stored in (an int8 model holds one byte a weight and
+    applies each label's scale to the summed logit); a text's sparse tf-idf row meets only its terms' weights.
     """
 
     def __init__(self, settings: dict, terms: Sequence[str], idf: np.ndarray, coef, intercept: np.ndarray,
                  source: str = "linear"):
         """`coef`: a dense [L, V] array, or the transposed matrix [V, L] as CSR rows, one per term:
-        `(indptr [V+1], labels [nnz], values [nnz])` (the `coef_by_term()` layout, what linear.npz stores)."""
+        `(indptr [V+1], labels [nnz], values [nnz])` (the `coef_by_term()` layout, what linear.npz stores), with
+        values float32/float16, or int8 and a fourth item, the per-label scale [L] (weight = value * scale)."""
         self.source = source
         self.settings = dict(settings)
         self.weight = float(settings["weight"])
@@ -104,11 +105,17 @@ class LinearComponent:
         self.idf = np.asarray(idf, dtype=np.float32)
         self.intercept = np.asarray(intercept, dtype=np.float32)
         if isinstance(coef, tuple):
-            indptr, labels, values = coef
-            self._term_ptr = np.asarray(indptr, dtype=np.int64)
+            indptr, labels, values, *scale = coef
+            values = np.asarray(values)
+            if values.dtype not in (np.float32, np.float16, np.int8):
+                values = values.astype(np.float32)
+            if (values.dtype == np.int8) != bool(scale):
+                raise ValueError("int8 coefficients need a per-label scale, and only they take one")
+            self._term_ptr = np.asarray(indptr, dtype=np.int64 if len(values) >= 2**31 else np.int32)
             # int16 labels halve the largest array (any model under 32768 labels); numpy widens it when indexing.
             self._term_labels = np.asarray(labels, dtype=np.int16 if len(self.intercept) < 2**15 else np.int32)
-            self._term_values = np.asarray(values, dtype=np.float32)
+            self._term_values = values
+            self._label_scale = np.asarray(scale[0], dtype=np.float32) if scale else None
             self._dense_t = None
         else:
             # Dense: held as [V, L] so that one text's columns are rows, read contiguously.
@@ -127,7 +134,10 @@ class LinearComponent:
         """The coefficients as float32 CSR rows per term, `(indptr [V+1], labels [nnz], values [nnz])`; a dense
         matrix gives every non-zero entry."""
         if self._dense_t is None:
-            return self._term_ptr, self._term_labels, self._term_values
+            values = self._term_values.astype(np.float32)
+            if self._label_scale is not None:
+                values *= self._label_scale[self._term_labels]
+            return self._term_ptr.astype(np.int64), self._term_labels, values
         terms, labels = np.nonzero(self._dense_t)
         indptr = np.zeros(len(self.terms) + 1, dtype=np.int64)
         np.cumsum(np.bincount(terms, minlength=len(self.terms)), out=indptr[1:])
@@ -279,10 +289,13 @@ class LinearComponent:
                 lens = self._term_ptr[cols + 1] - first
                 ends = np.cumsum(lens)
                 pos = np.repeat(first - ends + lens, lens) + np.arange(ends[-1] if len(ends) else 0)
-                contrib = self._term_values[pos] * np.repeat(vals, lens)
+                contrib = self._term_values[pos].astype(np.float32) * np.repeat(vals, lens)
                 keys = np.repeat(rows, lens) * n_labels + self._term_labels[pos]
                 block = np.bincount(keys, weights=contrib, minlength=(stop - start) * n_labels)
-                block = block.reshape(stop - start, n_labels).astype(np.float32)
+                block = block.reshape(stop - start, n_labels)
+                if self._label_scale is not None:
+                    block = block * self._label_scale
+                block = block.astype(np.float32)
             out[start:stop] = block + self.intercept
         return out
 
@@ -303,7 +316,8 @@ def quantize_int8_per_label(labels: np.ndarray, values: np.ndarray, n_labels: in
 
 
 def _check_csr(npz_path: Path, arrays: dict, dtype: str, n_labels: int, n_terms: int) -> tuple:
-    """CSR rows per term, checked and dequantised to float32; BundleError naming the file when inconsistent."""
+    """CSR rows per term as stored (int8 with its per-label scale), checked; BundleError naming the file when
+    inconsistent."""
     indptr, labels, data = arrays["coef_indptr"], arrays["coef_labels"], arrays["coef_data"]
     if indptr.shape != (n_terms + 1,) or labels.ndim != 1 or data.shape != labels.shape:
         raise BundleError(f"{npz_path}: CSR shapes don't match {n_terms} terms (coef_indptr {indptr.shape}, "
@@ -316,12 +330,11 @@ def _check_csr(npz_path: Path, arrays: dict, dtype: str, n_labels: int, n_terms:
         raise BundleError(f"{npz_path}: coef_indptr must rise from 0 to {len(labels)}")
     if len(labels) and (labels.min() < 0 or labels.max() >= n_labels):
         raise BundleError(f"{npz_path}: coef_labels outside 0..{n_labels - 1}")
-    values = data.astype(np.float32)
     if dtype == "int8":
         scale = arrays["coef_scale"]
         if scale.shape != (n_labels,) or not np.all(np.isfinite(scale)):
             raise BundleError(f"{npz_path}: coef_scale must be {n_labels} finite numbers, got shape {scale.shape}")
-        values *= scale.astype(np.float32)[labels]
-    if not np.all(np.isfinite(values)):
+        return indptr, labels, data, scale.astype(np.float32)
+    if not np.all(np.isfinite(data)):
         raise BundleError(f"{npz_path}: coef_data holds non-finite values")
-    return indptr.astype(np.int64), labels, values
+    return indptr, labels, data

@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
         predict predict-spark scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed \
-        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain clean
+        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -103,6 +103,9 @@ bench-spark: install ## the batch CLI vs Spark local[1] / local[2] on the same 2
 
 bench-windows: install ## documents/s by text length and cap on windows (whole documents vs the first window)
 	$(PY) -m bench.windows --bundle $(BUNDLE)
+
+bench-memory: install ## one serving process's peak RSS and speed by tokens per onnxruntime call and memory-pattern planning
+	$(PY) -m bench.memory --bundle $(BUNDLE)
 
 bench-explain: install ## evidence spans: deleting them vs deleting random words (ERASER comprehensiveness), added latency
 	$(PY) -m bench.explain --bundle $(BUNDLE)

@@ -51,7 +51,10 @@ def blend(p_model: np.ndarray, p_linear: np.ndarray | None, weight: float) -> np
 
 COEF_STORAGES = ("dense", "csr")           # linear.json "coef_storage"; absent means "dense" (every bundle before it)
 COEF_DTYPES = {"dense": ("float32",), "csr": ("float32", "float16", "int8")}
-LOGIT_BLOCK = 16                            # texts per sparse product: bounds its gather arrays (<= ~1 MB a text) in RSS
+LOGIT_BLOCK = 16                            # texts per dense product at most
+GATHER_PAIRS = 1 << 17                      # (term, label) weights one sparse product gathers at most (~5 MB of
+                                            # temporaries; a text needing more runs alone): bounds RSS whatever the
+                                            # texts' length and the labels' count (a 149-label model gathers ~47k a text)
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,10 @@ class LinearComponent:
             if (values.dtype == np.int8) != bool(scale):
                 raise ValueError("int8 coefficients need a per-label scale, and only they take one")
             self._term_ptr = np.asarray(indptr, dtype=np.int64 if len(values) >= 2**31 else np.int32)
-            # int16 labels halve the largest array (any model under 32768 labels); numpy widens it when indexing.
-            self._term_labels = np.asarray(labels, dtype=np.int16 if len(self.intercept) < 2**15 else np.int32)
+            # The label of each weight in the narrowest type that holds it (uint8 up to 256 labels: on a 149-label
+            # model this array is the largest in memory, 4.3 MB instead of 8.5 as int16); numpy widens on use.
+            n = len(self.intercept)
+            self._term_labels = np.asarray(labels, dtype=np.uint8 if n <= 2**8 else np.int16 if n <= 2**15 else np.int32)
             self._term_values = values
             self._label_scale = np.asarray(scale[0], dtype=np.float32) if scale else None
             self._dense_t = None
@@ -271,8 +276,7 @@ class LinearComponent:
         n, n_labels = len(counts), self.n_labels
         values = self.tfidf(counts)
         out = np.empty((n, n_labels), dtype=np.float32)
-        for start in range(0, n, LOGIT_BLOCK):
-            stop = min(start + LOGIT_BLOCK, n)
+        for start, stop in self._blocks(counts):
             lo, hi = counts.indptr[start], counts.indptr[stop]
             cols, vals = counts.cols[lo:hi], values[lo:hi]
             if self._dense_t is not None:
@@ -298,6 +302,22 @@ class LinearComponent:
                 block = block.astype(np.float32)
             out[start:stop] = block + self.intercept
         return out
+
+    def _blocks(self, counts: TermCounts) -> list[tuple[int, int]]:
+        """Consecutive text ranges for one product each: LOGIT_BLOCK texts (dense), or texts whose terms gather at
+        most GATHER_PAIRS stored weights together (sparse; a text over the cap is a block of its own)."""
+        n = len(counts)
+        if self._dense_t is not None:
+            return [(start, min(start + LOGIT_BLOCK, n)) for start in range(0, n, LOGIT_BLOCK)]
+        per_term = self._term_ptr[counts.cols + 1] - self._term_ptr[counts.cols]
+        done = np.concatenate([[0], np.cumsum(per_term, dtype=np.int64)])[counts.indptr]   # pairs before each text
+        blocks, start = [], 0
+        while start < n:
+            stop = int(np.searchsorted(done, done[start] + GATHER_PAIRS, side="right")) - 1
+            stop = min(max(stop, start + 1), n)
+            blocks.append((start, stop))
+            start = stop
+        return blocks
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         return self.logits_from_counts(self.counts(texts))

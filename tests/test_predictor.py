@@ -448,6 +448,30 @@ def test_sparse_linear_part_round_trips_through_its_files(fitted, tmp_path, dtyp
     assert np.load(tmp_path / "linear.npz")["coef_data"].dtype == np.dtype(dtype)
 
 
+@pytest.mark.parametrize("cap", [1, 7, 50, 10**9])
+def test_the_sparse_product_gives_the_same_logits_whatever_the_cap_on_gathered_weights(fitted, tmp_path, monkeypatch,
+                                                                                       cap):
+    """Texts are grouped so that one product gathers at most GATHER_PAIRS weights (a text over it runs alone): the
+    grouping bounds memory and must not change a number, for empty, unknown-word and long texts alike."""
+    from compression.quantize import prune_linear
+    from deployment import scoring
+
+    vectorizer, classifier, texts = fitted
+    d = write_linear_dir(tmp_path, vectorizer, classifier, weight=0.5)
+    dense = LinearComponent.load(d / "linear.json", d / "linear.npz", len(TINY_LABELS))
+    sparse = prune_linear(dense, 1.0)
+    batch = ["", "zzz qqq", " ".join(texts)] + texts + ["", texts[0] * 5]
+    want = sparse.logits(batch)
+    monkeypatch.setattr(scoring, "GATHER_PAIRS", cap)
+    counts = sparse.counts(batch)
+    blocks = sparse._blocks(counts)
+    assert [b[0] for b in blocks] == [0] + [b[1] for b in blocks[:-1]] and blocks[-1][1] == len(batch)
+    pairs = [int(sum(np.diff(sparse._term_ptr)[counts.cols[counts.indptr[a]:counts.indptr[b]]])) for a, b in blocks]
+    assert all(p <= cap or b - a == 1 for p, (a, b) in zip(pairs, blocks))
+    assert np.array_equal(sparse.logits(batch), want)
+    assert np.allclose(want, dense.logits(batch), atol=1e-5)
+
+
 def test_pruning_keeps_the_largest_weights_and_only_the_terms_they_use(fitted, tmp_path):
     from compression.quantize import prune_linear
 

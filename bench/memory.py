@@ -22,11 +22,11 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import config
+from bench import run_and_report
 from bench.serve import DEFAULT_BUNDLE, read_texts, texts_of_tokens
 from deployment.cli_types import non_negative_int, positive_int
 from deployment.predictor import DEFAULT_BATCH_TOKENS, MEMORY_PATTERN
@@ -177,14 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     s = MemorySettings(bundle=a.bundle, texts=a.texts, batch_tokens=a.batch_tokens, memory_pattern=a.memory_pattern,
                        requests=a.requests, rounds=a.rounds, seed=a.seed, ort_threads=a.ort_threads or None,
                        out=a.out)
-    t0 = time.time()
-    result = run(s)
-    result["wall_seconds"] = round(time.time() - t0, 1)
-    print()
-    print(result["table"])
+    result = run_and_report(run, s, s.out)
     out = Path(s.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     best = min(result["rows"], key=lambda r: r["peak_rss_mixed_mib"])
     print(f"\nbench.memory: {len(result['rows'])} settings in {result['wall_seconds']} s; lowest mixed-workload peak "
           f"{best['peak_rss_mixed_mib']:.0f} MiB at {best['batch_tokens'] or 'no cap'} tokens/call, memory pattern "

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import config
+from bench import run_and_report
 from deployment.cli_types import non_negative_int, positive_float, positive_int
 
 DEFAULT_BUNDLE = config.MODELS_DIR / "books" / "bundle"
@@ -383,14 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     s = ServeSettings(bundle=a.bundle, texts=a.texts, n_texts=a.n_texts, clients=a.clients, seconds=a.seconds,
                       requests=a.requests, warmup=a.warmup, workers=a.workers, threads=a.threads,
                       ort_threads=a.ort_threads or None, rss_batch=a.rss_batch, rss_tokens=a.rss_tokens, out=a.out)
-    t0 = time.time()
-    result = run(s)
-    result["wall_seconds"] = round(time.time() - t0, 1)
-    print()
-    print(result["table"])
+    result = run_and_report(run, s, s.out)
     out = Path(s.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     web = [r for r in result["rows"] if r["mode"] == "gunicorn"]
     best = max(web, key=lambda r: r["throughput_rps"])
     print(f"\nbench.serve: {sum(r['requests'] for r in result['rows'])} requests in {result['wall_seconds']} s; "

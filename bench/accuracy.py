@@ -85,6 +85,31 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def curve_table(runs: list[dict]) -> str:
+    """Time to accuracy: valid micro-F1 (first window of a fixed valid sample, best global threshold) at each
+    point training measured, for the transformer alone and the blend."""
+    lines = ["| data set | minutes | step | epoch | transformer | blend | tf-idf alone |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        for p in r["train"].get("valid_curve", []):
+            lines.append(f"| {r['name']} | {p['minutes']:.1f} | {p['step']} | {p['epoch']:.2f} | "
+                         f"{p['transformer_micro_f1']:.4f} | {p.get('blend_micro_f1', float('nan')):.4f} | "
+                         f"{p.get('linear_micro_f1', float('nan')):.4f} |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from training.train import draw_valid_curve
+
+    fig = Figure(figsize=(6.5 * len(runs), 4.5))
+    axes = fig.subplots(1, len(runs), squeeze=False)[0]
+    for ax, r in zip(axes, runs):
+        draw_valid_curve(ax, r["train"].get("valid_curve", []), title=f"{r['name']} ({r['n_labels']} labels)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, action="append",
@@ -119,7 +144,10 @@ def main(argv=None) -> int:
               f"on micro) {'met' if g['goal_met'] else 'NOT met'}; {r['train']['epochs_done']} epochs in "
               f"{r['train']['train_seconds']:.0f}s")
     args.out.write_text(json.dumps({"runs": runs}, indent=2, default=str))
-    print(f"wrote {args.out}")
+    print("\n" + curve_table(runs))
+    plot = args.out.with_name(args.out.stem + "_time_to_accuracy.png")
+    plot_curves(runs, plot)
+    print(f"wrote {args.out} and {plot}")
     return 0
 
 

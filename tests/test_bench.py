@@ -80,6 +80,11 @@ def test_bench_accuracy_reports_ours_against_the_baseline(tmp_path):
     best = max(res["baseline"]["micro_f1"], res["baseline_global"]["micro_f1"])
     assert g["final_minus_baseline_micro_f1"] == pytest.approx(res["final"]["micro_f1"] - best)
     assert "| books (" in proc.stdout and "against the strongest baseline" in proc.stdout
+    curve = result["train"]["valid_curve"]     # time to accuracy: measured while training, plotted beside the JSON
+    assert len(curve) >= 2 and curve[-1]["step"] == result["train"]["steps"]
+    assert all(0 <= p["transformer_micro_f1"] <= 1 and 0 <= p["blend_micro_f1"] <= 1 for p in curve)
+    assert (tmp_path / "accuracy_time_to_accuracy.png").stat().st_size > 10_000
+    assert "| books | " in proc.stdout and "tf-idf alone" in proc.stdout
 
 
 # ---- bad numbers stop each command at the parser ----------------------------------------------------------

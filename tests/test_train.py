@@ -68,7 +68,7 @@ def trained(tiny_backbone, tiny_data, tmp_path_factory) -> Path:
 def test_training_writes_every_artifact(trained):
     expected = ["checkpoint/config.json", "checkpoint/model.safetensors", "checkpoint/tokenizer.json",
                 "labels.json", "thresholds.json", "metrics.json", "metrics.md", "settings.json", "command.txt",
-                "history.json", "training_curves.png", "per_label_f1.png"]
+                "history.json", "training_curves.png", "per_label_f1.png", "valid_curve.png"]
     missing = [f for f in expected if not (trained / f).is_file()]
     assert not missing
     assert not list(trained.parent.glob(".tiny.*")), "the temporary build dir must be renamed into place"
@@ -99,6 +99,35 @@ def test_metrics_cover_model_baseline_and_reference(trained):
     assert m["baseline"]["micro_f1"] > m["most_frequent"]["micro_f1"]
     table = (trained / "metrics.md").read_text()
     assert "tf-idf + logreg baseline" in table and "| Fantasy |" in table
+
+
+def test_valid_curve_follows_training_to_its_last_step(trained):
+    """Eight points evenly over the steps and one at the end: steps rise, minutes never fall, every F1 is a
+    probability, and the blend's point is never below the transformer's (weight 0 is on its grid)."""
+    m = json.loads((trained / "metrics.json").read_text())
+    curve = m["train"]["valid_curve"]
+    steps = [p["step"] for p in curve]
+    assert 2 <= len(curve) <= 9 and steps == sorted(set(steps)) and steps[-1] == m["train"]["steps"]
+    assert all(a["minutes"] <= b["minutes"] for a, b in zip(curve, curve[1:]))
+    for p in curve:
+        assert 0.0 <= p["transformer_micro_f1"] <= 1.0 and 0.0 <= p["blend_micro_f1"] <= 1.0
+        assert p["blend_micro_f1"] >= p["transformer_micro_f1"] - 1e-12 and 0.0 <= p["blend_weight"] <= 1.0
+        assert p["seconds"] >= 0
+
+
+def test_micro_f1_at_the_best_threshold_matches_scikit_learn():
+    from sklearn.metrics import f1_score
+
+    from training.train import CURVE_THRESHOLDS, micro_f1_best_threshold
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.random((int(rng.integers(1, 40)), int(rng.integers(2, 6)))) < 0.3   # 1 column: sklearn says binary
+        p = rng.random(y.shape)
+        f1, t = micro_f1_best_threshold(p, y)
+        theirs = [f1_score(y, p >= th, average="micro", zero_division=0) for th in CURVE_THRESHOLDS]
+        assert abs(f1 - max(theirs)) < 1e-12 and t in CURVE_THRESHOLDS
+        assert abs(f1_score(y, p >= t, average="micro", zero_division=0) - f1) < 1e-12
 
 
 def test_blend_component_is_written_when_chosen(trained):

@@ -83,6 +83,8 @@ class TrainSettings:
     device: str = "auto"                 # auto (CUDA, else MPS, else CPU), cpu, cuda, mps
     precision: str = "auto"              # auto (CUDA: bf16, else fp16; CPU: bf16 when native), fp32, bf16, fp16
     quiet: bool = False                  # no fastai progress bars and epoch table (the summary lines stay)
+    curve_points: int = 8                # valid micro-F1 measured this many times while training (0: off)
+    curve_rows: int = 128                # valid rows (first window) those measurements read
 
 
 # --------------------------------------------------------------------------------------------- backbone
@@ -367,8 +369,103 @@ def budgeted_one_cycle(lrs, total, pct_start, deadline, reserve_fn, steps_per_ep
     return BudgetedOneCycle()
 
 
+def micro_f1_best_threshold(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(micro-F1, threshold): the best one global threshold on a grid, chosen on the rows it is scored on."""
+    y = y.astype(bool)
+    best = (0.0, 0.5)
+    for t in CURVE_THRESHOLDS:
+        pred = p >= t
+        denom = pred.sum() + y.sum()
+        f1 = 2.0 * (pred & y).sum() / denom if denom else 0.0
+        best = max(best, (float(f1), float(t)))
+    return best
+
+
+CURVE_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+CURVE_WEIGHTS = np.round(np.arange(0.0, 1.001, 0.1), 1)
+
+
+def valid_curve(encoder, encoded, y: np.ndarray, p_linear: np.ndarray | None, points: int, t0: float,
+                batch_size: int, log=print):
+    """A fastai callback: valid micro-F1 of the transformer (and of its blend with the linear model) measured
+    `points` times while training, evenly over the planned steps, and once at the end: the time-to-accuracy curve.
+
+    It reads the first window of a fixed sample of valid rows (`encoded`) with one global threshold, and for the
+    blend the best weight on a grid, both chosen on those rows: a cheap, consistent measure of progress, not the
+    final tuned score. Its own time is kept out of the step timing the budget re-plans from, and `cost_left()`
+    tells the budget how long the remaining measurements will take (`seconds_per_point` is measured on the first).
+    `self.sched` (the BudgetedOneCycle) is set by `fit`. Minutes are wall-clock since the command started, without
+    the measurements themselves."""
+    import torch
+    from fastai.callback.core import Callback
+
+    from deployment.scoring import blend, sigmoid
+
+    batches = encoder.batches(encoded, batch_size, sort=True)
+    linear_f1 = micro_f1_best_threshold(p_linear, y)[0] if p_linear is not None else None
+
+    class ValidCurve(Callback):
+        order = 61   # after the schedule has counted the step
+
+        def __init__(self):
+            self.points, self.sched, self.spent, self.seconds_per_point = [], None, 0.0, None
+
+        def cost_left(self) -> float:
+            if self.sched is None or self.seconds_per_point is None:
+                return 0.0
+            return self.seconds_per_point * max(0, points + 1 - len(self.points))
+
+        def _due(self) -> bool:
+            k = len(self.points) + 1            # the next point's number (1..points)
+            return k <= points and self.sched.step >= math.ceil(k * self.sched.total / (points + 1))
+
+        def _measure(self) -> None:
+            t = time.perf_counter()
+            model = self.learn.model.hf_model
+            was_training = model.training
+            model.eval()
+            device = next(model.parameters()).device
+            logits = np.zeros((len(encoded.windows), y.shape[1]), dtype=np.float32)
+            with torch.no_grad():
+                for idx in batches:
+                    feeds = encoder.feeds([encoded.windows[i] for i in idx])
+                    out = model(**{k: torch.from_numpy(v).to(device) for k, v in feeds.items()}).logits
+                    logits[idx] = out.float().cpu().numpy()
+            model.train(was_training)
+            p = sigmoid(logits)
+            f1, threshold = micro_f1_best_threshold(p, y)
+            point = {"step": self.sched.step, "epoch": round(self.sched.step / self.sched.steps_per_epoch, 3),
+                     "minutes": round((time.time() - t0 - self.spent) / 60, 2), "transformer_micro_f1": f1,
+                     "transformer_threshold": threshold}
+            if p_linear is not None:
+                (f1, threshold), weight = max((micro_f1_best_threshold(blend(p, p_linear, w), y), float(w))
+                                              for w in CURVE_WEIGHTS)
+                point.update(blend_micro_f1=f1, blend_threshold=threshold, blend_weight=weight,
+                             linear_micro_f1=linear_f1)
+            took = time.perf_counter() - t
+            point["seconds"] = round(took, 2)
+            self.spent += took
+            self.seconds_per_point = took if self.seconds_per_point is None else max(self.seconds_per_point, took)
+            if self.sched.t_last is not None:   # the next step's duration must not include this measurement
+                self.sched.t_last += took
+            self.points.append(point)
+            log(f"  valid curve: step {point['step']}, {point['minutes']:.1f} min: micro-F1 transformer "
+                f"{point['transformer_micro_f1']:.4f}" + (f", blend {point['blend_micro_f1']:.4f}"
+                                                          if p_linear is not None else ""))
+
+        def after_batch(self):
+            if self.training and self.sched is not None and self._due():
+                self._measure()
+
+        def after_fit(self):
+            if self.sched is not None and (not self.points or self.points[-1]["step"] != self.sched.step):
+                self._measure()
+
+    return ValidCurve()
+
+
 def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_fn, log=print,
-        rt: devices.Runtime | None = None):
+        rt: devices.Runtime | None = None, curve=None):
     """Freeze phase (optional), then the budgeted one-cycle run. Returns the scheduler for its history.
     Steps are global optimizer steps: in a data-parallel run each one consumes --batch-size rows in all."""
     rt = rt or devices.Runtime("cpu", "fp32")  # only its world matters here: one process
@@ -394,7 +491,9 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
                                agree=lambda n: devices.broadcast_int(n, rt))
     log(f"  one-cycle: {total} steps ({s.epochs:g} epochs x {steps_per_epoch}), lr {lrs[0]:.2e} (embeddings) "
         f"... {lrs[-2]:.2e} (top layer), {lrs[-1]:.2e} (head)")
-    learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched])
+    if curve is not None:
+        curve.sched = sched
+    learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched] + ([curve] if curve is not None else []))
     return sched, steps_per_epoch
 
 
@@ -435,6 +534,29 @@ def plot_training(history: list[dict], epoch_losses: list[dict], path: Path) -> 
     ax1.set(xlabel="optimizer step", ylabel="BCE loss", title="training curves")
     ax1.legend()
     ax2.set(xlabel="optimizer step", ylabel="head learning rate", title="one-cycle schedule")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def draw_valid_curve(ax, points: list[dict], title: str = "time to accuracy") -> None:
+    """Valid micro-F1 against minutes: the transformer alone, its blend, and the tf-idf model alone on the same
+    rows (see `valid_curve`)."""
+    minutes = [p["minutes"] for p in points]
+    ax.plot(minutes, [p["transformer_micro_f1"] for p in points], marker="o", label="transformer alone")
+    if points and "blend_micro_f1" in points[0]:
+        ax.plot(minutes, [p["blend_micro_f1"] for p in points], marker="s", label="blend with tf-idf")
+        ax.axhline(points[0]["linear_micro_f1"], color="grey", linestyle="--",
+                   label=f"tf-idf + logreg alone {points[0]['linear_micro_f1']:.3f}")
+    ax.set(xlabel="minutes since the command started", ylabel="valid micro-F1 (first window, best global threshold)",
+           title=title)
+    ax.legend()
+
+
+def plot_valid_curve(points: list[dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5))
+    draw_valid_curve(fig.subplots(), points)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -489,7 +611,7 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict | None:
         from training.baseline import fit_linear
 
         linear = fit_linear(run.texts["train"], run.ys["train"], run.texts["valid"], run.ys["valid"], run.labels, log=log)
-    sched, steps_per_epoch, epoch_losses = _fine_tune(run, s, deadline, log, rt)
+    sched, steps_per_epoch, epoch_losses = _fine_tune(run, s, deadline, log, rt, linear=linear, t0=t0)
     devices.finish(rt)
     if not is_main:
         return None
@@ -502,7 +624,8 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict | None:
                   "stopped_by_budget": sched.stopped_by_budget, "train_seconds": round(train_seconds, 1),
                   "device": rt.device, "device_name": rt.device_name, "precision": rt.precision,
                   "world_size": rt.world.size, "steps_per_second": sched.steps_per_second, "epochs": epoch_losses,
-                  "eval_seconds_reserved": round(sched.eval_estimate, 1), "eval_seconds": round(eval_seconds, 1)}
+                  "eval_seconds_reserved": round(sched.eval_estimate, 1), "eval_seconds": round(eval_seconds, 1),
+                  "valid_curve": sched.curve}
     metrics = _write_model_dir(out, run, linear, ev, sched, train_info, s, command, t0, rt)
     _log_summary(metrics, ev, out, t0, log)
     return metrics
@@ -586,7 +709,8 @@ def learner_for(s: TrainSettings, log=print):
     return build_learner(_load(s, Path(s.out or "."), log), s)[0]
 
 
-def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: devices.Runtime | None = None):
+def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: devices.Runtime | None = None,
+               linear=None, t0: float | None = None):
     """fastai + blurr fit within the budget on `rt`'s device (data-parallel over its processes); the fine-tuned
     model replaces `run.model`, back on the CPU, where evaluation and saving read it whatever trained it."""
     from training.inference import text_encoder
@@ -602,24 +726,51 @@ def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: dev
     log(f"  evaluation: {n_eval} windows of valid + test at {1 / per_window:.1f} windows/s -> ~{eval_estimate:.0f} s "
         f"reserved in the budget")
     learn, n_groups, rt = build_learner(run, s, rt)
+    curve = _curve_callback(run, s, encoder, linear, t0 or time.time(), ws, log)
 
     def reserve(per_step: float, epoch_ends: int = 0) -> float:
         # time still needed besides training steps: epoch-end validation passes (first windows of valid, shared
-        # by the processes) and the final evaluation (main process only), with a margin for timing noise
-        return (per_window * epoch_ends * len(run.texts["valid"]) / ws + eval_estimate) * RESERVE_MARGIN
+        # by the processes), the valid curve's remaining points and the final evaluation (main process only),
+        # with a margin for timing noise
+        curve_left = curve.cost_left() if curve is not None else 0.0
+        return (per_window * epoch_ends * len(run.texts["valid"]) / ws + curve_left + eval_estimate) * RESERVE_MARGIN
 
     with contextlib.ExitStack() as quiet:
         if s.quiet or not rt.world.main:  # one progress bar and epoch table, the main process's
             quiet.enter_context(learn.no_logging())
             quiet.enter_context(learn.no_bar())
         quiet.enter_context(devices.data_parallel(learn, rt))
-        sched, steps_per_epoch = fit(learn, n_groups, s, deadline, reserve, log=log, rt=rt)
+        sched, steps_per_epoch = fit(learn, n_groups, s, deadline, reserve, log=log, rt=rt, curve=curve)
+    sched.curve = curve.points if curve is not None else []
     epoch_losses = [{"epoch": i + 1, "step": min((i + 1) * steps_per_epoch, sched.step), "train_loss": float(v[0]),
                      "valid_loss": float(v[1]) if len(v) > 1 else None}
                     for i, v in enumerate(getattr(learn.recorder, "values", []))]
     run.model = learn.model.hf_model.cpu()
     sched.eval_estimate = eval_estimate
     return sched, steps_per_epoch, epoch_losses
+
+
+def _curve_callback(run: _Run, s: TrainSettings, encoder, linear, t0: float, world_size: int, log):
+    """The valid-curve callback on the first window of `s.curve_rows` valid rows spread over the split (None when
+    --curve-points is 0, valid is empty, or in a data-parallel run, where one process evaluating alone would
+    stall the others at the next gradient exchange)."""
+    if s.curve_points <= 0 or not len(run.texts["valid"]):
+        return None
+    if world_size > 1:
+        log(f"  valid curve: off in a data-parallel run ({world_size} processes); the final evaluation still runs")
+        return None
+    from deployment.encoding import Encoded
+
+    n = len(run.texts["valid"])
+    pick = np.unique(np.linspace(0, n - 1, min(s.curve_rows, n)).astype(int))
+    encoded = encoder.encode([run.texts["valid"][i] for i in pick])
+    first = np.flatnonzero(np.r_[True, encoded.owner[1:] != encoded.owner[:-1]])   # each text's first window
+    sample = Encoded([encoded.windows[i] for i in first], np.arange(len(first)), list(encoded.n_tokens),
+                     [1] * len(first), [n_w > 1 for n_w in encoded.n_windows])
+    p_linear = linear.predict_proba([run.texts["valid"][i] for i in pick]) if linear is not None else None
+    log(f"  valid curve: micro-F1 on the first window of {len(pick)} valid rows, {s.curve_points} times while "
+        f"training and at the end")
+    return valid_curve(encoder, sample, run.ys["valid"][pick], p_linear, s.curve_points, t0, s.eval_batch_size, log)
 
 
 POST_EVAL_SECONDS = 10.0   # after the forward passes: pooling and threshold search, the blend, saving, plots
@@ -743,6 +894,8 @@ def _write_model_dir(out: Path, run: _Run, linear, ev: _Evaluation, sched, train
                                         f"{table}\n## Per label ({names[ev.final_name]})\n\n{per_label_table(final)}")
         (tmp / "history.json").write_text(json.dumps(sched.history))
         plot_training(sched.history, train_info["epochs"], tmp / "training_curves.png")
+        if train_info.get("valid_curve"):
+            plot_valid_curve(train_info["valid_curve"], tmp / "valid_curve.png")
         plot_per_label({names[k]: results[k] for k in (ev.final_name, "baseline") if k in results},
                        tmp / "per_label_f1.png")
     return metrics
@@ -855,6 +1008,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--bf16", choices=("auto", "on", "off"), default=None,
                     help="deprecated alias of --precision: on = bf16, off = fp32, auto = auto")
     ap.add_argument("--resume", action="store_true", help="continue training from <out>/checkpoint")
+    ap.add_argument("--curve-points", type=int_at_least(0, 1000), default=d.curve_points,
+                    help="valid micro-F1 (transformer and blend) measured this many times while training, and at "
+                         "the end: the time-to-accuracy curve in metrics.json and valid_curve.png; 0 = off")
+    ap.add_argument("--curve-rows", type=int_at_least(1, 100_000), default=d.curve_rows,
+                    help="valid rows (their first window) each curve point reads")
     ap.add_argument("--quiet", action="store_true", help="no fastai progress bars or epoch table")
     ap.add_argument("--evaluate", type=Path, metavar="MODEL_DIR", help="re-evaluate a saved model dir on its test split and exit")
     return ap

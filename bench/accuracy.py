@@ -24,7 +24,7 @@ from pathlib import Path
 import config
 from deployment.cli_types import int_at_least, positive_float
 from training import prepare
-from training.train import TrainSettings, parse_duration, positive_duration, train
+from training.train import TrainSettings, parse_duration, positive_duration, train, train_layers_arg
 
 ROWS = (("baseline", "tf-idf + logreg, per-label thresholds"),
         ("baseline_global", "tf-idf + logreg, one global threshold"),
@@ -46,7 +46,7 @@ def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -
         raise SystemExit(f"error: preparing {path} failed")
     prep_s = time.time() - t0
     s = TrainSettings(data=str(processed), out=str(work / "models" / name), time_budget=budget,
-                      **{k: v for k, v in opts.items() if k in ("max_length", "epochs", "lr")})
+                      **{k: v for k, v in opts.items() if k in ("max_length", "epochs", "lr", "train_layers")})
     m = train(s, command=f"python -m bench.accuracy --data {path}", log=log)
     report = json.loads((processed / "report.json").read_text())
     keep = ("micro_f1", "macro_f1", "samples_f1")
@@ -85,6 +85,15 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _layers(train_info: dict) -> str:
+    layers = train_info.get("layers") or {}
+    if layers.get("trained", "all") == "all":
+        return f"all ({layers.get('why', '')})"
+    cache = layers.get("cache") or {}
+    return (f"top {layers['trained']} over {layers['frozen']} cached ({layers.get('why', '')}; {cache.get('windows')} "
+            f"windows cached in {cache.get('seconds')} s)")
+
+
 def curve_table(runs: list[dict]) -> str:
     """Time to accuracy: valid micro-F1 (first window of a fixed valid sample, best global threshold) at each
     point training measured, for the transformer alone and the blend."""
@@ -119,6 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-length", type=int_at_least(8), help="override the default tokens per window")
     ap.add_argument("--epochs", type=positive_float, help="override the planned epochs")
     ap.add_argument("--lr", type=positive_float, help="override the head learning rate")
+    ap.add_argument("--train-layers", type=train_layers_arg, help="override the layers fine-tuned (all, auto, N)")
     ap.add_argument("--work", type=Path, default=config.ROOT / "bench" / "results" / "work", help="scratch dir")
     ap.add_argument("--out", type=Path, default=config.ROOT / "bench" / "results" / "accuracy.json", help="JSON output")
     args = ap.parse_args(argv)
@@ -128,7 +138,8 @@ def main(argv=None) -> int:
     if missing:
         print(f"error: data file(s) not found: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in (("max_length", args.max_length), ("epochs", args.epochs), ("lr", args.lr)) if v}
+    overrides = {k: v for k, v in (("max_length", args.max_length), ("epochs", args.epochs), ("lr", args.lr),
+                                   ("train_layers", args.train_layers)) if v}
     runs = []
     for p in paths:
         print(f"== {p} (budget {args.time_budget:.0f}s)")
@@ -142,7 +153,7 @@ def main(argv=None) -> int:
               f"{g['final_minus_baseline_macro_f1']:+.4f} macro against the strongest baseline, transformer alone "
               f"{g['transformer_minus_baseline_micro_f1']:+.4f} micro; goal (+{GOAL:.2f} on both, transformer ties "
               f"on micro) {'met' if g['goal_met'] else 'NOT met'}; {r['train']['epochs_done']} epochs in "
-              f"{r['train']['train_seconds']:.0f}s")
+              f"{r['train']['train_seconds']:.0f}s, layers trained: {_layers(r['train'])}")
     args.out.write_text(json.dumps({"runs": runs}, indent=2, default=str))
     print("\n" + curve_table(runs))
     plot = args.out.with_name(args.out.stem + "_time_to_accuracy.png")

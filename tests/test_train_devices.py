@@ -432,3 +432,39 @@ def test_two_cpu_processes_share_one_time_budget_and_end_with_the_same_weights(t
         assert ranks[1]["weights"][name] == pytest.approx(value, rel=1e-9, abs=1e-9), name
     lrs = [h["lr"] for h in json.loads((out / "history.json").read_text())]
     assert lrs[-1] < 0.05 * max(lrs), "the shortened schedule still anneals"
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_the_top_layer_from_their_caches_with_shared_gradients(tmp_path, tiny_backbone,
+                                                                                        tiny_data):
+    """--train-layers under data parallelism: each process caches the frozen layer's output and reads its share
+    of the cached rows; both must end with the same weights, the frozen ones untouched."""
+    from transformers import AutoModel
+
+    out, probe = tmp_path / "top", tmp_path / "probe"
+    probe.mkdir()
+    r = _launch("--data", str(tiny_data), "--out", str(out), "--backbone", str(tiny_backbone), "--max-length", "32",
+                "--epochs", "2", "--train-layers", "1", "--no-blend", "--quiet", "--device", "cpu",
+                "--precision", "fp32", module="tests.ddp_probe", env={"DDP_PROBE_DIR": str(probe)}, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["train"]["world_size"] == 2 and m["train"]["layers"]["trained"] == 1 and m["train"]["layers"]["cache"]
+    assert m["train"]["steps"] == m["train"]["planned_steps"] == 2 * devices.steps_per_epoch(_train_rows(tiny_data), 16, 2)
+    ranks = [json.loads((probe / f"rank{i}.json").read_text()) for i in (0, 1)]
+    for name, value in ranks[0]["weights"].items():
+        assert ranks[1]["weights"][name] == pytest.approx(value, rel=1e-9, abs=1e-9), name
+    before = {k: float(v.double().sum()) for k, v in AutoModel.from_pretrained(tiny_backbone).state_dict().items()
+              if v.is_floating_point()}
+    after = {k.removeprefix("hf.").removeprefix("bert."): v for k, v in ranks[0]["weights"].items()
+             if k.removeprefix("hf.").startswith("bert.")}
+    assert after, list(ranks[0]["weights"])[:5]
+    for k, v in after.items():
+        if k.startswith("embeddings.") or k.startswith("encoder.layer.0."):
+            assert v == pytest.approx(before[k], rel=1e-12, abs=1e-12), k   # sums: equal up to summation order
+    assert any(abs(after[k] - before[k]) > 1e-4 for k in after if k.startswith("encoder.layer.1."))
+
+
+def _train_rows(data: Path) -> int:
+    import pandas as pd
+
+    return int((pd.read_csv(Path(data) / "dataset.csv")["split"] == "train").sum())

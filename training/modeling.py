@@ -25,6 +25,12 @@ config.use_offline_hub()   # this module loads Hugging Face models: never wait o
 POOLING_KEY = "classifier_pooling"
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T, H] hidden states -> [B, H]: the mean over the tokens the mask keeps."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
+
+
 class MeanPooledClassifier(torch.nn.Module):
     """Wraps a BERT-like `*ForSequenceClassification` (a `dropout` and a linear `classifier` on top of
     `base_model`) and feeds the classifier the masked mean of the last hidden states instead of [CLS]."""
@@ -53,10 +59,7 @@ class MeanPooledClassifier(torch.nn.Module):
             inputs["token_type_ids"] = token_type_ids
         out = self.hf.base_model(**inputs, output_hidden_states=output_hidden_states,
                                  output_attentions=output_attentions, return_dict=True)
-        hidden = out.last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
-        logits = self.hf.classifier(self.hf.dropout(pooled))
+        logits = self.hf.classifier(self.hf.dropout(mean_pool(out.last_hidden_state, attention_mask)))
         return SequenceClassifierOutput(logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
     def save_pretrained(self, path, **kwargs):

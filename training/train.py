@@ -62,6 +62,7 @@ class TrainSettings:
     window_stride: int | None = None     # tokens shared by consecutive windows (None: max_length // 4)
     window_pooling: str = "auto"         # windows' logits -> document: mean, max, or auto (the better on valid)
     train_windows: str = "random"        # window a training step reads from a long document: random (a new one each epoch) or first
+    train_layers: str = "auto"           # all (full fine-tune), N (top N layers from a cache of the frozen rest), auto (see layercache)
     batch_size: int = 16
     epochs: float = 10.0                 # planned epochs (fractions allowed); a time budget may shorten it
     lr: float = 2e-4                     # peak learning rate of the top transformer layer
@@ -127,20 +128,14 @@ def load_model_and_tokenizer(source: str, labels: list[str]):
 # --------------------------------------------------------------------------------------------- parameters
 def layer_groups(model) -> list[list]:
     """Parameter groups from the bottom up: embeddings, each transformer layer, then the head."""
-    base = model.base_model
-    blocks = None
-    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
-        obj = base
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-        if obj is not None:
-            blocks = list(obj)
-            break
-    emb = getattr(base, "embeddings", None)
-    if blocks is None or emb is None:
+    from training.layercache import embeddings_and_blocks
+
+    parts = embeddings_and_blocks(model)
+    if parts is None:
         from training.compat import blurr_text
 
         return [list(g) for g in blurr_text.blurr_splitter(model)]
+    emb, blocks = parts
     seen = set()
     groups = []
     for module in [emb, *blocks]:
@@ -264,8 +259,11 @@ def build_dls(train_df, valid_df, y_train, y_valid, labels, tokenizer, model, s:
 
 
 # --------------------------------------------------------------------------------------------- training
-def make_learner(dls, model, y_train, s: TrainSettings, rt: devices.Runtime | None = None):
-    """The fastai Learner on `rt`'s device and precision (default: resolved from `s` for one process)."""
+def make_learner(dls, model, y_train, s: TrainSettings, rt: devices.Runtime | None = None,
+                 n_frozen: int | None = None):
+    """The fastai Learner on `rt`'s device and precision (default: resolved from `s` for one process). With
+    `n_frozen`, the DataLoaders hold cached lower-layer outputs and the Learner trains the layers above them
+    and the head (`training.layercache`); else the whole model through blurr."""
     import torch
     from fastai.learner import Learner
     from fastai.losses import BCEWithLogitsLossFlat
@@ -285,16 +283,20 @@ def make_learner(dls, model, y_train, s: TrainSettings, rt: devices.Runtime | No
     dls.to(torch.device(rt.torch_device))  # fastai moves the model to the DataLoaders' device at fit
     pw = pos_weights(y_train, s.pos_weight)
     loss = BCEWithLogitsLossFlat(pos_weight=torch.tensor(pw) if pw is not None else None)
-    groups = layer_groups(model)
-    cbs = [blurr_text.BaseModelCallback()]
-    wrapper = blurr_text.BaseModelWrapper
-    if rt.precision != "fp32" and rt.device == "cpu":
-        wrapper = Bf16Wrapper   # fastai's MixedPrecision is CUDA-only
-    elif rt.precision != "fp32":
+    cpu_bf16 = rt.precision != "fp32" and rt.device == "cpu"   # fastai's MixedPrecision is CUDA-only
+    if n_frozen is not None:
+        from training.layercache import TopLayers, trainable_groups
+
+        groups = trainable_groups(model, n_frozen)
+        cbs, net = [], TopLayers(model, n_frozen, cpu_bf16=cpu_bf16)
+    else:
+        groups = layer_groups(model)
+        cbs, net = [blurr_text.BaseModelCallback()], (Bf16Wrapper if cpu_bf16 else blurr_text.BaseModelWrapper)(model)
+    if rt.precision != "fp32" and not cpu_bf16:
         from fastai.callback.fp16 import MixedPrecision
 
         cbs.append(MixedPrecision(amp_mode=rt.precision))  # CUDA autocast; fp16 also scales the loss
-    learn = Learner(dls, wrapper(model), loss_func=loss, opt_func=Adam, wd=s.weight_decay,
+    learn = Learner(dls, net, loss_func=loss, opt_func=Adam, wd=s.weight_decay,
                     splitter=lambda m: groups, cbs=cbs)
     learn.create_opt()
     return learn, len(groups)
@@ -489,8 +491,8 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
             raise TrainError("--time-budget is already used up before training started (data loading, baseline)")
     sched = budgeted_one_cycle(lrs, total, s.pct_start, deadline, reserve_fn, steps_per_epoch, log=log,
                                agree=lambda n: devices.broadcast_int(n, rt))
-    log(f"  one-cycle: {total} steps ({s.epochs:g} epochs x {steps_per_epoch}), lr {lrs[0]:.2e} (embeddings) "
-        f"... {lrs[-2]:.2e} (top layer), {lrs[-1]:.2e} (head)")
+    log(f"  one-cycle: {total} steps ({s.epochs:g} epochs x {steps_per_epoch}), lr {lrs[0]:.2e} (lowest trained "
+        f"group) ... {lrs[-2]:.2e} (top layer), {lrs[-1]:.2e} (head)")
     if curve is not None:
         curve.sched = sched
     learn.fit(math.ceil(total / steps_per_epoch), cbs=[sched] + ([curve] if curve is not None else []))
@@ -625,7 +627,7 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict | None:
                   "device": rt.device, "device_name": rt.device_name, "precision": rt.precision,
                   "world_size": rt.world.size, "steps_per_second": sched.steps_per_second, "epochs": epoch_losses,
                   "eval_seconds_reserved": round(sched.eval_estimate, 1), "eval_seconds": round(eval_seconds, 1),
-                  "valid_curve": sched.curve}
+                  "valid_curve": sched.curve, "layers": sched.layers}
     metrics = _write_model_dir(out, run, linear, ev, sched, train_info, s, command, t0, rt)
     _log_summary(metrics, ev, out, t0, log)
     return metrics
@@ -691,22 +693,144 @@ def _per_process(s: TrainSettings, n_train: int, rt: devices.Runtime) -> TrainSe
         raise TrainError(str(e)) from e
 
 
-def build_learner(run: _Run, s: TrainSettings, rt: devices.Runtime | None = None):
-    """The fastai Learner `train` fits on `rt`'s device: blurr DataLoaders over the train/valid split (this
-    process's share of the batch) and the classifier with its layer groups. Returns (learn, layer groups, rt)."""
+@dataclass
+class _LayerPlan:
+    """Which layers train: all of them (n_frozen None) or the top ones over a cache of `n_frozen` frozen ones,
+    reading up to `per_row` windows of each training document from the cache."""
+    n_frozen: int | None = None
+    n_layers: int | None = None
+    per_row: int = 1
+    why: str = ""
+    info: dict | None = None       # what the cache held, for metrics.json
+
+
+def build_learner(run: _Run, s: TrainSettings, rt: devices.Runtime | None = None, plan: _LayerPlan | None = None,
+                  log=print):
+    """The fastai Learner `train` fits on `rt`'s device, over the train/valid split (this process's share of the
+    batch): blurr DataLoaders and the whole classifier, or with a cached `plan` the cache's DataLoaders and the
+    top layers. Returns (learn, layer groups, rt)."""
     rt = rt or devices.resolve_runtime(s.device, s.precision)
     local = _per_process(s, len(run.parts["train"]), rt)
-    dls = build_dls(run.parts["train"], run.parts["valid"], run.ys["train"], run.ys["valid"], run.labels,
-                    run.tokenizer, run.model, local)
-    learn, n_groups = make_learner(dls, run.model, run.ys["train"], s, rt)
+    plan = plan or _LayerPlan()
+    if plan.n_frozen is None:
+        dls = build_dls(run.parts["train"], run.parts["valid"], run.ys["train"], run.ys["valid"], run.labels,
+                        run.tokenizer, run.model, local)
+    else:
+        dls = _cached_dls(run, local, rt, plan, log)
+    learn, n_groups = make_learner(dls, run.model, run.ys["train"], s, rt, n_frozen=plan.n_frozen)
     return learn, n_groups, rt
+
+
+def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPlan, log):
+    """Run the frozen layers once over the planned training windows and the first window of each valid row; the
+    DataLoaders over that cache."""
+    import torch
+    from training import layercache
+    from training.inference import text_encoder
+
+    encoder = text_encoder(run.tokenizer, run.model, s.max_length, _windows(s))
+    enc = {k: encoder.encode(run.texts[k]) for k in ("train", "valid")}
+    hidden_size = int(run.model.config.hidden_size)
+    available = layercache.memory_available()
+    while True:   # the windows a document keeps, fewer while they would not fit in memory
+        picked = {"train": layercache.pick_windows(enc["train"].n_windows, plan.per_row),
+                  "valid": [[0]] * len(enc["valid"])}
+        n = {k: sum(map(len, v)) for k, v in picked.items()}
+        need = sum(layercache.bytes_per_window(enc[k], hidden_size) * n[k] for k in n)
+        if need <= layercache.MEMORY_SHARE * available or plan.per_row == 1:
+            break
+        plan.per_row -= 1
+    if need > layercache.MEMORY_SHARE * available:
+        raise TrainError(f"the layer cache needs ~{need / 2**30:.1f} GiB for {n['train'] + n['valid']} windows, more "
+                         f"than half of the {available / 2**30:.1f} GiB available: use --train-layers all, "
+                         f"--max-train-rows, or a shorter --max-length")
+    device = torch.device(rt.torch_device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(rt.precision)
+    log(f"  layer cache: {plan.n_frozen} frozen layers over {n['train']} training windows (up to {plan.per_row} a "
+        f"document) and {n['valid']} valid ones, ~{need / 2**20:.0f} MiB")
+    progress = None
+    if not s.quiet and rt.world.main:
+        from fastprogress.fastprogress import progress_bar
+
+        progress = progress_bar
+    run.model.to(device)
+    caches = {k: layercache.build_cache(run.model, plan.n_frozen, encoder, enc[k], picked[k], s.eval_batch_size,
+                                        device, dtype, progress) for k in ("train", "valid")}
+    seconds = sum(c.seconds for c in caches.values())
+    plan.info = {"windows": n["train"] + n["valid"], "train_windows": n["train"], "valid_windows": n["valid"],
+                 "windows_per_document": plan.per_row, "mib": round(sum(c.nbytes for c in caches.values()) / 2**20, 1),
+                 "seconds": round(seconds, 1)}
+    log(f"  layer cache: {plan.info['windows']} windows in {seconds:.0f} s "
+        f"({plan.info['windows'] / max(seconds, 1e-9):.1f} windows/s), {plan.info['mib']:.0f} MiB")
+    train = layercache.CachedRows(caches["train"], run.ys["train"], s.train_windows == "random", s.seed)
+    valid = layercache.CachedRows(caches["valid"], run.ys["valid"], False, s.seed)
+    return layercache.cached_dls(train, valid, s.batch_size, s.eval_batch_size, s.seed)
+
+
+AUTO_MIN_FULL_EPOCHS = 1.0   # auto: fine-tune every layer when the budget fits at least this many epochs of it
+
+
+def _plan_layers(run: _Run, s: TrainSettings, rt: devices.Runtime, encoder, per_window: float, reserved: float,
+                 deadline: float | None, log) -> _LayerPlan:
+    """--train-layers resolved: `all`, a number, or `auto`, which fine-tunes every layer unless a time budget is
+    set and one epoch of that would not fit in it (timed on a real step); then it trains the top third of the
+    layers from a cache. The windows cached per document: all of them (up to --max-windows) unless the budget
+    (CACHE_SHARE of the time left) or --train-windows first says fewer."""
+    from training import layercache
+
+    if s.train_layers == "all":
+        return _LayerPlan(why="--train-layers all")
+    parts = layercache.embeddings_and_blocks(run.model)
+    n_layers = len(parts[1]) if parts else None
+    if s.train_layers == "auto":
+        if deadline is None:
+            return _LayerPlan(why="auto: no time budget")
+        try:
+            layercache.check_supported(run.model, max(1, math.ceil((n_layers or 3) / 3)))
+        except layercache.CacheError:
+            return _LayerPlan(why="auto: the backbone is not BERT-like")
+        local = _per_process(s, len(run.parts["train"]), rt)
+        first = encoder.encode(run.texts["train"][: max(local.batch_size * 8, 64)])
+        step = layercache.train_step_seconds(run.model, encoder, first, local.batch_size, len(run.labels))
+        steps = max(1, len(run.texts["train"]) // s.batch_size)
+        left = deadline - time.time() - reserved
+        fits = left / (step * steps)
+        fits = devices.broadcast_int(int(fits * 1000), rt) / 1000   # the main process's timing decides for all
+        if fits >= AUTO_MIN_FULL_EPOCHS:
+            return _LayerPlan(why=f"auto: a full fine-tune fits {fits:.2f} epochs in the budget ({step:.2f} s a step)")
+        k = math.ceil(n_layers / 3)
+        why = (f"auto: a full fine-tune would fit {fits:.2f} epoch in the budget ({step:.2f} s a step); the top "
+               f"{k} of {n_layers} layers from a cache")
+    else:
+        k = int(s.train_layers)
+        why = f"--train-layers {k}"
+    try:
+        n_frozen = layercache.check_supported(run.model, k)
+    except layercache.CacheError as e:
+        raise TrainError(str(e)) from e
+    max_per_row = s.max_windows if s.train_windows == "random" else 1
+    budget_windows = None
+    if deadline is not None:
+        per_cached = per_window * n_frozen / n_layers
+        budget_windows = layercache.CACHE_SHARE * (deadline - time.time() - reserved) / per_cached - len(run.texts["valid"])
+    train_encoded = encoder.encode(run.texts["train"])
+    per_row = layercache.windows_per_row(train_encoded, budget_windows, max_per_row)
+    per_row = devices.broadcast_int(per_row, rt)
+    return _LayerPlan(n_frozen, n_layers, per_row, why)
 
 
 def learner_for(s: TrainSettings, log=print):
     """The Learner `python -m training.train` would fit for these settings, data and backbone loaded the same way,
     for a fastai user to explore: `learn.dls.show_batch()`, `learn.lr_find()`, `learn.fit_one_cycle(...)`,
-    `learn.show_results()`. (`train` adds the budgeted schedule, thresholds, the blend and the model dir.)"""
-    return build_learner(_load(s, Path(s.out or "."), log), s)[0]
+    `learn.show_results()`. (`train` adds the budgeted schedule, thresholds, the blend and the model dir; with
+    `train_layers` a number, the Learner trains those top layers from a cache of the others.)"""
+    from training.inference import text_encoder
+
+    run = _load(s, Path(s.out or "."), log)
+    rt = devices.resolve_runtime(s.device, s.precision)
+    encoder = text_encoder(run.tokenizer, run.model, s.max_length, _windows(s))
+    plan = _plan_layers(run, s, rt, encoder, 0.0, 0.0, None, log)
+    return build_learner(run, s, rt, plan, log)[0]
 
 
 def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: devices.Runtime | None = None,
@@ -725,15 +849,23 @@ def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: dev
     eval_estimate = per_window * n_eval + POST_EVAL_SECONDS
     log(f"  evaluation: {n_eval} windows of valid + test at {1 / per_window:.1f} windows/s -> ~{eval_estimate:.0f} s "
         f"reserved in the budget")
-    learn, n_groups, rt = build_learner(run, s, rt)
+    rt = rt or devices.resolve_runtime(s.device, s.precision)
+    plan = _plan_layers(run, s, rt, encoder, per_window, eval_estimate * RESERVE_MARGIN, deadline, log)
+    log(f"  layers trained: " + ("all" if plan.n_frozen is None else f"top {plan.n_layers - plan.n_frozen} of "
+                                  f"{plan.n_layers}") + f" ({plan.why})")
+    learn, n_groups, rt = build_learner(run, s, rt, plan, log)
     curve = _curve_callback(run, s, encoder, linear, t0 or time.time(), ws, log)
+    # an epoch-end validation pass reads the first window of every valid row: through the whole model, or only
+    # through the trained layers when their input is cached
+    valid_share = 1.0 if plan.n_frozen is None else 1 - plan.n_frozen / plan.n_layers
 
     def reserve(per_step: float, epoch_ends: int = 0) -> float:
         # time still needed besides training steps: epoch-end validation passes (first windows of valid, shared
         # by the processes), the valid curve's remaining points and the final evaluation (main process only),
         # with a margin for timing noise
         curve_left = curve.cost_left() if curve is not None else 0.0
-        return (per_window * epoch_ends * len(run.texts["valid"]) / ws + curve_left + eval_estimate) * RESERVE_MARGIN
+        return (per_window * valid_share * epoch_ends * len(run.texts["valid"]) / ws + curve_left + eval_estimate) \
+            * RESERVE_MARGIN
 
     with contextlib.ExitStack() as quiet:
         if s.quiet or not rt.world.main:  # one progress bar and epoch table, the main process's
@@ -747,6 +879,8 @@ def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: dev
                     for i, v in enumerate(getattr(learn.recorder, "values", []))]
     run.model = learn.model.hf_model.cpu()
     sched.eval_estimate = eval_estimate
+    sched.layers = {"trained": "all" if plan.n_frozen is None else plan.n_layers - plan.n_frozen,
+                    "frozen": plan.n_frozen or 0, "why": plan.why, "cache": plan.info}
     return sched, steps_per_epoch, epoch_losses
 
 
@@ -967,6 +1101,18 @@ def positive_duration(text: str) -> float:
     return seconds
 
 
+def train_layers_arg(text: str) -> str:
+    if text in ("all", "auto"):
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be all, auto or a number of layers from 1, got {text!r}")
+    return str(n)
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainSettings()
     ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
@@ -983,6 +1129,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how the windows' logits make the document's: auto = the better on valid")
     ap.add_argument("--train-windows", choices=("random", "first"), default=d.train_windows,
                     help="window a training step reads from a long document: a random one per epoch, or the first")
+    ap.add_argument("--train-layers", type=train_layers_arg, default=d.train_layers,
+                    help="layers fine-tuned: all; N = the top N (and the head) from a cache of what the frozen lower "
+                         "layers make of each window, much faster a step; auto = all unless a --time-budget would "
+                         "not fit one epoch of that (timed), then the top third from the cache")
     ap.add_argument("--batch-size", type=int_at_least(1, 65536), default=d.batch_size, help="training batch size")
     ap.add_argument("--epochs", type=float_in(0, 10_000, low_open=True), default=d.epochs, help="planned epochs (fractions allowed)")
     ap.add_argument("--lr", type=float_in(0, 1, low_open=True), default=d.lr, help="peak learning rate of the top transformer layer")

@@ -1,0 +1,253 @@
+"""Training the top layers from a cache of the frozen lower ones (`--train-layers N`, training/layercache.py):
+the split model computes exactly what the whole model computes, the cache keeps every token of the windows it
+picked, a real training run leaves the frozen weights bit-identical and writes a model dir that evaluates and
+serves like any other, and bad settings are refused with one clear line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import config
+from tests.test_train import LABELS, tiny_backbone, tiny_data  # noqa: F401  (fixtures)
+
+
+def _model(backbone: Path, pooling: str):
+    from transformers import AutoModelForSequenceClassification
+
+    from training.modeling import with_pooling
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=len(LABELS))
+    return with_pooling(model, pooling).eval()
+
+
+def _encoder(backbone: Path, model, max_length: int = 32, max_windows: int = 4):
+    from transformers import AutoTokenizer
+
+    from deployment.encoding import Windows
+    from training.inference import text_encoder
+
+    tok = AutoTokenizer.from_pretrained(backbone)
+    return text_encoder(tok, model, max_length, Windows(max_windows=max_windows, stride=8))
+
+
+TEXTS = ["A dragon.", "The detective found a clue in the haunted crypt on a long dark night " * 6,
+         "Love letters, a summer wedding and a starship", "x " * 100]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("n_frozen", [0, 1])
+def test_top_layers_over_the_lower_output_compute_the_whole_models_logits(tiny_backbone, pooling, n_frozen):
+    from training.layercache import TopLayers, lower_hidden
+
+    model = _model(tiny_backbone, pooling)
+    encoder = _encoder(tiny_backbone, model)
+    encoded = encoder.encode(TEXTS)
+    feeds = {k: torch.from_numpy(v) for k, v in encoder.feeds(encoded.windows).items()}
+    assert (feeds["attention_mask"] == 0).any(), "the batch must contain padding for this test to mean anything"
+    whole = model(**feeds).logits
+    top = TopLayers(model, n_frozen).eval()
+    split = top((lower_hidden(model, n_frozen, feeds), feeds["attention_mask"]))
+    torch.testing.assert_close(split, whole, atol=1e-5, rtol=1e-5)
+
+
+def test_the_cache_keeps_each_picked_window_unpadded_and_reproduces_the_logits(tiny_backbone):
+    from training.layercache import CachedRows, TopLayers, build_cache, collate, lower_hidden, pick_windows
+
+    model = _model(tiny_backbone, "mean")
+    encoder = _encoder(tiny_backbone, model)
+    encoded = encoder.encode(TEXTS)
+    picked = pick_windows(encoded.n_windows, 2)
+    cache = build_cache(model, 1, encoder, encoded, picked, batch_size=3, device=torch.device("cpu"))
+    assert [len(r) for r in cache.rows] == [min(n, 2) for n in encoded.n_windows]
+    first = np.r_[0, np.cumsum(encoded.n_windows)[:-1]]
+    top = TopLayers(model, 1).eval()
+    for row, ws in enumerate(picked):
+        for slot, w in zip(cache.rows[row], ws):
+            window = encoded.windows[first[row] + w]
+            h = cache.hidden[slot]
+            assert h.shape == (len(window.ids), model.config.hidden_size) and h.dtype == torch.float16
+            feeds = {k: torch.from_numpy(v) for k, v in encoder.feeds([window]).items()}
+            expected = lower_hidden(model, 1, feeds)[0].half()
+            torch.testing.assert_close(h, expected)
+            (x, mask), _ = collate([(h, np.zeros(len(LABELS), np.float32))])
+            torch.testing.assert_close(top((x, mask)), model(**feeds).logits, atol=2e-3, rtol=2e-3)
+    # a batch of different lengths: the padding must not change any row's logits
+    rows = CachedRows(cache, np.zeros((len(TEXTS), len(LABELS))), random=False, seed=0)
+    (x, mask), y = collate([rows[i] for i in range(len(rows))])
+    assert x.shape[1] == max(h.shape[0] for h in cache.hidden) and y.shape == (len(TEXTS), len(LABELS))
+    alone = torch.cat([top(collate([rows[i]])[0]) for i in range(len(rows))])
+    torch.testing.assert_close(top((x, mask)), alone, atol=1e-4, rtol=1e-4)
+
+
+def test_random_rows_read_every_cached_window_of_a_long_document_over_the_epochs(tiny_backbone):
+    from training.layercache import CachedRows, build_cache, pick_windows
+
+    model = _model(tiny_backbone, "mean")
+    encoder = _encoder(tiny_backbone, model)
+    encoded = encoder.encode(TEXTS)
+    assert max(encoded.n_windows) >= 3
+    picked = pick_windows(encoded.n_windows, 10)
+    cache = build_cache(model, 1, encoder, encoded, picked, batch_size=8, device=torch.device("cpu"))
+    rows = CachedRows(cache, np.zeros((len(TEXTS), len(LABELS))), random=True, seed=1)
+    long = int(np.argmax(encoded.n_windows))
+    seen = {id(rows[long][0]) for _ in range(200)}
+    assert seen == {id(cache.hidden[j]) for j in cache.rows[long]}
+    first_only = CachedRows(cache, np.zeros((len(TEXTS), len(LABELS))), random=False, seed=1)
+    assert {id(first_only[long][0]) for _ in range(20)} == {id(cache.hidden[cache.rows[long][0]])}
+
+
+def test_windows_are_picked_from_first_to_last_within_the_budget():
+    from types import SimpleNamespace
+
+    from training.layercache import pick_windows, windows_per_row
+
+    assert pick_windows([1, 3, 9], 3) == [[0], [0, 1, 2], [0, 4, 8]]
+    assert pick_windows([9], 1) == [[0]] and pick_windows([5], 2) == [[0, 4]]
+    encoded = SimpleNamespace(n_windows=[1, 3, 9, 2])
+    assert windows_per_row(encoded, None, 8) == 8                  # no budget: up to the cap
+    assert windows_per_row(encoded, None, 100) == 9                # ... never more than the longest document has
+    assert windows_per_row(encoded, 4 + 3, 8) == 2                 # 1+2+2+2 = 7 windows fit, 1+3+3+2 = 9 do not
+    assert windows_per_row(encoded, 0, 8) == 1                     # always at least the first window
+
+
+def _train(tiny_data, tiny_backbone, out: Path, *extra: str) -> int:
+    from training import train
+
+    return train.main(["--data", str(tiny_data), "--out", str(out), "--backbone", str(tiny_backbone),
+                       "--max-length", "32", "--batch-size", "16", "--epochs", "3", "--lr", "1e-3",
+                       "--head-lr", "3e-3", "--seed", "0", "--pooling", "mean", "--quiet", *extra])
+
+
+@pytest.fixture(scope="module")
+def top_trained(tiny_backbone, tiny_data, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("top") / "model"
+    assert _train(tiny_data, tiny_backbone, out, "--train-layers", "1") == 0
+    return out
+
+
+def test_training_the_top_layer_leaves_the_frozen_weights_untouched(top_trained, tiny_backbone):
+    from transformers import AutoModel
+
+    from training.modeling import load_classifier
+
+    before = AutoModel.from_pretrained(tiny_backbone).state_dict()
+    after = load_classifier(top_trained / "checkpoint").base_model.state_dict()
+    frozen = [k for k in before if k.startswith("embeddings.") or k.startswith("encoder.layer.0.")]
+    trained = [k for k in before if k.startswith("encoder.layer.1.")]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in trained), "the top layer must have been trained"
+
+
+def test_a_top_layers_model_dir_records_the_cache_and_evaluates_like_any_other(top_trained):
+    from training.train import evaluate_saved
+
+    m = json.loads((top_trained / "metrics.json").read_text())
+    layers = m["train"]["layers"]
+    assert layers["trained"] == 1 and layers["frozen"] == 1 and layers["why"] == "--train-layers 1"
+    cache = layers["cache"]
+    rows = {k: sum(1 for r in csv_rows(top_trained) if r == k) for k in ("train", "valid")}
+    assert cache["valid_windows"] == rows["valid"] and cache["train_windows"] >= rows["train"]
+    assert m["train"]["steps"] == 3 * (rows["train"] // 16) and cache["mib"] > 0
+    assert json.loads((top_trained / "settings.json").read_text())["train_layers"] == "1"
+    again = evaluate_saved(top_trained, log=lambda *a: None)
+    assert again["micro_f1"] == pytest.approx(m["model"]["micro_f1"], abs=1e-6)
+    assert m["transformer"]["micro_f1"] > m["most_frequent"]["micro_f1"] - 0.05
+
+
+def csv_rows(model_dir: Path) -> list[str]:
+    import pandas as pd
+
+    data = json.loads((model_dir / "settings.json").read_text())["data"]
+    return pd.read_csv(Path(data) / "dataset.csv")["split"].tolist()
+
+
+def test_auto_trains_every_layer_when_a_full_epoch_fits_and_the_top_third_when_not(tiny_backbone, tiny_data):  # noqa: F811
+    import time
+
+    from training import devices, train
+    from training.inference import text_encoder
+
+    s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=32, pooling="mean",
+                            quiet=True)
+    run = train._load(s, Path("."), lambda *a: None)
+    rt = devices.resolve_runtime("cpu", "fp32")
+    encoder = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s))
+    roomy = train._plan_layers(run, s, rt, encoder, 1e-3, 0.0, time.time() + 3600, lambda *a: None)
+    assert roomy.n_frozen is None and roomy.why.startswith("auto: a full fine-tune fits")
+    tight = train._plan_layers(run, s, rt, encoder, 1e-3, 0.0, time.time() + 0.05, lambda *a: None)
+    assert (tight.n_frozen, tight.n_layers, tight.per_row) == (1, 2, 1) and "top 1 of 2 layers" in tight.why
+    assert train._plan_layers(run, s, rt, encoder, 1e-3, 0.0, None, lambda *a: None).why == "auto: no time budget"
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "training.train", *args], capture_output=True, text=True,
+                          cwd=config.ROOT, timeout=300)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
+def test_bad_train_layers_are_refused_by_the_parser(tmp_path, value):
+    proc = _cli("--data", str(tmp_path), "--train-layers", value)
+    assert proc.returncode == 2 and "--train-layers: must be all, auto or a number of layers from 1" in proc.stderr
+
+
+def test_training_as_many_layers_as_the_backbone_has_from_a_cache_is_a_clear_error(tiny_data, tiny_backbone,  # noqa: F811
+                                                                                  tmp_path):
+    proc = _cli("--data", str(tiny_data), "--out", str(tmp_path / "m"), "--backbone", str(tiny_backbone),
+                "--max-length", "32", "--train-layers", "2", "--no-blend")
+    assert proc.returncode == 2, proc.stderr
+    assert "error: --train-layers 2: the backbone has 2 layers; train 1 to 1 of them" in proc.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_cache_larger_than_the_memory_allows_stops_before_training(tiny_data, tiny_backbone, tmp_path,  # noqa: F811
+                                                                    monkeypatch):
+    from training import layercache, train
+
+    monkeypatch.setattr(layercache, "memory_available", lambda: 1024)   # the real limit cannot be reached here
+    with pytest.raises(train.TrainError, match=r"the layer cache needs ~.* GiB .* use --train-layers all"):
+        train.train(train.TrainSettings(data=str(tiny_data), out=str(tmp_path / "m"), backbone=str(tiny_backbone),
+                                        max_length=32, train_layers="1", blend=False, quiet=True),
+                    log=lambda *a: None)
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_trained_layers_drop_no_attention_probabilities_but_keep_hidden_dropout(tiny_backbone):
+    from training.layercache import TopLayers, embeddings_and_blocks
+
+    model = _model(tiny_backbone, "mean")
+    TopLayers(model, 1)
+    lower, upper = embeddings_and_blocks(model)[1]
+    assert upper.attention.self.dropout.p == 0.0 and lower.attention.self.dropout.p > 0   # the frozen one is untouched
+    assert upper.attention.output.dropout.p > 0 and upper.output.dropout.p > 0
+    assert model.config.attention_probs_dropout_prob > 0                                   # what config.json saves
+
+
+def test_a_cache_short_of_memory_keeps_fewer_windows_per_document(tiny_data, tiny_backbone, monkeypatch):  # noqa: F811
+    from training import devices, layercache, train
+    from training.inference import text_encoder
+
+    s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=16, max_windows=4,
+                            train_layers="1", quiet=True)
+    run = train._load(s, Path("."), lambda *a: None)
+    rt = devices.resolve_runtime("cpu", "fp32")
+    encoder = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s))
+    train_enc, valid_enc = encoder.encode(run.texts["train"]), encoder.encode(run.texts["valid"])
+    per_window = layercache.bytes_per_window(train_enc, run.model.config.hidden_size)
+    valid_bytes = layercache.bytes_per_window(valid_enc, run.model.config.hidden_size) * len(run.texts["valid"])
+    need = {k: per_window * np.minimum(train_enc.n_windows, k).sum() + valid_bytes for k in (1, 2, 4)}
+    assert need[1] < need[2] < need[4], "the data must have documents of several windows"
+    for memory, expected in ((need[4] * 10, 4), ((need[1] + need[2]) / 2, 1)):
+        monkeypatch.setattr(layercache, "memory_available", lambda m=memory: int(m / layercache.MEMORY_SHARE))
+        plan = train._LayerPlan(1, 2, 4, "test")
+        dls = train._cached_dls(run, s, rt, plan, lambda *a: None)
+        assert plan.per_row == expected and plan.info["windows_per_document"] == expected
+        assert plan.info["train_windows"] == np.minimum(train_enc.n_windows, expected).sum()
+        assert len(dls.train.dataset) == len(run.texts["train"])

@@ -1,0 +1,291 @@
+"""Fine-tune only the top layers of the backbone, from a cache of what the frozen lower layers make of each window.
+
+    python -m training.train --data data/processed/books --train-layers 2      # top 2 layers + the head
+    python -m training.train --data ... --time-budget 25m                      # auto: decides from a timed step
+
+Why: on a CPU a full fine-tuning step of 16 x 256 tokens takes seconds (4.4 s on 2 Ice Lake cores in fp32), so a
+25-minute budget sees a third of an epoch of long book summaries, and the transformer stays behind a linear model.
+The embeddings and lower layers change little when fine-tuning; freeze them, run them once per window, keep
+their output (fp16, in memory), and train the top layers and the head for epochs on it: a step then costs the
+top layers' forward and backward only. The frozen weights are the backbone's own, so the checkpoint, the ONNX
+export and the predictor are exactly those of a full fine-tune: nothing downstream knows the difference.
+
+What is cached is chosen to fit: every window of a training document up to --max-windows (a random one read per
+epoch, as `--train-windows random` does without the cache), fewer when a time budget or the memory cannot
+afford them, spread over the document; and the first window of each valid row, for fastai's epoch-end loss.
+
+Supported backbones: BERT-like encoders (embeddings, a list of layers taking an additive attention mask, a
+linear classifier over the pooled vector), the models `layer_groups` splits by layer. Others are refused with a
+clear error; `--train-layers all` fine-tunes them whole.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from training.modeling import MeanPooledClassifier, mean_pool
+
+CACHE_DTYPE = torch.float16   # halves the cache; MiniLM's hidden states are far inside its range (checked per batch)
+CACHE_SHARE = 0.4             # with a time budget: the cache may take this share of the time left for training
+MEMORY_SHARE = 0.5            # ... and this share of the memory available when it starts
+
+
+class CacheError(RuntimeError):
+    """The cached path cannot run as asked (unsupported backbone, not enough memory, overflow): one line."""
+
+
+def embeddings_and_blocks(model):
+    """(embeddings module, list of transformer layers) of a BERT-like classifier, or None."""
+    base = model.base_model
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
+        obj = base
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+        if obj is not None:
+            emb = getattr(base, "embeddings", None)
+            return (emb, list(obj)) if emb is not None else None
+    return None
+
+
+def _bert_like(model) -> bool:
+    hf = model.hf if isinstance(model, MeanPooledClassifier) else model
+    parts = embeddings_and_blocks(model)
+    return (parts is not None and isinstance(getattr(hf, "classifier", None), torch.nn.Linear)
+            and hasattr(hf, "dropout") and hasattr(hf.base_model, "encoder"))
+
+
+def check_supported(model, n_train: int) -> int:
+    """The number of frozen lower layers for training the top `n_train` (CacheError if it cannot be done)."""
+    if not _bert_like(model):
+        raise CacheError(f"{type(getattr(model, 'hf', model)).__name__}: training the top layers from a cache needs a "
+                         "BERT-like model (embeddings, encoder layers, a linear classifier); use --train-layers all")
+    n_layers = len(embeddings_and_blocks(model)[1])
+    if not 1 <= n_train < n_layers:
+        raise CacheError(f"--train-layers {n_train}: the backbone has {n_layers} layers; train 1 to {n_layers - 1} "
+                         "of them from the cache, or all of them (--train-layers all)")
+    return n_layers - n_train
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, T] bool/int attention mask -> the [B, 1, 1, T] additive float mask the layers take (0 or the dtype's min)."""
+    return (~mask.bool())[:, None, None, :].to(dtype) * torch.finfo(dtype).min
+
+
+def run_blocks(blocks, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    add = additive_mask(mask, hidden.dtype)
+    for block in blocks:
+        out = block(hidden, attention_mask=add)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+def head_logits(model, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The classifier's logits from its last hidden states, pooled as the model pools them."""
+    if isinstance(model, MeanPooledClassifier):
+        return model.hf.classifier(model.hf.dropout(mean_pool(hidden, mask)))
+    pooler = getattr(model.base_model, "pooler", None)
+    pooled = pooler(hidden) if pooler is not None else hidden[:, 0]
+    return model.classifier(model.dropout(pooled))
+
+
+@torch.no_grad()
+def lower_hidden(model, n_frozen: int, feeds: dict) -> torch.Tensor:
+    """Hidden states after the embeddings and the lower `n_frozen` layers for a batch of tokenised windows."""
+    emb, blocks = embeddings_and_blocks(model)
+    kwargs = {"input_ids": feeds["input_ids"]}
+    if "token_type_ids" in feeds:
+        kwargs["token_type_ids"] = feeds["token_type_ids"]
+    return run_blocks(blocks[:n_frozen], emb(**kwargs), feeds["attention_mask"])
+
+
+def without_attention_dropout(blocks) -> int:
+    """Set the dropout on the attention probabilities of `blocks` to 0 (the hidden-state dropout stays); returns
+    how many it found. Why: PyTorch's CPU scaled-dot-product attention has no fused kernel with dropout, so a
+    training step falls back to the math path: 0.95 s against 0.61 s a step for MiniLM's top 2 layers on 16 x 256
+    tokens (measured on 2 Ice Lake cores). Only the runtime module changes: config.json keeps its value."""
+    n = 0
+    for block in blocks:
+        for name, module in block.named_modules():
+            if isinstance(module, torch.nn.Dropout) and name.endswith("attention.self.dropout"):
+                module.p = 0.0
+                n += 1
+    return n
+
+
+class TopLayers(torch.nn.Module):
+    """The trainable part: the top layers and the head of `hf_model` (the same parameters, not copies), fed the
+    cached lower-layer output. `hf_model` stays reachable (fastai moves it, the valid curve reads it whole).
+    The trained layers run without attention-probability dropout (`without_attention_dropout`)."""
+
+    def __init__(self, hf_model, n_frozen: int, cpu_bf16: bool = False):
+        super().__init__()
+        self.hf_model = hf_model
+        self.n_frozen, self.cpu_bf16 = n_frozen, cpu_bf16
+        without_attention_dropout(embeddings_and_blocks(hf_model)[1][n_frozen:])
+
+    def forward(self, x):
+        hidden, mask = x
+        blocks = embeddings_and_blocks(self.hf_model)[1][self.n_frozen:]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16):
+            hidden = run_blocks(blocks, hidden.float(), mask)
+            return head_logits(self.hf_model, hidden, mask).float()
+
+
+def trainable_groups(model, n_frozen: int) -> list[list]:
+    """Parameter groups from the bottom up of what trains: each unfrozen layer, then the head (pooler +
+    classifier). The embeddings and the frozen layers get requires_grad False."""
+    emb, blocks = embeddings_and_blocks(model)
+    frozen = [p for m in [emb, *blocks[:n_frozen]] for p in m.parameters()]
+    for p in frozen:
+        p.requires_grad_(False)
+    groups = [list(b.parameters()) for b in blocks[n_frozen:]]
+    seen = {id(p) for g in groups for p in g} | {id(p) for p in frozen}
+    return groups + [[p for p in model.parameters() if id(p) not in seen]]
+
+
+# --------------------------------------------------------------------------------------------- the cache
+@dataclass
+class Cache:
+    hidden: list            # one [tokens, hidden] CACHE_DTYPE tensor per cached window (padding dropped)
+    rows: list              # rows[i]: indices into `hidden` of row i's cached windows (first one first)
+    seconds: float = 0.0
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.hidden)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(h.numel() * h.element_size() for h in self.hidden)
+
+
+def pick_windows(n_windows: list[int], per_row: int) -> list[list[int]]:
+    """For each row, which of its windows to keep: all when it has at most `per_row`, else `per_row` spread
+    evenly from the first to the last (the first always kept)."""
+    picked = []
+    for n in n_windows:
+        if n <= per_row:
+            picked.append(list(range(n)))
+        else:
+            picked.append(sorted(set(np.linspace(0, n - 1, per_row).round().astype(int).tolist())))
+    return picked
+
+
+def windows_per_row(encoded, budget_windows: float | None, max_per_row: int) -> int:
+    """The most windows per row (1 to `max_per_row`) whose total stays within `budget_windows` (None: no limit);
+    at least 1."""
+    counts = np.asarray(encoded.n_windows)
+    best = 1
+    for k in range(1, max(1, max_per_row) + 1):
+        if budget_windows is not None and np.minimum(counts, k).sum() > budget_windows:
+            break
+        best = k
+        if k >= counts.max(initial=1):
+            break
+    return best
+
+
+def build_cache(model, n_frozen: int, encoder, encoded, picked: list[list[int]], batch_size: int,
+                device: torch.device, autocast_dtype=None, progress=None) -> Cache:
+    """Run the frozen part once over the picked windows of every row (length-sorted batches on `device`)."""
+    from deployment.encoding import Encoded
+
+    t = time.perf_counter()
+    first = np.r_[0, np.cumsum(encoded.n_windows)[:-1]].astype(int)     # each row's first window in `encoded`
+    keep = [int(first[r] + w) for r, ws in enumerate(picked) for w in ws]
+    sub = Encoded([encoded.windows[i] for i in keep], np.arange(len(keep)), [], [], [])
+    hidden: list = [None] * len(keep)
+    model.eval()
+    batches = encoder.batches(sub, batch_size, sort=True)
+    for idx in (progress(batches) if progress else batches):
+        feeds = {k: torch.from_numpy(v).to(device) for k, v in encoder.feeds([sub.windows[i] for i in idx]).items()}
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            h = lower_hidden(model, n_frozen, feeds)
+        h = h.to("cpu", CACHE_DTYPE)
+        if not torch.isfinite(h).all():
+            raise CacheError(f"the lower layers' output overflows {CACHE_DTYPE} in the cache: use --train-layers all")
+        lengths = feeds["attention_mask"].sum(1).tolist()
+        for j, i in enumerate(idx):
+            hidden[i] = h[j, :int(lengths[j])].clone()
+    rows, k = [], 0
+    for ws in picked:
+        rows.append(list(range(k, k + len(ws))))
+        k += len(ws)
+    return Cache(hidden, rows, time.perf_counter() - t)
+
+
+class CachedRows:
+    """A training (or valid) set over the cache: row i gives (one of its cached windows, its label vector); a
+    random one each time when `random` (fastai asks once per epoch), else its first."""
+
+    def __init__(self, cache: Cache, y: np.ndarray, random: bool, seed: int):
+        self.cache, self.y, self.random = cache, np.asarray(y, dtype=np.float32), random
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.cache.rows)
+
+    def __getitem__(self, i):
+        ws = self.cache.rows[i]
+        j = ws[int(self.rng.integers(len(ws)))] if self.random and len(ws) > 1 else ws[0]
+        return self.cache.hidden[j], self.y[i]
+
+
+def collate(items) -> tuple:
+    """((hidden [B, T, H], mask [B, T]), y [B, L]): windows right-padded to the longest in the batch."""
+    lengths = [h.shape[0] for h, _ in items]
+    t, width = max(lengths), items[0][0].shape[1]
+    hidden = torch.zeros(len(items), t, width, dtype=items[0][0].dtype)
+    mask = torch.zeros(len(items), t, dtype=torch.long)
+    for b, ((h, _), n) in enumerate(zip(items, lengths)):
+        hidden[b, :n] = h
+        mask[b, :n] = 1
+    return (hidden, mask), torch.from_numpy(np.stack([y for _, y in items]))
+
+
+def cached_dls(train: CachedRows, valid: CachedRows, batch_size: int, eval_batch_size: int, seed: int):
+    """fastai DataLoaders over the cached rows: shuffled, last partial batch dropped (as blurr's are)."""
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+
+    dl_train = DataLoader(train, bs=batch_size, shuffle=True, drop_last=True, create_batch=collate, num_workers=0)
+    dl_valid = DataLoader(valid, bs=eval_batch_size, shuffle=False, drop_last=False, create_batch=collate,
+                          num_workers=0)
+    torch.manual_seed(seed)
+    return DataLoaders(dl_train, dl_valid)
+
+
+def memory_available() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def bytes_per_window(encoded, hidden_size: int) -> float:
+    """Cache bytes per window of `encoded` on average (its real token counts, not the padded length)."""
+    tokens = [len(w.ids) for w in encoded.windows]
+    return float(np.mean(tokens)) * hidden_size * torch.finfo(CACHE_DTYPE).bits / 8 if tokens else 0.0
+
+
+def train_step_seconds(model, encoder, encoded, batch_size: int, n_labels: int) -> float:
+    """Seconds of one full fine-tuning step (forward, BCE loss, backward) on `batch_size` windows of `encoded`
+    spread over the data, timed after one untimed step; the gradients are cleared after."""
+    pick = np.linspace(0, len(encoded.windows) - 1, min(batch_size, len(encoded.windows))).astype(int)
+    feeds = encoder.feeds([encoded.windows[i] for i in pick])
+    inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+    target = torch.zeros(len(pick), n_labels)
+    was = model.training
+    model.train()
+    took = math.inf
+    for _ in range(2):
+        t = time.perf_counter()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**inputs).logits, target)
+        loss.backward()
+        took = time.perf_counter() - t
+    model.zero_grad(set_to_none=True)
+    model.train(was)
+    return took

@@ -468,3 +468,26 @@ def _train_rows(data: Path) -> int:
     import pandas as pd
 
     return int((pd.read_csv(Path(data) / "dataset.csv")["split"] == "train").sum())
+
+
+def test_a_run_that_slows_down_late_is_shortened_never_lengthened():
+    """The early plan assumed 0.5 s a step; from step 500 on the steps take 1 s: the check at half the total
+    shortens the schedule to what the deadline still allows, and a faster run is never lengthened late."""
+    import time
+
+    import numpy as np
+
+    from training.train import budgeted_one_cycle
+
+    def late(durations, total=1000, step=500):
+        now = time.time()
+        sched = budgeted_one_cycle(np.array([1e-3]), total, 0.1, now + 200, lambda per_step, ends: 0.0,
+                                   steps_per_epoch=100, log=lambda *_: None)
+        sched.planned, sched.total, sched.step, sched.durations = 5000, total, step, durations
+        sched._replan(now, late=True)
+        return sched
+
+    slowed = late([0.5] * 400 + [1.0] * 100)
+    assert slowed.total == 500 + 200 and slowed.stopped_by_budget   # 200 s left at 1 s a step
+    faster = late([0.1] * 500)
+    assert faster.total == 1000                                     # 2,000 steps would fit; the plan stays

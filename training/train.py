@@ -317,6 +317,7 @@ def budgeted_one_cycle(lrs, total, pct_start, deadline, reserve_fn, steps_per_ep
     class BudgetedOneCycle(Callback):
         order = 60
         REPLAN_AT = (12, 25, 50, 100, 200)
+        LATE_CHECKS = (0.5, 0.75, 0.9)   # shares of the total where a run slower than planned is shortened
 
         def __init__(self):
             self.lrs, self.total, self.pct_start = np.asarray(lrs), total, pct_start
@@ -337,15 +338,20 @@ def budgeted_one_cycle(lrs, total, pct_start, deadline, reserve_fn, steps_per_ep
             mult = one_cycle(self.step / max(self.total, 1), self.pct_start)
             self.opt.set_hyper("lr", self.lrs * mult)
 
-        def _replan(self, now: float) -> None:
-            d = np.array(self.durations[3:])  # the first steps pay for warm-up allocations
+        def _replan(self, now: float, late: bool = False) -> None:
+            """Early (late=False): the total from the mean step time so far, up or down within the planned
+            epochs. Late: from the last 100 steps, and only ever shorter: steps that slowed down after the early
+            plan (a busier machine, a later epoch) must not overrun the deadline; the schedule then anneals
+            over fewer steps."""
+            d = np.array(self.durations[3:] if not late else self.durations[-100:])  # the first steps pay for warm-up
             d = d[d < 5 * np.median(d)]        # drop gaps that hold an epoch-end validation
             per_step = float(d.mean())
-            total = self.planned
+            limit = self.planned if not late else self.total
+            total = limit
             for _ in range(3):  # epoch-end validations depend on the total: iterate to a fixed point
                 epoch_ends = max(0, math.ceil(total / self.steps_per_epoch) - 1 - self.step // self.steps_per_epoch)
                 left = self.deadline - now - self.reserve_fn(per_step, epoch_ends)
-                total = self.step + plan_steps(self.planned - self.step, per_step, left)
+                total = self.step + plan_steps(limit - self.step, per_step, left)
             total = self.agree(total)
             if total != self.total:
                 self.log(f"  time budget: {per_step:.2f} s/step at step {self.step} -> {total} steps "
@@ -365,6 +371,9 @@ def budgeted_one_cycle(lrs, total, pct_start, deadline, reserve_fn, steps_per_ep
             if (self.deadline and self.step in self.REPLAN_AT and self.step < 0.2 * self.planned
                     and len(self.durations) > 5):
                 self._replan(now)
+            elif (self.deadline and self.step > max(self.REPLAN_AT) and len(self.durations) > 20
+                  and any(self.step == int(f * self.total) for f in self.LATE_CHECKS)):
+                self._replan(now, late=True)
             if self.step >= self.total:
                 raise CancelFitException()
 
@@ -411,6 +420,7 @@ def valid_curve(encoder, encoded, y: np.ndarray, p_linear: np.ndarray | None, po
 
         def __init__(self):
             self.points, self.sched, self.spent, self.seconds_per_point = [], None, 0.0, None
+            self.seconds_per_window = None   # of the whole model's forward pass, as measured here (the slowest point)
 
         def cost_left(self) -> float:
             if self.sched is None or self.seconds_per_point is None:
@@ -448,6 +458,7 @@ def valid_curve(encoder, encoded, y: np.ndarray, p_linear: np.ndarray | None, po
             point["seconds"] = round(took, 2)
             self.spent += took
             self.seconds_per_point = took if self.seconds_per_point is None else max(self.seconds_per_point, took)
+            self.seconds_per_window = self.seconds_per_point / max(1, len(encoded.windows))
             if self.sched.t_last is not None:   # the next step's duration must not include this measurement
                 self.sched.t_last += took
             self.points.append(point)
@@ -862,10 +873,13 @@ def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: dev
     def reserve(per_step: float, epoch_ends: int = 0) -> float:
         # time still needed besides training steps: epoch-end validation passes (first windows of valid, shared
         # by the processes), the valid curve's remaining points and the final evaluation (main process only),
-        # with a margin for timing noise
+        # with a margin for timing noise. The forward pass is re-timed by the valid curve's points while training
+        # (full windows, a larger sample than the first timing, which overestimated it by ~30% on CMU): the
+        # smaller of the two counts.
         curve_left = curve.cost_left() if curve is not None else 0.0
-        return (per_window * valid_share * epoch_ends * len(run.texts["valid"]) / ws + curve_left + eval_estimate) \
-            * RESERVE_MARGIN
+        per = min(per_window, curve.seconds_per_window or per_window) if curve is not None else per_window
+        return (per * valid_share * epoch_ends * len(run.texts["valid"]) / ws + curve_left
+                + per * n_eval + POST_EVAL_SECONDS) * RESERVE_MARGIN
 
     with contextlib.ExitStack() as quiet:
         if s.quiet or not rt.world.main:  # one progress bar and epoch table, the main process's
@@ -878,6 +892,8 @@ def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: dev
                      "valid_loss": float(v[1]) if len(v) > 1 else None}
                     for i, v in enumerate(getattr(learn.recorder, "values", []))]
     run.model = learn.model.hf_model.cpu()
+    if curve is not None and curve.seconds_per_window:   # what the budget kept at the end (see reserve)
+        eval_estimate = min(per_window, curve.seconds_per_window) * n_eval + POST_EVAL_SECONDS
     sched.eval_estimate = eval_estimate
     sched.layers = {"trained": "all" if plan.n_frozen is None else plan.n_layers - plan.n_frozen,
                     "frozen": plan.n_frozen or 0, "why": plan.why, "cache": plan.info}

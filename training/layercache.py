@@ -135,16 +135,13 @@ class TopLayers(torch.nn.Module):
             return head_logits(self.hf_model, hidden, mask).float()
 
 
-def trainable_groups(model, n_frozen: int) -> list[list]:
-    """Parameter groups from the bottom up of what trains: each unfrozen layer, then the head (pooler +
-    classifier). The embeddings and the frozen layers get requires_grad False."""
-    emb, blocks = embeddings_and_blocks(model)
-    frozen = [p for m in [emb, *blocks[:n_frozen]] for p in m.parameters()]
-    for p in frozen:
-        p.requires_grad_(False)
-    groups = [list(b.parameters()) for b in blocks[n_frozen:]]
-    seen = {id(p) for g in groups for p in g} | {id(p) for p in frozen}
-    return groups + [[p for p in model.parameters() if id(p) not in seen]]
+def trainable_groups(groups: list[list], n_frozen: int) -> list[list]:
+    """`layer_groups` (embeddings, each layer, the head) less the embeddings and the `n_frozen` lower layers,
+    whose parameters get requires_grad False: what the optimizer trains over the cache."""
+    for group in groups[:1 + n_frozen]:
+        for p in group:
+            p.requires_grad_(False)
+    return groups[1 + n_frozen:]
 
 
 # --------------------------------------------------------------------------------------------- the cache

@@ -287,7 +287,7 @@ def make_learner(dls, model, y_train, s: TrainSettings, rt: devices.Runtime | No
     if n_frozen is not None:
         from training.layercache import TopLayers, trainable_groups
 
-        groups = trainable_groups(model, n_frozen)
+        groups = trainable_groups(layer_groups(model), n_frozen)
         cbs, net = [], TopLayers(model, n_frozen, cpu_bf16=cpu_bf16)
     else:
         groups = layer_groups(model)
@@ -713,6 +713,7 @@ class _LayerPlan:
     per_row: int = 1
     why: str = ""
     info: dict | None = None       # what the cache held, for metrics.json
+    train_encoded: object = None   # the training texts' windows, when the plan already tokenised them
 
 
 def build_learner(run: _Run, s: TrainSettings, rt: devices.Runtime | None = None, plan: _LayerPlan | None = None,
@@ -740,7 +741,8 @@ def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPl
     from training.inference import text_encoder
 
     encoder = text_encoder(run.tokenizer, run.model, s.max_length, _windows(s))
-    enc = {k: encoder.encode(run.texts[k]) for k in ("train", "valid")}
+    enc = {k: encoder.encode(run.texts[k]) if k != "train" or plan.train_encoded is None else plan.train_encoded
+           for k in ("train", "valid")}
     hidden_size = int(run.model.config.hidden_size)
     available = layercache.memory_available()
     while True:   # the windows a document keeps, fewer while they would not fit in memory
@@ -827,7 +829,7 @@ def _plan_layers(run: _Run, s: TrainSettings, rt: devices.Runtime, encoder, per_
     train_encoded = encoder.encode(run.texts["train"])
     per_row = layercache.windows_per_row(train_encoded, budget_windows, max_per_row)
     per_row = devices.broadcast_int(per_row, rt)
-    return _LayerPlan(n_frozen, n_layers, per_row, why)
+    return _LayerPlan(n_frozen, n_layers, per_row, why, train_encoded=train_encoded)
 
 
 def learner_for(s: TrainSettings, log=print):

@@ -86,6 +86,28 @@ def test_the_cache_keeps_each_picked_window_unpadded_and_reproduces_the_logits(t
     torch.testing.assert_close(top((x, mask)), alone, atol=1e-4, rtol=1e-4)
 
 
+def test_a_cache_extended_by_later_windows_reads_like_one_built_in_a_single_pass(tiny_backbone):
+    from training.layercache import Cache, build_cache, pick_windows
+
+    model = _model(tiny_backbone, "mean")
+    encoder = _encoder(tiny_backbone, model)
+    encoded = encoder.encode(TEXTS)
+    picked = pick_windows(encoded.n_windows, 3)
+    assert any(len(ws) > 1 for ws in picked) and any(len(ws) == 1 for ws in picked)
+    cpu = torch.device("cpu")
+    whole = build_cache(model, 1, encoder, encoded, picked, batch_size=4, device=cpu)
+    first = build_cache(model, 1, encoder, encoded, [ws[:1] for ws in picked], batch_size=4, device=cpu)
+    rest = build_cache(model, 1, encoder, encoded, [ws[1:] for ws in picked], batch_size=4, device=cpu)
+    both = first.extended(rest)
+    assert [len(r) for r in both.rows] == [len(r) for r in whole.rows] and both.n_windows == whole.n_windows
+    for a, b in zip(both.rows, whole.rows):
+        for i, j in zip(a, b):
+            torch.testing.assert_close(both.hidden[i], whole.hidden[j], atol=2e-3, rtol=2e-3)
+    assert both.rows[0][0] == 0 and both.seconds == pytest.approx(first.seconds + rest.seconds)
+    with pytest.raises(ValueError, match="cannot extend a cache of 2 rows with one of 1"):
+        Cache([], [[], []]).extended(Cache([], [[]]))
+
+
 def test_random_rows_read_every_cached_window_of_a_long_document_over_the_epochs(tiny_backbone):
     from training.layercache import CachedRows, build_cache, pick_windows
 
@@ -172,7 +194,7 @@ def csv_rows(model_dir: Path) -> list[str]:
 def test_auto_trains_every_layer_when_a_full_epoch_fits_and_the_top_third_when_not(tiny_backbone, tiny_data):  # noqa: F811
     import time
 
-    from training import devices, train
+    from training import devices, layercache, train
     from training.inference import text_encoder
 
     s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=32, pooling="mean",
@@ -180,11 +202,12 @@ def test_auto_trains_every_layer_when_a_full_epoch_fits_and_the_top_third_when_n
     run = train._load(s, Path("."), lambda *a: None)
     rt = devices.resolve_runtime("cpu", "fp32")
     encoder = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s))
-    roomy = train._plan_layers(run, s, rt, encoder, 1e-3, 0.0, time.time() + 3600, lambda *a: None)
+    roomy = train._plan_layers(run, s, rt, encoder, 0.0, time.time() + 3600, lambda *a: None)
     assert roomy.n_frozen is None and roomy.why.startswith("auto: a full fine-tune fits")
-    tight = train._plan_layers(run, s, rt, encoder, 1e-3, 0.0, time.time() + 0.05, lambda *a: None)
-    assert (tight.n_frozen, tight.n_layers, tight.per_row) == (1, 2, 1) and "top 1 of 2 layers" in tight.why
-    assert train._plan_layers(run, s, rt, encoder, 1e-3, 0.0, None, lambda *a: None).why == "auto: no time budget"
+    tight = train._plan_layers(run, s, rt, encoder, 0.0, time.time() + 0.05, lambda *a: None)
+    assert (tight.n_frozen, tight.n_layers) == (1, 2) and "top 1 of 2 layers" in tight.why
+    assert tight.cache_seconds is not None and tight.cache_seconds < 0.05 * layercache.CACHE_SHARE
+    assert train._plan_layers(run, s, rt, encoder, 0.0, None, lambda *a: None).why == "auto: no time budget"
 
 
 def _cli(*args):
@@ -251,3 +274,24 @@ def test_a_cache_short_of_memory_keeps_fewer_windows_per_document(tiny_data, tin
         assert plan.per_row == expected and plan.info["windows_per_document"] == expected
         assert plan.info["train_windows"] == np.minimum(train_enc.n_windows, expected).sum()
         assert len(dls.train.dataset) == len(run.texts["train"])
+
+
+def test_the_cache_keeps_more_windows_only_as_far_as_the_timed_first_ones_say_they_fit(tiny_data, tiny_backbone):  # noqa: F811
+    from training import devices, train
+    from training.inference import text_encoder
+
+    s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=16, max_windows=4,
+                            train_layers="1", quiet=True)
+    run = train._load(s, Path("."), lambda *a: None)
+    rt = devices.resolve_runtime("cpu", "fp32")
+    n_windows = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s)).encode(
+        run.texts["train"]).n_windows
+    assert max(n_windows) >= 4, "the data must have documents of several windows"
+    for cache_seconds, expected in ((None, 4), (3600.0, 4), (0.0, 1)):
+        plan = train._LayerPlan(1, 2, 4, "test", cache_seconds)
+        lines = []
+        dls = train._cached_dls(run, s, rt, plan, lines.append)
+        assert plan.per_row == expected and plan.info["windows_per_document"] == expected, lines
+        assert plan.info["train_windows"] == np.minimum(n_windows, expected).sum()
+        assert sorted(len(r) for r in dls.train.dataset.cache.rows) == sorted(np.minimum(n_windows, expected))
+        assert f"(up to {expected} a training document)" in lines[-1]

@@ -159,6 +159,14 @@ class Cache:
     def nbytes(self) -> int:
         return sum(h.numel() * h.element_size() for h in self.hidden)
 
+    def extended(self, more: "Cache") -> "Cache":
+        """This cache with `more`'s windows appended to the same rows (theirs after this one's)."""
+        if len(more.rows) != len(self.rows):
+            raise ValueError(f"cannot extend a cache of {len(self.rows)} rows with one of {len(more.rows)}")
+        k = len(self.hidden)
+        return Cache(self.hidden + more.hidden, [a + [k + j for j in b] for a, b in zip(self.rows, more.rows)],
+                     self.seconds + more.seconds)
+
 
 def pick_windows(n_windows: list[int], per_row: int) -> list[list[int]]:
     """For each row, which of its windows to keep: all when it has at most `per_row`, else `per_row` spread

@@ -712,6 +712,7 @@ class _LayerPlan:
     n_layers: int | None = None
     per_row: int = 1
     why: str = ""
+    cache_seconds: float | None = None   # how long caching may take (None: no limit); the first windows are timed
     info: dict | None = None       # what the cache held, for metrics.json
     train_encoded: object = None   # the training texts' windows, when the plan already tokenised them
 
@@ -734,8 +735,9 @@ def build_learner(run: _Run, s: TrainSettings, rt: devices.Runtime | None = None
 
 
 def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPlan, log):
-    """Run the frozen layers once over the planned training windows and the first window of each valid row; the
-    DataLoaders over that cache."""
+    """Run the frozen layers once over the first window of every training and valid row, timed; then over as many
+    more training windows a document (up to `plan.per_row`, spread over the text) as memory and the rest of
+    `plan.cache_seconds` allow at that speed. The DataLoaders over that cache."""
     import torch
     from training import layercache
     from training.inference import text_encoder
@@ -759,21 +761,37 @@ def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPl
                          f"--max-train-rows, or a shorter --max-length")
     device = torch.device(rt.torch_device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(rt.precision)
-    log(f"  layer cache: {plan.n_frozen} frozen layers over {n['train']} training windows (up to {plan.per_row} a "
-        f"document) and {n['valid']} valid ones, ~{need / 2**20:.0f} MiB")
+    limit = "" if plan.cache_seconds is None else f", as many as {plan.cache_seconds:.0f} s of caching allow"
+    log(f"  layer cache: {plan.n_frozen} frozen layers over the first window of {len(enc['train'])} training and "
+        f"{n['valid']} valid documents, then up to {plan.per_row} windows a training document{limit} "
+        f"(~{need / 2**20:.0f} MiB at most)")
     progress = None
     if not s.quiet and rt.world.main:
         from fastprogress.fastprogress import progress_bar
 
         progress = progress_bar
     run.model.to(device)
-    caches = {k: layercache.build_cache(run.model, plan.n_frozen, encoder, enc[k], picked[k], s.eval_batch_size,
-                                        device, dtype, progress) for k in ("train", "valid")}
+
+    def cache(k: str, windows: list[list[int]]):
+        return layercache.build_cache(run.model, plan.n_frozen, encoder, enc[k], windows, s.eval_batch_size, device,
+                                      dtype, progress)
+
+    caches = {k: cache(k, [[0]] * len(enc[k])) for k in ("train", "valid")}
+    per_row = plan.per_row
+    if per_row > 1 and plan.cache_seconds is not None:   # the first windows' real speed says how many more fit
+        rate = len(enc["train"]) / max(caches["train"].seconds, 1e-9)
+        spare = plan.cache_seconds - caches["train"].seconds - caches["valid"].seconds
+        per_row = layercache.windows_per_row(enc["train"], len(enc["train"]) + max(0.0, spare) * rate, per_row)
+    plan.per_row = per_row = devices.broadcast_int(per_row, rt)
+    if per_row > 1:
+        more = [ws[1:] for ws in layercache.pick_windows(enc["train"].n_windows, per_row)]
+        caches["train"] = caches["train"].extended(cache("train", more))
+    n["train"] = caches["train"].n_windows
     seconds = sum(c.seconds for c in caches.values())
     plan.info = {"windows": n["train"] + n["valid"], "train_windows": n["train"], "valid_windows": n["valid"],
                  "windows_per_document": plan.per_row, "mib": round(sum(c.nbytes for c in caches.values()) / 2**20, 1),
                  "seconds": round(seconds, 1)}
-    log(f"  layer cache: {plan.info['windows']} windows in {seconds:.0f} s "
+    log(f"  layer cache: {plan.info['windows']} windows (up to {per_row} a training document) in {seconds:.0f} s "
         f"({plan.info['windows'] / max(seconds, 1e-9):.1f} windows/s), {plan.info['mib']:.0f} MiB")
     train = layercache.CachedRows(caches["train"], run.ys["train"], s.train_windows == "random", s.seed)
     valid = layercache.CachedRows(caches["valid"], run.ys["valid"], False, s.seed)
@@ -783,12 +801,13 @@ def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPl
 AUTO_MIN_FULL_EPOCHS = 1.0   # auto: fine-tune every layer when the budget fits at least this many epochs of it
 
 
-def _plan_layers(run: _Run, s: TrainSettings, rt: devices.Runtime, encoder, per_window: float, reserved: float,
-                 deadline: float | None, log) -> _LayerPlan:
+def _plan_layers(run: _Run, s: TrainSettings, rt: devices.Runtime, encoder, reserved: float, deadline: float | None,
+                 log) -> _LayerPlan:
     """--train-layers resolved: `all`, a number, or `auto`, which fine-tunes every layer unless a time budget is
     set and one epoch of that would not fit in it (timed on a real step); then it trains the top third of the
-    layers from a cache. The windows cached per document: all of them (up to --max-windows) unless the budget
-    (CACHE_SHARE of the time left) or --train-windows first says fewer."""
+    layers from a cache. The windows cached per document: up to all of them (--max-windows), one with
+    --train-windows first; with a budget, caching may take CACHE_SHARE of the time left (`_cached_dls` times the
+    first windows and keeps as many more as that allows)."""
     from training import layercache
 
     if s.train_layers == "all":
@@ -822,14 +841,12 @@ def _plan_layers(run: _Run, s: TrainSettings, rt: devices.Runtime, encoder, per_
     except layercache.CacheError as e:
         raise TrainError(str(e)) from e
     max_per_row = s.max_windows if s.train_windows == "random" else 1
-    budget_windows = None
+    cache_seconds = None
     if deadline is not None:
-        per_cached = per_window * n_frozen / n_layers
-        budget_windows = layercache.CACHE_SHARE * (deadline - time.time() - reserved) / per_cached - len(run.texts["valid"])
+        cache_seconds = layercache.CACHE_SHARE * max(0.0, deadline - time.time() - reserved)
     train_encoded = encoder.encode(run.texts["train"])
-    per_row = layercache.windows_per_row(train_encoded, budget_windows, max_per_row)
-    per_row = devices.broadcast_int(per_row, rt)
-    return _LayerPlan(n_frozen, n_layers, per_row, why, train_encoded=train_encoded)
+    per_row = min(max_per_row, max(train_encoded.n_windows, default=1))
+    return _LayerPlan(n_frozen, n_layers, per_row, why, cache_seconds, train_encoded=train_encoded)
 
 
 def learner_for(s: TrainSettings, log=print):
@@ -842,7 +859,7 @@ def learner_for(s: TrainSettings, log=print):
     run = _load(s, Path(s.out or "."), log)
     rt = devices.resolve_runtime(s.device, s.precision)
     encoder = text_encoder(run.tokenizer, run.model, s.max_length, _windows(s))
-    plan = _plan_layers(run, s, rt, encoder, 0.0, 0.0, None, log)
+    plan = _plan_layers(run, s, rt, encoder, 0.0, None, log)
     return build_learner(run, s, rt, plan, log)[0]
 
 
@@ -863,7 +880,7 @@ def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: dev
     log(f"  evaluation: {n_eval} windows of valid + test at {1 / per_window:.1f} windows/s -> ~{eval_estimate:.0f} s "
         f"reserved in the budget")
     rt = rt or devices.resolve_runtime(s.device, s.precision)
-    plan = _plan_layers(run, s, rt, encoder, per_window, eval_estimate * RESERVE_MARGIN, deadline, log)
+    plan = _plan_layers(run, s, rt, encoder, eval_estimate * RESERVE_MARGIN, deadline, log)
     log(f"  layers trained: " + ("all" if plan.n_frozen is None else f"top {plan.n_layers - plan.n_frozen} of "
                                   f"{plan.n_layers}") + f" ({plan.why})")
     learn, n_groups, rt = build_learner(run, s, rt, plan, log)
@@ -931,18 +948,20 @@ RESERVE_MARGIN = 1.15      # on the measured evaluation time: a busy machine slo
 
 def forward_seconds_per_window(model, encoder, encoded, batch_size: int, n: int = 64) -> float:
     """Seconds per window of a no-grad forward pass on the CPU, timed on up to `n` windows of `encoded` spread
-    over the data (full-length windows of long texts and short texts alike), after one untimed batch."""
+    over the data (full-length windows of long texts and short texts alike): the faster of two passes, the
+    first of which also warms up every batch shape (bf16 kernels are built on first use)."""
     from deployment.encoding import Encoded
     from training.inference import window_logits
 
     pick = np.linspace(0, len(encoded.windows) - 1, min(n, len(encoded.windows))).astype(int)
     sample = Encoded([encoded.windows[i] for i in pick], np.arange(len(pick)), [0] * len(pick), [1] * len(pick),
                      [False] * len(pick))
-    warm = Encoded(sample.windows[:4], np.arange(min(4, len(pick))), [], [], [])
-    window_logits(model, encoder, warm, batch_size)
-    t = time.perf_counter()
-    window_logits(model, encoder, sample, batch_size)
-    return max(time.perf_counter() - t, 1e-6) / len(pick)
+    took = math.inf
+    for _ in range(2):
+        t = time.perf_counter()
+        window_logits(model, encoder, sample, batch_size)
+        took = min(took, time.perf_counter() - t)
+    return max(took, 1e-6) / len(pick)
 
 
 @dataclass

@@ -637,7 +637,7 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict | None:
                   "stopped_by_budget": sched.stopped_by_budget, "train_seconds": round(train_seconds, 1),
                   "device": rt.device, "device_name": rt.device_name, "precision": rt.precision,
                   "world_size": rt.world.size, "steps_per_second": sched.steps_per_second, "epochs": epoch_losses,
-                  "eval_seconds_reserved": round(sched.eval_estimate, 1), "eval_seconds": round(eval_seconds, 1),
+                  "eval_seconds_reserved": round(sched.eval_estimate, 1), "eval_seconds": round(eval_seconds, 3),
                   "valid_curve": sched.curve, "layers": sched.layers}
     metrics = _write_model_dir(out, run, linear, ev, sched, train_info, s, command, t0, rt)
     _log_summary(metrics, ev, out, t0, log)
@@ -748,9 +748,7 @@ def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPl
     hidden_size = int(run.model.config.hidden_size)
     available = layercache.memory_available()
     while True:   # the windows a document keeps, fewer while they would not fit in memory
-        picked = {"train": layercache.pick_windows(enc["train"].n_windows, plan.per_row),
-                  "valid": [[0]] * len(enc["valid"])}
-        n = {k: sum(map(len, v)) for k, v in picked.items()}
+        n = {"train": int(np.minimum(enc["train"].n_windows, plan.per_row).sum()), "valid": len(enc["valid"])}
         need = sum(layercache.bytes_per_window(enc[k], hidden_size) * n[k] for k in n)
         if need <= layercache.MEMORY_SHARE * available or plan.per_row == 1:
             break

@@ -210,6 +210,26 @@ def test_auto_trains_every_layer_when_a_full_epoch_fits_and_the_top_third_when_n
     assert train._plan_layers(run, s, rt, encoder, 0.0, None, lambda *a: None).why == "auto: no time budget"
 
 
+@pytest.mark.parametrize("epochs_that_fit,cached", [(1.5, True), (2.5, False)])
+def test_auto_wants_two_full_epochs_before_it_fine_tunes_every_layer(tiny_backbone, tiny_data, monkeypatch,  # noqa: F811
+                                                                     epochs_that_fit, cached):
+    import time
+
+    from training import devices, layercache, train
+    from training.inference import text_encoder
+
+    s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=32, pooling="mean",
+                            quiet=True)
+    run = train._load(s, Path("."), lambda *a: None)
+    encoder = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s))
+    monkeypatch.setattr(layercache, "train_step_seconds", lambda *a, **k: 10.0)   # a slow machine, made exact
+    steps = len(run.texts["train"]) // s.batch_size
+    plan = train._plan_layers(run, s, devices.resolve_runtime("cpu", "fp32"), encoder, 0.0,
+                              time.time() + epochs_that_fit * 10.0 * steps, lambda *a: None)
+    assert (plan.n_frozen is not None) == cached, plan.why
+    assert f"{epochs_that_fit:.2f} epoch" in plan.why      # the timing the decision was made on, for metrics.json
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "training.train", *args], capture_output=True, text=True,
                           cwd=config.ROOT, timeout=300)

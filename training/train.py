@@ -796,14 +796,18 @@ def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPl
     return layercache.cached_dls(train, valid, s.batch_size, s.eval_batch_size, s.seed)
 
 
-AUTO_MIN_FULL_EPOCHS = 1.0   # auto: fine-tune every layer when the budget fits at least this many epochs of it
+# auto: fine-tune every layer when the budget fits at least this many epochs of it. Not 1: a one-cycle run needs
+# a few epochs (the cached top layers' valid loss levels off after 3-4 on CMU), and CMU's full fine-tune timed at
+# 0.48-0.92 epoch on the 2-core machines measured, close enough to 1 that a slightly faster CPU would have swapped
+# six epochs of the top layers for one of the whole model. StackOverflow titles fit 2.6-3.9 and stay full.
+AUTO_MIN_FULL_EPOCHS = 2.0
 
 
 def _plan_layers(run: _Run, s: TrainSettings, rt: devices.Runtime, encoder, reserved: float, deadline: float | None,
                  log) -> _LayerPlan:
     """--train-layers resolved: `all`, a number, or `auto`, which fine-tunes every layer unless a time budget is
-    set and one epoch of that would not fit in it (timed on a real step); then it trains the top third of the
-    layers from a cache. The windows cached per document: up to all of them (--max-windows), one with
+    set and AUTO_MIN_FULL_EPOCHS (2) epochs of that would not fit in it (timed on a real step); then it trains
+    the top third of the layers from a cache. The windows cached per document: up to all of them (--max-windows), one with
     --train-windows first; with a budget, caching may take CACHE_SHARE of the time left (`_cached_dls` times the
     first windows and keeps as many more as that allows)."""
     from training import layercache
@@ -1167,7 +1171,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train-layers", type=train_layers_arg, default=d.train_layers,
                     help="layers fine-tuned: all; N = the top N (and the head) from a cache of what the frozen lower "
                          "layers make of each window, much faster a step; auto = all unless a --time-budget would "
-                         "not fit one epoch of that (timed), then the top third from the cache")
+                         "not fit two epochs of that (timed), then the top third from the cache")
     ap.add_argument("--batch-size", type=int_at_least(1, 65536), default=d.batch_size, help="training batch size")
     ap.add_argument("--epochs", type=float_in(0, 10_000, low_open=True), default=d.epochs, help="planned epochs (fractions allowed)")
     ap.add_argument("--lr", type=float_in(0, 1, low_open=True), default=d.lr, help="peak learning rate of the top transformer layer")

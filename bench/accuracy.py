@@ -9,8 +9,8 @@ Each data set goes through `training.prepare` (min label frequency 1%, 80/10/10)
 its default settings (the same for every data set: windows of 256 tokens, whole documents read at evaluation)
 and the time budget. Thresholds, the window pooling and the blend weight are tuned on `valid`; every number
 below is on `test`. Rows: the TF-IDF baseline with per-label and with one global threshold (the strongest of
-the two on each metric is the bar), the transformer alone reading the first window and the whole document, and
-the shipped model. Prints a table and the margins over the strongest baseline, writes JSON (default
+the two on each metric is the bar), the transformer alone reading the first window and the whole document (the
+latter with both threshold variants too: it is held to the same rule), and the shipped model. Prints a table and the margins over the strongest baseline, writes JSON (default
 bench/results/accuracy.json).
 """
 from __future__ import annotations
@@ -30,9 +30,10 @@ ROWS = (("baseline", "tf-idf + logreg, per-label thresholds"),
         ("baseline_global", "tf-idf + logreg, one global threshold"),
         ("transformer_first_window", "transformer alone, first window"),
         ("transformer", "transformer alone, whole document"),
+        ("transformer_global", "transformer alone, whole document, one global threshold"),
         ("final", "ours: the shipped model"), ("most_frequent", "most frequent labels"))
 GOAL = 0.02   # the shipped model should beat the strongest baseline by 2 points on both metrics
-OVERRIDABLE = ("max_length", "epochs", "lr", "head_lr", "pos_weight", "train_layers")
+OVERRIDABLE = ("max_length", "epochs", "lr", "head_lr", "pos_weight", "train_layers", "seed")
 
 
 def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -> dict:
@@ -53,6 +54,7 @@ def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -
     keep = ("micro_f1", "macro_f1", "samples_f1")
     results = {k: {x: m[k][x] for x in keep} for k, _ in ROWS if k in m and k != "final"}   # m["final"] names it
     results["baseline_global"] = dict(m["baseline"]["global_threshold"])
+    results["transformer_global"] = dict(m["transformer"]["global_threshold"])
     results["final"] = {x: m["model"][x] for x in keep} | {"which": m["final"]}
     return {"data": str(path), "name": name, "prepare_seconds": round(prep_s, 1), "settings": s.__dict__,
             "rows": {k: report.get("split_sizes", {}).get(k) for k in ("train", "valid", "test")},
@@ -61,13 +63,17 @@ def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -
 
 
 def margins(r: dict) -> dict:
-    """The shipped model and the transformer alone against the strongest baseline, metric by metric."""
+    """The shipped model and the transformer alone against the strongest baseline, metric by metric. The
+    transformer alone is held to the baseline's rule: the better of its per-label and global thresholds on each
+    metric (a run written before the global row had only the per-label one)."""
     res = r["results"]
     best = {k: max(res["baseline"][k], res["baseline_global"][k]) for k in ("micro_f1", "macro_f1")}
+    alone = {k: max(res["transformer"][k], res.get("transformer_global", res["transformer"])[k])
+             for k in ("micro_f1", "macro_f1")}
     out = {f"strongest_baseline_{k}": v for k, v in best.items()}
-    for who in ("final", "transformer"):
-        for k in ("micro_f1", "macro_f1"):
-            out[f"{who}_minus_baseline_{k}"] = res[who][k] - best[k]
+    for k in ("micro_f1", "macro_f1"):
+        out[f"final_minus_baseline_{k}"] = res["final"][k] - best[k]
+        out[f"transformer_minus_baseline_{k}"] = alone[k] - best[k]
     out["goal_met"] = all(out[f"final_minus_baseline_{k}"] >= GOAL for k in ("micro_f1", "macro_f1")) and \
         out["transformer_minus_baseline_micro_f1"] >= 0
     return out
@@ -132,6 +138,8 @@ def main(argv=None) -> int:
     ap.add_argument("--head-lr", type=positive_float, help="override the peak learning rate of the classifier head")
     ap.add_argument("--pos-weight", type=positive_float, help="override the cap of the per-label BCE pos_weight")
     ap.add_argument("--train-layers", type=train_layers_arg, help="override the layers fine-tuned (all, auto, N)")
+    ap.add_argument("--seed", type=int_at_least(0, 2**32 - 1), help="override the random seed (runs of one setting "
+                    "under several seeds show how much of a difference is noise)")
     ap.add_argument("--work", type=Path, default=config.ROOT / "bench" / "results" / "work", help="scratch dir")
     ap.add_argument("--out", type=Path, default=config.ROOT / "bench" / "results" / "accuracy.json", help="JSON output")
     args = ap.parse_args(argv)
@@ -143,7 +151,7 @@ def main(argv=None) -> int:
         return 2
     overrides = {k: v for k, v in (("max_length", args.max_length), ("epochs", args.epochs), ("lr", args.lr),
                                    ("head_lr", args.head_lr), ("pos_weight", args.pos_weight),
-                                   ("train_layers", args.train_layers)) if v}
+                                   ("train_layers", args.train_layers), ("seed", args.seed)) if v is not None}
     runs = []
     for p in paths:
         print(f"== {p} (budget {args.time_budget:.0f}s)")

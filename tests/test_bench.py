@@ -73,12 +73,15 @@ def test_bench_accuracy_reports_ours_against_the_baseline(tmp_path):
     proc = run("bench.accuracy", "--data", str(config.SAMPLE_DIR / "books.csv"), "--time-budget", "2m",
                "--max-length", "32", "--epochs", "1", "--work", str(tmp_path / "work"), "--out", str(out), timeout=1200)
     [result] = json.loads(out.read_text())["runs"]
-    assert {"baseline", "baseline_global", "transformer", "final"} <= set(result["results"])
+    assert {"baseline", "baseline_global", "transformer", "transformer_global", "final"} <= set(result["results"])
     for metrics in result["results"].values():
         assert {"micro_f1", "macro_f1", "samples_f1"} <= set(metrics) and 0 <= metrics["micro_f1"] <= 1
     res, g = result["results"], result["margins"]
     best = max(res["baseline"]["micro_f1"], res["baseline_global"]["micro_f1"])
     assert g["final_minus_baseline_micro_f1"] == pytest.approx(res["final"]["micro_f1"] - best)
+    alone = max(res["transformer"]["micro_f1"], res["transformer_global"]["micro_f1"])   # held to the same rule
+    assert g["transformer_minus_baseline_micro_f1"] == pytest.approx(alone - best)
+    assert "one global threshold |" in proc.stdout and "transformer alone, whole document, one global" in proc.stdout
     assert "| books (" in proc.stdout and "against the strongest baseline" in proc.stdout
     curve = result["train"]["valid_curve"]     # time to accuracy: measured while training, plotted beside the JSON
     assert len(curve) >= 2 and curve[-1]["step"] == result["train"]["steps"]

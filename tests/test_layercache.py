@@ -191,17 +191,24 @@ def csv_rows(model_dir: Path) -> list[str]:
     return pd.read_csv(Path(data) / "dataset.csv")["split"].tolist()
 
 
-def test_auto_trains_every_layer_when_a_full_epoch_fits_and_the_top_third_when_not(tiny_backbone, tiny_data):  # noqa: F811
-    import time
-
-    from training import devices, layercache, train
+def _auto_inputs(tiny_data, tiny_backbone):
+    """Settings, loaded run and serving encoder for deciding `--train-layers auto` on the tiny data."""
+    from training import train
     from training.inference import text_encoder
 
     s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=32, pooling="mean",
                             quiet=True)
     run = train._load(s, Path("."), lambda *a: None)
+    return s, run, text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s))
+
+
+def test_auto_trains_every_layer_when_a_full_epoch_fits_and_the_top_third_when_not(tiny_backbone, tiny_data):  # noqa: F811
+    import time
+
+    from training import devices, layercache, train
+
+    s, run, encoder = _auto_inputs(tiny_data, tiny_backbone)
     rt = devices.resolve_runtime("cpu", "fp32")
-    encoder = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s))
     roomy = train._plan_layers(run, s, rt, encoder, 0.0, time.time() + 3600, lambda *a: None)
     assert roomy.n_frozen is None and roomy.why.startswith("auto: a full fine-tune fits")
     tight = train._plan_layers(run, s, rt, encoder, 0.0, time.time() + 0.05, lambda *a: None)
@@ -216,12 +223,8 @@ def test_auto_wants_two_full_epochs_before_it_fine_tunes_every_layer(tiny_backbo
     import time
 
     from training import devices, layercache, train
-    from training.inference import text_encoder
 
-    s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=32, pooling="mean",
-                            quiet=True)
-    run = train._load(s, Path("."), lambda *a: None)
-    encoder = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s))
+    s, run, encoder = _auto_inputs(tiny_data, tiny_backbone)
     monkeypatch.setattr(layercache, "train_step_seconds", lambda *a, **k: 10.0)   # a slow machine, made exact
     steps = len(run.texts["train"]) // s.batch_size
     plan = train._plan_layers(run, s, devices.resolve_runtime("cpu", "fp32"), encoder, 0.0,

@@ -799,7 +799,7 @@ def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPl
 # auto: fine-tune every layer when the budget fits at least this many epochs of it. Not 1: a one-cycle run needs
 # a few epochs (the cached top layers' valid loss levels off after 3-4 on CMU), and CMU's full fine-tune timed at
 # 0.48-0.92 epoch on the 2-core machines measured, close enough to 1 that a slightly faster CPU would have swapped
-# six epochs of the top layers for one of the whole model. StackOverflow titles fit 2.6-3.9 and stay full.
+# six epochs of the top layers for one of the whole model. StackOverflow titles fit 2.6-5.4 and stay full.
 AUTO_MIN_FULL_EPOCHS = 2.0
 
 
@@ -807,8 +807,8 @@ def _plan_layers(run: _Run, s: TrainSettings, rt: devices.Runtime, encoder, rese
                  log) -> _LayerPlan:
     """--train-layers resolved: `all`, a number, or `auto`, which fine-tunes every layer unless a time budget is
     set and AUTO_MIN_FULL_EPOCHS (2) epochs of that would not fit in it (timed on a real step); then it trains
-    the top third of the layers from a cache. The windows cached per document: up to all of them (--max-windows), one with
-    --train-windows first; with a budget, caching may take CACHE_SHARE of the time left (`_cached_dls` times the
+    the top third of the layers from a cache. The windows cached per document: up to all of them
+    (--max-windows), one with --train-windows first; with a budget, caching may take CACHE_SHARE of the time left (`_cached_dls` times the
     first windows and keeps as many more as that allows)."""
     from training import layercache
 

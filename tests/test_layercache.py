@@ -233,6 +233,45 @@ def test_auto_wants_two_full_epochs_before_it_fine_tunes_every_layer(tiny_backbo
     assert f"{epochs_that_fit:.2f} epoch" in plan.why      # the timing the decision was made on, for metrics.json
 
 
+
+def test_the_full_step_is_timed_where_and_in_the_precision_training_will_run_it(tiny_backbone, tiny_data,  # noqa: F811
+                                                                               monkeypatch):
+    # A step timed on the CPU in fp32 said 1.33 s on an H200 (a fraction of that there), so auto cached what a
+    # GPU fine-tunes whole in minutes; on a bf16 CPU the fp32 timing was 1.7x the autocast step training takes.
+    import time
+    from dataclasses import replace
+
+    from training import devices, layercache, train
+
+    s, run, encoder = _auto_inputs(tiny_data, tiny_backbone)
+    seen = []
+    monkeypatch.setattr(layercache, "train_step_seconds",
+                        lambda *a, **k: seen.append(a[5:] + tuple(k.values())) or 0.001)
+    fp32 = devices.resolve_runtime("cpu", "fp32")
+    for rt in (fp32, replace(fp32, precision="bf16")):
+        train._plan_layers(run, s, rt, encoder, 0.0, time.time() + 3600, lambda *a: None)
+    assert seen == [("cpu", None), ("cpu", torch.bfloat16)]
+
+
+def test_timing_a_step_runs_it_under_autocast_and_leaves_the_model_as_it_found_it(tiny_backbone):
+    from training import layercache
+
+    model = _model(tiny_backbone, "mean")
+    encoder = _encoder(tiny_backbone, model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    autocast = []
+    hook = model.register_forward_hook(
+        lambda m, i, o: autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+    seconds = {dtype: layercache.train_step_seconds(model, encoder, encoder.encode(TEXTS), 4, len(LABELS), "cpu",
+                                                    dtype) for dtype in (None, torch.bfloat16)}
+    hook.remove()
+    assert all(0 < t < 60 for t in seconds.values()), seconds
+    assert [on for on, _ in autocast] == [False, False, True, True], autocast   # untimed + timed step each
+    assert [dtype for on, dtype in autocast if on] == [torch.bfloat16] * 2
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "timing must not train"
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "training.train", *args], capture_output=True, text=True,
                           cwd=config.ROOT, timeout=300)

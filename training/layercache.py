@@ -276,21 +276,30 @@ def bytes_per_window(encoded, hidden_size: int) -> float:
     return float(np.mean(tokens)) * hidden_size * torch.finfo(CACHE_DTYPE).bits / 8 if tokens else 0.0
 
 
-def train_step_seconds(model, encoder, encoded, batch_size: int, n_labels: int) -> float:
+def train_step_seconds(model, encoder, encoded, batch_size: int, n_labels: int, device=None,
+                       autocast_dtype=None) -> float:
     """Seconds of one full fine-tuning step (forward, BCE loss, backward) on `batch_size` windows of `encoded`
-    spread over the data, timed after one untimed step; the gradients are cleared after."""
+    spread over the data, timed after one untimed step, where and how training will run it: on `device` (the
+    model is moved there and back) under `autocast_dtype` autocast (None: fp32). The gradients are cleared after."""
+    device = torch.device(device or "cpu")
     pick = np.linspace(0, len(encoded.windows) - 1, min(batch_size, len(encoded.windows))).astype(int)
     feeds = encoder.feeds([encoded.windows[i] for i in pick])
-    inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
-    target = torch.zeros(len(pick), n_labels)
-    was = model.training
-    model.train()
+    inputs = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
+    target = torch.zeros(len(pick), n_labels, device=device)
+    was, home = model.training, next(model.parameters()).device
+    model.to(device).train()
     took = math.inf
-    for _ in range(2):
-        t = time.perf_counter()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**inputs).logits, target)
-        loss.backward()
-        took = time.perf_counter() - t
-    model.zero_grad(set_to_none=True)
-    model.train(was)
+    try:
+        for _ in range(2):
+            t = time.perf_counter()
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                logits = model(**inputs).logits
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+            loss.backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            took = time.perf_counter() - t
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.to(home).train(was)
     return took

@@ -734,6 +734,13 @@ def build_learner(run: _Run, s: TrainSettings, rt: devices.Runtime | None = None
     return learn, n_groups, rt
 
 
+def _autocast_dtype(rt: devices.Runtime):
+    """The autocast dtype of `rt`'s precision (None: fp32)."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(rt.precision)
+
+
 def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPlan, log):
     """Run the frozen layers once over the first window of every training and valid row, timed; then over as many
     more training windows a document (up to `plan.per_row`, spread over the text) as memory and the rest of
@@ -758,7 +765,7 @@ def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPl
                          f"than half of the {available / 2**30:.1f} GiB available: use --train-layers all, "
                          f"--max-train-rows, or a shorter --max-length")
     device = torch.device(rt.torch_device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(rt.precision)
+    dtype = _autocast_dtype(rt)
     limit = "" if plan.cache_seconds is None else f", as many as {plan.cache_seconds:.0f} s of caching allow"
     log(f"  layer cache: {plan.n_frozen} frozen layers over the first window of {len(enc['train'])} training and "
         f"{n['valid']} valid documents, then up to {plan.per_row} windows a training document{limit} "
@@ -825,7 +832,9 @@ def _plan_layers(run: _Run, s: TrainSettings, rt: devices.Runtime, encoder, rese
             return _LayerPlan(why="auto: the backbone is not BERT-like")
         local = _per_process(s, len(run.parts["train"]), rt)
         first = encoder.encode(run.texts["train"][: max(local.batch_size * 8, 64)])
-        step = layercache.train_step_seconds(run.model, encoder, first, local.batch_size, len(run.labels))
+        # timed where and how it would train: a CPU-timed step said 1.33 s on a GPU that takes a fraction of it
+        step = layercache.train_step_seconds(run.model, encoder, first, local.batch_size, len(run.labels),
+                                             rt.torch_device, _autocast_dtype(rt))
         steps = max(1, len(run.texts["train"]) // s.batch_size)
         left = deadline - time.time() - reserved
         fits = left / (step * steps)

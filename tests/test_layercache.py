@@ -119,10 +119,84 @@ def test_random_rows_read_every_cached_window_of_a_long_document_over_the_epochs
     cache = build_cache(model, 1, encoder, encoded, picked, batch_size=8, device=torch.device("cpu"))
     rows = CachedRows(cache, np.zeros((len(TEXTS), len(LABELS))), random=True, seed=1)
     long = int(np.argmax(encoded.n_windows))
-    seen = {id(rows[long][0]) for _ in range(200)}
+    seen = set()
+    for _ in range(200):   # an epoch each: the bucketing DataLoader draws the windows before it orders the rows
+        rows.draw()
+        seen.add(id(rows[long][0]))
     assert seen == {id(cache.hidden[j]) for j in cache.rows[long]}
     first_only = CachedRows(cache, np.zeros((len(TEXTS), len(LABELS))), random=False, seed=1)
-    assert {id(first_only[long][0]) for _ in range(20)} == {id(cache.hidden[cache.rows[long][0]])}
+    assert {id(first_only[long][0]) for _ in range(20) if first_only.draw() is None} == \
+        {id(cache.hidden[cache.rows[long][0]])}
+
+
+def _varied_cache(n_rows: int, seed: int = 0):
+    """A cache shaped like CMU's: 1 to 8 windows a row, most windows full (256 tokens), each row's last one and
+    short documents' only one shorter; every token of row r's windows holds r, so a batch says whose rows it read."""
+    from training.layercache import Cache
+
+    rng = np.random.default_rng(seed)
+    hidden, rows = [], []
+    for r in range(n_rows):
+        n = int(rng.integers(1, 9))
+        lengths = [256] * (n - 1) + [int(rng.integers(8, 257))]
+        rows.append(list(range(len(hidden), len(hidden) + n)))
+        hidden += [torch.full((t, 2), float(r), dtype=torch.float16) for t in lengths]
+    return Cache(hidden, rows)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_bucketing_keeps_every_row_once_in_full_batches_and_the_partial_one_last(seed):
+    import random
+
+    from training.layercache import bucketed
+
+    rng = random.Random(seed)   # random sizes and lengths, a fixed seed each: a failure names its case
+    lengths = [rng.randint(1, 300) for _ in range(rng.choice([0, 1, 15, 16, 17, rng.randint(0, 2000)]))]
+    batch_size = rng.randint(1, 20)
+    idxs = random.Random(seed).sample(range(len(lengths)), len(lengths))
+    out = bucketed(idxs, lengths.__getitem__, batch_size, random.Random(seed).shuffle)
+    assert sorted(out) == sorted(idxs)
+    batches = [out[i:i + batch_size] for i in range(0, len(out), batch_size)]
+    assert all(len(b) == batch_size for b in batches[:-1])
+    # no batch pads more than sorting the rows it was cut from demands: within a run of batches sorted together,
+    # a batch's rows are contiguous in length order
+    for b in batches:
+        lo, hi = min(lengths[i] for i in b), max(lengths[i] for i in b)
+        run = next(idxs[c:c + batch_size * 50] for c in range(0, len(idxs), batch_size * 50)
+                   if b[0] in idxs[c:c + batch_size * 50])
+        assert set(b) <= set(run)
+        assert sum(lo < lengths[i] < hi for i in run if i not in b) == 0
+
+
+def test_the_training_batches_read_each_row_once_an_epoch_and_pad_far_less_than_random_ones():
+    from fastai.data.load import DataLoader
+
+    from training.layercache import CachedRows, cached_dls, collate
+
+    cache = _varied_cache(1000)
+    y = np.arange(1000, dtype=np.float32)[:, None]
+    dls = cached_dls(CachedRows(cache, y, random=True, seed=0), CachedRows(cache, y, random=False, seed=0), 16,
+                     64, seed=0)
+
+    def epoch(dl):
+        rows, padded, real = [], 0, 0
+        for (hidden, mask), target in dl:
+            ids = target[:, 0].long().tolist()
+            assert hidden[:, 0, 0].tolist() == ids and len(set(ids)) == len(ids)   # each item is its own row
+            rows += ids
+            padded, real = padded + mask.numel(), real + int(mask.sum())
+        return rows, real / padded
+
+    seen = [epoch(dls.train) for _ in range(3)]
+    for rows, _ in seen:
+        assert len(rows) == len(set(rows)) == 1000 - 1000 % 16       # every row at most once, last partial dropped
+    assert len({tuple(rows) for rows, _ in seen}) == 3                 # a new order each epoch
+    random_rows = CachedRows(cache, y, random=True, seed=0)
+    plain = DataLoader(random_rows, bs=16, shuffle=True, drop_last=True, create_batch=collate, num_workers=0)
+    random_rows.draw()
+    _, random_fill = epoch(plain)
+    bucketed_fill = np.mean([fill for _, fill in seen])
+    assert random_fill < 0.85 and bucketed_fill > random_fill + 0.1, (random_fill, bucketed_fill)
 
 
 def test_windows_are_picked_from_first_to_last_within_the_budget():

@@ -224,20 +224,28 @@ def build_cache(model, n_frozen: int, encoder, encoded, picked: list[list[int]],
 
 
 class CachedRows:
-    """A training (or valid) set over the cache: row i gives (one of its cached windows, its label vector); a
-    random one each time when `random` (fastai asks once per epoch), else its first."""
+    """A training (or valid) set over the cache: row i gives (its window this epoch, its label vector). `draw()`
+    picks the epoch's windows: a random one of each row's cached windows when `random`, else its first."""
 
     def __init__(self, cache: Cache, y: np.ndarray, random: bool, seed: int):
         self.cache, self.y, self.random = cache, np.asarray(y, dtype=np.float32), random
         self.rng = np.random.default_rng(seed)
+        self.picked = [ws[0] for ws in cache.rows]
+
+    def draw(self) -> None:
+        """New windows for the next epoch (the bucketing DataLoader calls it before it orders the rows)."""
+        if self.random:
+            self.picked = [ws[int(self.rng.integers(len(ws)))] if len(ws) > 1 else ws[0] for ws in self.cache.rows]
+
+    def length(self, i: int) -> int:
+        """Tokens in row i's window this epoch."""
+        return int(self.cache.hidden[self.picked[i]].shape[0])
 
     def __len__(self) -> int:
         return len(self.cache.rows)
 
     def __getitem__(self, i):
-        ws = self.cache.rows[i]
-        j = ws[int(self.rng.integers(len(ws)))] if self.random and len(ws) > 1 else ws[0]
-        return self.cache.hidden[j], self.y[i]
+        return self.cache.hidden[self.picked[i]], self.y[i]
 
 
 def collate(items) -> tuple:
@@ -252,12 +260,38 @@ def collate(items) -> tuple:
     return (hidden, mask), torch.from_numpy(np.stack([y for _, y in items]))
 
 
+BUCKET_BATCHES = 50   # batches whose rows are sorted by window length together (fastai's SortedDL uses 50 too)
+
+
+def bucketed(idxs: list, length, batch_size: int, shuffle) -> list:
+    """`idxs` (already shuffled) reordered into batches of similar lengths: each run of BUCKET_BATCHES batches'
+    rows sorted by `length`, cut into batches, the full batches shuffled by `shuffle` and the one partial batch
+    (if any) kept last, where `drop_last` finds it. The same rows, each once."""
+    n = batch_size * BUCKET_BATCHES
+    batches = []
+    for c in range(0, len(idxs), n):
+        part = sorted(idxs[c:c + n], key=length)
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    full = [b for b in batches if len(b) == batch_size]
+    shuffle(full)
+    return [i for b in full + [b for b in batches if len(b) < batch_size] for i in b]
+
+
 def cached_dls(train: CachedRows, valid: CachedRows, batch_size: int, eval_batch_size: int, seed: int):
-    """fastai DataLoaders over the cached rows: shuffled, last partial batch dropped (as blurr's are)."""
+    """fastai DataLoaders over the cached rows: training batches shuffled and length-bucketed (each epoch draws
+    its windows, then batches windows of similar length: a random batch pads to its longest window, and one
+    random window per CMU summary left 25% of the padded tokens padding; bucketed batches pad ~25% fewer),
+    the last partial batch dropped (as blurr's are); valid in order."""
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
 
-    dl_train = DataLoader(train, bs=batch_size, shuffle=True, drop_last=True, create_batch=collate, num_workers=0)
+    class BucketedDL(DataLoader):
+        def get_idxs(self):
+            self.dataset.draw()
+            idxs = super().get_idxs()
+            return bucketed(list(idxs), self.dataset.length, self.bs, self.rng.shuffle) if self.shuffle else idxs
+
+    dl_train = BucketedDL(train, bs=batch_size, shuffle=True, drop_last=True, create_batch=collate, num_workers=0)
     dl_valid = DataLoader(valid, bs=eval_batch_size, shuffle=False, drop_last=False, create_batch=collate,
                           num_workers=0)
     torch.manual_seed(seed)

@@ -4,10 +4,11 @@ logistic-regression baseline, on the same deduplicated, stratified split, in one
     python -m bench.accuracy                                   # both ../shared data sets, 25 min budget each
     python -m bench.accuracy --data ../shared/data/cmu_book_summaries.jsonl.gz --time-budget 10m
     python -m bench.accuracy --data data/sample/books.csv --time-budget 5m --out bench/results/acc_sample.json
+    python -m bench.accuracy --data blurbs.jsonl.gz --min-label-freq 4     # keep every label with 4+ rows
 
-Each data set goes through `training.prepare` (min label frequency 1%, 80/10/10) and `training.train` with
-its default settings (the same for every data set: windows of 256 tokens, whole documents read at evaluation)
-and the time budget. Thresholds, the window pooling and the blend weight are tuned on `valid`; every number
+Each data set goes through `training.prepare` (min label frequency 1% unless `--min-label-freq` says otherwise,
+80/10/10) and `training.train` with its default settings (the same for every data set: windows of 256 tokens,
+whole documents read at evaluation) and the time budget. Thresholds, the window pooling and the blend weight are tuned on `valid`; every number
 below is on `test`. Rows: the TF-IDF baseline with per-label and with one global threshold (the strongest of
 the two on each metric is the bar), the transformer alone reading the first window and the whole document (the
 latter with both threshold variants too: it is held to the same rule), and the shipped model. Prints a table
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 import config
-from deployment.cli_types import int_at_least, positive_float
+from deployment.cli_types import int_at_least, non_negative_float, positive_float
 from training import prepare
 from training.train import TrainSettings, parse_duration, positive_duration, train, train_layers_arg
 
@@ -41,7 +42,8 @@ def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -
     opts = dict(overrides)
     processed = work / "processed" / name
     t0 = time.time()
-    args = ["--input", str(path), "--out", str(processed), "--min-label-freq", "0.01"]
+    min_freq = f"{opts.get('min_label_freq', 0.01):g}"
+    args = ["--input", str(path), "--out", str(processed), "--min-label-freq", min_freq]
     if opts.get("text_col"):
         args += ["--text-col", opts["text_col"]]
     if prepare.main(args) != 0:
@@ -140,6 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-layers", type=train_layers_arg, help="override the layers fine-tuned (all, auto, N)")
     ap.add_argument("--seed", type=int_at_least(0, 2**32 - 1), help="override the random seed (runs of one setting "
                     "under several seeds show how much of a difference is noise)")
+    ap.add_argument("--min-label-freq", type=non_negative_float, default=0.01,
+                    help="labels kept by training.prepare: < 1 a share of the rows, >= 1 a row count (default 0.01)")
     ap.add_argument("--work", type=Path, default=config.ROOT / "bench" / "results" / "work", help="scratch dir")
     ap.add_argument("--out", type=Path, default=config.ROOT / "bench" / "results" / "accuracy.json", help="JSON output")
     args = ap.parse_args(argv)
@@ -152,6 +156,7 @@ def main(argv=None) -> int:
     overrides = {k: v for k, v in (("max_length", args.max_length), ("epochs", args.epochs), ("lr", args.lr),
                                    ("head_lr", args.head_lr), ("pos_weight", args.pos_weight),
                                    ("train_layers", args.train_layers), ("seed", args.seed)) if v is not None}
+    overrides["min_label_freq"] = args.min_label_freq
     runs = []
     for p in paths:
         print(f"== {p} (budget {args.time_budget:.0f}s)")

@@ -71,8 +71,12 @@ def test_bench_train_speed_times_fastai_and_a_plain_loop_on_the_same_batches(tmp
 def test_bench_accuracy_reports_ours_against_the_baseline(tmp_path):
     out = tmp_path / "accuracy.json"
     proc = run("bench.accuracy", "--data", str(config.SAMPLE_DIR / "books.csv"), "--time-budget", "2m",
-               "--max-length", "32", "--epochs", "1", "--work", str(tmp_path / "work"), "--out", str(out), timeout=1200)
+               "--max-length", "32", "--epochs", "1", "--min-label-freq", "40", "--work", str(tmp_path / "work"),
+               "--out", str(out), timeout=1200)
     [result] = json.loads(out.read_text())["runs"]
+    report = json.loads((tmp_path / "work" / "processed" / "books" / "report.json").read_text())
+    assert report["settings"]["min_label_freq"] == 40                      # the labels kept: 40 rows or more
+    assert min(report["label_frequencies"]["all"].values()) >= 40 and report["labels_out"] < report["labels_in"]
     assert {"baseline", "baseline_global", "transformer", "transformer_global", "final"} <= set(result["results"])
     for metrics in result["results"].values():
         assert {"micro_f1", "macro_f1", "samples_f1"} <= set(metrics) and 0 <= metrics["micro_f1"] <= 1
@@ -102,6 +106,7 @@ def test_bench_accuracy_reports_ours_against_the_baseline(tmp_path):
     (["bench.train_speed", "--max-length", "4"], "argument --max-length: must be an integer >= 8, got '4'"),
     (["bench.accuracy", "--time-budget", "0"], "argument --time-budget: must be a duration above zero"),
     (["bench.accuracy", "--epochs", "nan"], "argument --epochs: must be a number > 0 (a finite number), got 'nan'"),
+    (["bench.accuracy", "--min-label-freq", "-1"], "argument --min-label-freq: must be a number >= 0"),
 ])
 def test_bench_numeric_options_are_checked_at_the_parser(argv, message):
     proc = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, cwd=config.ROOT, timeout=120)

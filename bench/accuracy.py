@@ -8,11 +8,12 @@ logistic-regression baseline, on the same deduplicated, stratified split, in one
 
 Each data set goes through `training.prepare` (min label frequency 1% unless `--min-label-freq` says otherwise,
 80/10/10) and `training.train` with its default settings (the same for every data set: windows of 256 tokens,
-whole documents read at evaluation) and the time budget. Thresholds, the window pooling and the blend weight are tuned on `valid`; every number
-below is on `test`. Rows: the TF-IDF baseline with per-label and with one global threshold (the strongest of
-the two on each metric is the bar), the transformer alone reading the first window and the whole document (the
-latter with both threshold variants too: it is held to the same rule), and the shipped model. Prints a table
-and the margins over the strongest baseline, writes JSON (default bench/results/accuracy.json).
+whole documents read at evaluation) and the time budget. Thresholds, the window pooling and the blend weight are
+tuned on `valid`; every number below is on `test`. Rows: the TF-IDF baseline with per-label and with one global
+threshold (the strongest of the two on each metric is the bar), the transformer alone reading the first window
+and the whole document (the latter with both threshold variants too: it is held to the same rule), and the
+shipped model. Prints a table and the margins over the strongest baseline, writes JSON (default
+bench/results/accuracy.json).
 """
 from __future__ import annotations
 

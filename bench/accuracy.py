@@ -62,6 +62,7 @@ def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -
     return {"data": str(path), "name": name, "prepare_seconds": round(prep_s, 1), "settings": s.__dict__,
             "rows": {k: report.get("split_sizes", {}).get(k) for k in ("train", "valid", "test")},
             "n_labels": len(m["labels"]), "train": m["train"], "blend_weight": m["blend_weight"],
+            "blend_space": m.get("blend_space"), "blend_label_weights": m.get("blend_label_weights"),
             "windows": m.get("windows"), "results": results}
 
 

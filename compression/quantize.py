@@ -32,7 +32,7 @@ from compression.export import (OPSET, CompressionError, ModelDir, export_onnx, 
 from deployment.cli_types import int_at_least
 from deployment.encoding import Encoded, TextEncoder, Windows
 from deployment.predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Predictor, load_session, session_options
-from deployment.scoring import LinearComponent, blend, sigmoid
+from deployment.scoring import LinearComponent, sigmoid
 from deployment.files import OutputError, replace_dir
 
 PARITY_TOL = 1e-4                     # max |p_onnx_fp32 - p_pytorch| allowed
@@ -159,7 +159,10 @@ def _bundle_info(md: ModelDir, dest: Path, tok_files: list[str], command: str) -
     inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if md.uses_token_type_ids else [])
     linear = None
     if md.linear is not None:
-        linear = {"weight": float(json.loads((md.linear / "linear.json").read_text())["weight"])}
+        spec = json.loads((md.linear / "linear.json").read_text())
+        linear = {"weight": float(spec["weight"]), "blend_space": spec.get("blend_space", "probability")}
+        if spec.get("label_weights") is not None:
+            linear["label_weights"] = dict(zip(md.labels, spec["label_weights"]))
     return {
         "format_version": 1,
         "labels": md.labels,
@@ -248,7 +251,7 @@ def _model_card(info: dict, ev: dict) -> str:
                f"{win['max_windows']} per text, logits pooled by {win['pooling']})" if win["max_windows"] > 1
                else f"up to {info['max_length']} tokens")
     lines += ["", f"Global threshold: {info['global_threshold']:.3f}. Texts are read {reading}"
-              + (f"; a TF-IDF + logistic-regression component is blended in with weight {info['linear']['weight']}."
+              + (f"; a TF-IDF + logistic-regression component is blended in {_blend_words(info['linear'])}."
                  if info["linear"] else "."), "", "## Metrics (test split)", ""]
     model_metrics = (info["metrics"] or {}).get("model") or {}
     if model_metrics:
@@ -422,7 +425,7 @@ def _measure(staged: Staged, ev_texts: "rep.EvalTexts", runners: dict, paths: di
     served decision (the blend when there is a linear part) with the tuned thresholds."""
     texts, encoded = ev_texts.texts, staged.encoder.encode(ev_texts.texts)
     linear_p = staged.linear.probabilities(texts) if staged.linear is not None else None
-    weight = staged.linear.weight if staged.linear is not None else 0.0
+    blended = staged.linear.blend if staged.linear is not None else (lambda p, _: p)
     thresholds = np.asarray(md.thresholds)
     variants, probs, pt_decided = {}, {}, None
     for name, run in runners.items():
@@ -433,7 +436,7 @@ def _measure(staged: Staged, ev_texts: "rep.EvalTexts", runners: dict, paths: di
             errors[name] = f"{type(exc).__name__}: {exc}"
             continue
         probs[name] = p
-        decided = blend(p, linear_p, weight) >= thresholds
+        decided = blended(p, linear_p) >= thresholds
         v = {"size_bytes": _size(md.weights) if name == "pytorch" else _size(paths[name])}
         if name == "pytorch":
             pt_decided = decided
@@ -602,12 +605,12 @@ def _linear_variants(dense: LinearComponent, work: Path):
             yield LinearVariant(name, keep, dtype, json_path, npz_path, loaded)
 
 
-def _served_decisions(linear: LinearComponent, counts, vocab_of, p_model, weight, thresholds) -> tuple:
+def _served_decisions(linear: LinearComponent, counts, vocab_of, p_model, thresholds) -> tuple:
     """(linear probabilities, blended decisions) of a variant on texts whose counts over the dense vocabulary are
     `counts`; `vocab_of` maps the dense vocabulary onto the variant's."""
     sub = counts.select(vocab_of) if vocab_of is not None else counts
     p_lin = sigmoid(_dense_twin(linear).logits_from_counts(sub)) if linear.sparse else sigmoid(linear.logits_from_counts(sub))
-    return p_lin, blend(p_model, p_lin, weight) >= thresholds
+    return p_lin, linear.blend(p_model, p_lin) >= thresholds
 
 
 def _compress_linear(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m: Measured, ev: dict,
@@ -629,7 +632,7 @@ def _compress_linear(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m:
     chosen_name = ev["chosen"]
     served = {"transformer": chosen_name, "linear": choice["chosen"] if choice else None}
     if ev_texts.y_true is not None:
-        p = blend(m.probs[chosen_name], m.linear_p, staged.linear.weight if staged.linear is not None else 0.0)
+        p = staged.linear.blend(m.probs[chosen_name], m.linear_p) if staged.linear is not None else m.probs[chosen_name]
         served.update(rep.f1_scores(ev_texts.y_true, p >= thresholds))
         pt = ev["variants"]["pytorch"]
         served.update(delta_micro_f1=served["micro_f1"] - pt["micro_f1"],
@@ -665,14 +668,14 @@ def _compress_linear(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m:
 def _choose_linear_variant(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m: Measured, ev: dict,
                            model_path: Path, tmp: Path, num_threads: int | None, max_eval_texts: int | None,
                            thresholds: np.ndarray, progress: Progress) -> dict:
-    dense, weight = staged.linear, staged.linear.weight
+    dense = staged.linear
     valid = _split_texts(md, "valid", max_eval_texts)
     if valid is None:
         return {"chosen": "dense-float32", "tolerance_f1": LINEAR_F1_TOL, "variants": {},
                 "reason": "no valid split in the model's data: the linear part is kept as trained (nothing to choose on)"}
     progress.say(f"linear part: {len(LINEAR_KEEP) * len(LINEAR_DTYPES)} variants, chosen on {valid.source}")
     # The transformer's probabilities on valid, computed as the bundle will serve them (the Predictor's own path).
-    if weight < 1.0:
+    if not dense.transformer_unused:
         server = Predictor(load_session(model_path, num_threads), staged.encoder, staged.info, linear=None)
         p_model_valid = server.probabilities(valid.texts)[0]
     else:
@@ -693,7 +696,7 @@ def _choose_linear_variant(md: ModelDir, staged: Staged, ev_texts: "rep.EvalText
              "terms": len(v.component.terms), "kept_share": v.keep, "dtype": v.dtype,
              "storage": "dense" if not v.component.sparse else "csr"}
         for split, (texts, p_model) in splits.items():
-            p_lin, d = _served_decisions(v.component, counts[split], vocab_of, p_model, weight, thresholds)
+            p_lin, d = _served_decisions(v.component, counts[split], vocab_of, p_model, thresholds)
             if v.name == "dense-float32":
                 decided[split] = d
             else:
@@ -733,8 +736,18 @@ def _choose_linear_variant(md: ModelDir, staged: Staged, ev_texts: "rep.EvalText
     for name, r in rows.items():
         r["chosen"] = name == chosen
     return {"chosen": chosen, "reason": reason, "tolerance_f1": LINEAR_F1_TOL, "chosen_on": valid.source,
-            "reported_on": ev_texts.source if have_test else None, "weight": weight, "variants": rows,
+            "reported_on": ev_texts.source if have_test else None, "weight": dense.weight, "variants": rows,
             "table": _linear_table(rows, chosen, have_test)}
+
+
+def _blend_words(linear: dict) -> str:
+    """How bundle.json's `linear` is blended, in words for the model card."""
+    space = "log-odds" if linear.get("blend_space") == "logit" else "probability"
+    per = linear.get("label_weights")
+    if not per:
+        return f"{space} space with weight {linear['weight']}"
+    return (f"{space} space with a weight per label chosen on valid ({min(per.values()):g} to {max(per.values()):g}; "
+            f"{linear['weight']} for labels too rare to choose one)")
 
 
 def _human_bytes(n: int) -> str:
@@ -781,9 +794,9 @@ def _verify_bundle(tmp: Path, staged: Staged, m: Measured, run, texts: list[str]
     # Same batch on both sides: int8 activations are quantised per batch, so the company a text keeps matters.
     check = final.probabilities(texts)[0]
     encoded = staged.encoder.encode(texts)
-    want = blend(sigmoid(staged.encoder.run(run, encoded, DEFAULT_BATCH_SIZE, max_tokens=DEFAULT_BATCH_TOKENS)),
-                 m.linear_p[:len(texts)] if m.linear_p is not None else None,
-                 staged.linear.weight if staged.linear is not None else 0.0)
+    want = sigmoid(staged.encoder.run(run, encoded, DEFAULT_BATCH_SIZE, max_tokens=DEFAULT_BATCH_TOKENS))
+    if staged.linear is not None:
+        want = staged.linear.blend(want, m.linear_p[:len(texts)])
     if not np.allclose(check, want, atol=1e-5):
         raise CompressionError(f"{tmp / 'model.onnx'}: the written bundle does not reproduce its own evaluation")
 

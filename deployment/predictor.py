@@ -28,11 +28,11 @@ from tokenizers import Tokenizer
 if __package__:   # `deployment.predictor` in the repo
     from . import explain as explaining
     from .encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows
-    from .scoring import BundleError, LinearComponent, blend, read_json, sigmoid
+    from .scoring import BundleError, LinearComponent, read_json, sigmoid
 else:             # the Space: this folder is the root, modules are top-level
     import explain as explaining  # type: ignore[no-redef]
     from encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows  # type: ignore[no-redef]
-    from scoring import BundleError, LinearComponent, blend, read_json, sigmoid  # type: ignore[no-redef]
+    from scoring import BundleError, LinearComponent, read_json, sigmoid  # type: ignore[no-redef]
 
 __all__ = ["BundleError", "InputError", "LinearComponent", "Predictor", "session_options"]
 
@@ -179,13 +179,13 @@ class Predictor:
         """Blended probabilities [n, labels] for already-validated texts, and their encoding (token counts,
         windows read, truncation flags)."""
         encoded = self.encode(texts)
-        if self.linear is not None and self.linear.weight >= 1.0:
+        if self.linear is not None and self.linear.transformer_unused:
             # The blend gives the transformer weight 0 (training found it no help on valid): don't run it.
             return self.linear.probabilities(texts), encoded
         p_model = sigmoid(self.transformer_logits(encoded))
-        p_linear = self.linear.probabilities(texts) if self.linear is not None else None
-        probs = blend(p_model, p_linear, self.linear.weight if self.linear is not None else 0.0)
-        return probs, encoded
+        if self.linear is None:
+            return p_model, encoded
+        return self.linear.blend(p_model, self.linear.probabilities(texts)), encoded
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         """Blended probabilities [n, labels] alone: what explaining re-scores texts with (windows, blend and all)."""

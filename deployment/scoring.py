@@ -4,8 +4,8 @@ One home for each formula, so that the probabilities training tunes thresholds o
 report measures and the ones every server returns are computed by the same lines. It needs only numpy (never
 torch or scikit-learn), so the Space and any server can ship it beside `predictor.py`.
 
-    from deployment.scoring import LinearComponent, blend, sigmoid
-    p = blend(sigmoid(transformer_logits), linear.probabilities(texts), linear.weight)
+    from deployment.scoring import LinearComponent, sigmoid
+    p = linear.blend(sigmoid(transformer_logits), linear.probabilities(texts))
 
 Formats (`linear.json`, `linear.npz`): docs/CONTRACTS.md.
 """
@@ -42,11 +42,28 @@ def sigmoid(x) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -np.asarray(x, dtype=np.float64)))
 
 
-def blend(p_model: np.ndarray, p_linear: np.ndarray | None, weight: float) -> np.ndarray:
-    """The blended probability `w * p_linear + (1 - w) * p_model` (just `p_model` without a linear part)."""
+def logit(p) -> np.ndarray:
+    """The log-odds of probabilities, in float64, clipped to 1e-15 from 0 and 1 (|logit| <= 34.5)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-15, 1.0 - 1e-15)
+    return np.log(p) - np.log1p(-p)
+
+
+BLEND_SPACES = ("probability", "logit")   # linear.json "blend_space"; absent: "probability" (bundles before it)
+
+
+def blend(p_model: np.ndarray, p_linear: np.ndarray | None, weight, space: str = "probability") -> np.ndarray:
+    """The blended probability (just `p_model` without a linear part). `weight` is the linear model's weight, one
+    for every label or one per label (an array [L]). In "probability" space `w * p_linear + (1 - w) * p_model`; in
+    "logit" space `sigmoid(w * logit(p_linear) + (1 - w) * logit(p_model))`, a weighted product of the two models'
+    odds: a label one model is sure of and the other doubts keeps more of the sure one's evidence."""
     if p_linear is None:
         return p_model
-    return weight * p_linear + (1.0 - weight) * p_model
+    w = np.asarray(weight, dtype=np.float64)
+    if space == "probability":
+        return w * p_linear + (1.0 - w) * p_model
+    if space != "logit":
+        raise ValueError(f"blend space must be one of {BLEND_SPACES}, got {space!r}")
+    return sigmoid(w * logit(p_linear) + (1.0 - w) * logit(p_model))
 
 
 COEF_STORAGES = ("dense", "csr")           # linear.json "coef_storage"; absent means "dense" (every bundle before it)
@@ -97,7 +114,11 @@ class LinearComponent:
         values float32/float16, or int8 and a fourth item, the per-label scale [L] (weight = value * scale)."""
         self.source = source
         self.settings = dict(settings)
-        self.weight = float(settings["weight"])
+        self.weight = float(settings["weight"])          # the blend weight of every label without its own
+        self.space = settings.get("blend_space", "probability")
+        per_label = settings.get("label_weights")
+        self.label_weights = (np.full(len(intercept), self.weight) if per_label is None
+                              else np.asarray(per_label, dtype=np.float64))
         self.lowercase = bool(settings.get("lowercase", True))
         self.token_re = re.compile(settings.get("token_pattern", DEFAULT_TOKEN_PATTERN))
         self.ngram_range = tuple(int(n) for n in settings.get("ngram_range", (1, 1)))
@@ -125,6 +146,17 @@ class LinearComponent:
         else:
             # Dense: held as [V, L] so that one text's columns are rows, read contiguously.
             self._dense_t = np.ascontiguousarray(np.asarray(coef, dtype=np.float32).T)
+
+    # ------------------------------------------------------------------ blending
+    def blend(self, p_model: np.ndarray, p_linear: np.ndarray) -> np.ndarray:
+        """The served probability: the transformer's `p_model` blended with this model's `p_linear` as
+        linear.json says (its space, its weight per label)."""
+        return blend(p_model, p_linear, self.label_weights, self.space)
+
+    @property
+    def transformer_unused(self) -> bool:
+        """Every label's weight is 1: the blend is this model alone and the transformer need not run."""
+        return bool(np.all(self.label_weights >= 1.0))
 
     # ------------------------------------------------------------------ coefficients
     @property
@@ -163,6 +195,16 @@ class LinearComponent:
         weight = settings["weight"]
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= float(weight) <= 1.0:
             raise BundleError(f"{json_path}: 'weight' must be a number in [0, 1], got {weight!r}")
+        if settings.get("blend_space", "probability") not in BLEND_SPACES:
+            raise BundleError(f"{json_path}: 'blend_space' must be one of {list(BLEND_SPACES)}, "
+                              f"got {settings.get('blend_space')!r}")
+        per_label = settings.get("label_weights")
+        if per_label is not None and not (
+                isinstance(per_label, list) and len(per_label) == n_labels
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0.0 <= x <= 1.0
+                        for x in per_label)):
+            raise BundleError(f"{json_path}: 'label_weights' must be a list of {n_labels} numbers in [0, 1] "
+                              f"(one per label)")
         if settings.get("norm", "l2") not in ("l2", None):
             raise BundleError(f"{json_path}: unsupported norm {settings.get('norm')!r} (only 'l2' or null)")
         ngram = settings.get("ngram_range", [1, 1])

@@ -153,7 +153,7 @@ def test_linear_part_is_stored_sparse_and_quantised_as_chosen_on_valid(tmp_path)
     bundle = build_bundle(md, tmp_path / "bundle", bench_rounds=0, candidates=["int8"], quiet=True)
     info = json.loads((bundle / "bundle.json").read_text())
     ev = json.loads((bundle / "eval.json").read_text())
-    assert info["linear"] == {"weight": 0.5}
+    assert info["linear"] == {"weight": 0.5, "blend_space": "probability"}   # a model dir from before log-odds
     assert ev["chosen"] == "int8" and "timing skipped" in ev["choice_reason"]
     assert "latency_b1_ms" not in ev["variants"]["int8"]
 
@@ -191,6 +191,33 @@ def test_linear_part_is_stored_sparse_and_quantised_as_chosen_on_valid(tmp_path)
     card = (bundle / "README.md").read_text()
     assert "## Size of the bundle" in card and "| `linear.npz` |" in card and "served by this bundle" in card
     assert choice["chosen"] + " *" in ev["table"]
+
+
+def test_a_log_odds_blend_with_label_weights_is_carried_into_the_bundle_and_served_as_measured(tmp_path):
+    """What training writes now: the bundle's linear part keeps the blend space and the per-label weights through
+    pruning and quantisation, bundle.json and the model card say so, and the Predictor serves that blend (the
+    bundle's own verification, which fails the build otherwise, re-computes eval.json's blend through it)."""
+    from deployment.predictor import Predictor
+
+    md = make_tiny_model_dir(tmp_path / "model", TINY_LABELS, seed=3, with_linear=True)
+    spec = json.loads((md / "linear" / "linear.json").read_text())
+    per_label = [0.2, 0.9, 0.5, 1.0, 0.0]
+    (md / "linear" / "linear.json").write_text(json.dumps({**spec, "blend_space": "logit",
+                                                           "label_weights": per_label}))
+    bundle = build_bundle(md, tmp_path / "bundle", bench_rounds=0, candidates=["int8"], quiet=True)
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert info["linear"] == {"weight": 0.5, "blend_space": "logit", "label_weights": dict(zip(TINY_LABELS, per_label))}
+    served = json.loads((bundle / "linear.json").read_text())
+    assert served["blend_space"] == "logit" and served["label_weights"] == per_label
+    assert "log-odds space with a weight per label" in (bundle / "README.md").read_text()
+    pred = Predictor.from_bundle(bundle)
+    texts = [r["text"] for r in csv_rows(md.parent / "model-data" / "dataset.csv") if r["split"] == "test"]
+    z = pred.transformer_logits(pred.encode(texts)).astype(np.float64)
+    p_lin = np.clip(pred.linear.probabilities(texts), 1e-15, 1 - 1e-15)
+    w = np.array(per_label)
+    want = 1 / (1 + np.exp(-(w * np.log(p_lin / (1 - p_lin)) + (1 - w) * z)))
+    assert np.abs(pred.probabilities(texts)[0] - want).max() < 1e-6
+    assert 0.0 <= json.loads((bundle / "eval.json").read_text())["served"]["micro_f1"] <= 1.0
 
 
 def csv_rows(path: Path) -> list[dict]:

@@ -229,7 +229,9 @@ def test_numpy_tfidf_logistic_regression_matches_scikit_learn():
 
 def test_bundle_with_linear_blends_it_with_the_transformer(linear_bundle):
     pred = Predictor.from_bundle(linear_bundle)
-    assert pred.info["linear"] == {"weight": pred.linear.weight} and 0 < pred.linear.weight < 1
+    # a bundle written before the log-odds blend: linear.json names no space and no per-label weights
+    assert pred.info["linear"] == {"weight": pred.linear.weight, "blend_space": "probability"}
+    assert 0 < pred.linear.weight < 1 and pred.linear.space == "probability"
     transformer = 1 / (1 + np.exp(-pred.transformer_logits(pred.encode(TEXTS)).astype(np.float64)))
     expected = pred.linear.weight * pred.linear.probabilities(TEXTS) + (1 - pred.linear.weight) * transformer
     blended, _ = pred.probabilities(TEXTS)
@@ -397,6 +399,70 @@ def test_a_blend_weight_of_one_skips_the_transformer(linear_bundle, tmp_path):
     probs, encoded = pred.probabilities(TEXTS + [LONG_TEXT])
     assert calls == [] and np.abs(probs - pred.linear.probabilities(TEXTS + [LONG_TEXT])).max() == 0
     assert encoded.truncated[-1] and encoded.n_tokens[-1] > pred.max_length
+
+
+def _logit(p):
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return np.log(p / (1 - p))
+
+
+def test_a_log_odds_blend_with_a_weight_per_label_is_served_as_linear_json_says(linear_bundle, tmp_path):
+    bundle = copy_bundle(linear_bundle, tmp_path / "b")
+    spec = json.loads((bundle / "linear.json").read_text())
+    per_label = [round(0.1 + 0.8 * j / (len(TINY_LABELS) - 1), 3) for j in range(len(TINY_LABELS))]
+    per_label[0] = 1.0   # one label read from the linear model alone, one from the transformer alone
+    per_label[-1] = 0.0
+    (bundle / "linear.json").write_text(json.dumps({**spec, "blend_space": "logit", "label_weights": per_label}))
+    pred = Predictor.from_bundle(bundle)
+    texts = TEXTS + [LONG_TEXT]
+    z = pred.transformer_logits(pred.encode(texts)).astype(np.float64)
+    p_lin = pred.linear.probabilities(texts)
+    w = np.array(per_label)
+    expected = 1 / (1 + np.exp(-(w * _logit(p_lin) + (1 - w) * z)))
+    probs, _ = pred.probabilities(texts)
+    assert np.abs(probs - expected).max() < 1e-6
+    assert np.abs(probs[:, 0] - p_lin[:, 0]).max() < 1e-9
+    assert np.abs(probs[:, -1] - 1 / (1 + np.exp(-z[:, -1]))).max() < 1e-6
+    # the same bundle read as a probability blend would serve other scores: the space is really used
+    assert np.abs(probs - (w * p_lin + (1 - w) / (1 + np.exp(-z)))).max() > 1e-3
+    for row, r in enumerate(pred.predict(texts)):   # the same batch (int8 activations are quantised per call)
+        by_label = {s["label"]: s["score"] for s in r["labels"]}
+        assert all(abs(by_label[lab] - probs[row, j]) < 1e-9 for j, lab in enumerate(pred.labels))
+
+
+def test_the_transformer_is_skipped_only_when_every_label_weight_is_one(linear_bundle, tmp_path):
+    bundle = copy_bundle(linear_bundle, tmp_path / "b")
+    spec = json.loads((bundle / "linear.json").read_text())
+    ones = [1.0] * len(TINY_LABELS)
+    (bundle / "linear.json").write_text(json.dumps({**spec, "blend_space": "logit", "label_weights": ones}))
+    pred = Predictor.from_bundle(bundle)
+    calls = []
+    pred.transformer_logits = lambda enc: calls.append(enc)
+    assert np.abs(pred.probabilities(TEXTS)[0] - pred.linear.probabilities(TEXTS)).max() == 0 and calls == []
+    ones[2] = 0.5
+    (bundle / "linear.json").write_text(json.dumps({**spec, "blend_space": "logit", "label_weights": ones}))
+    assert not Predictor.from_bundle(bundle).linear.transformer_unused
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"blend_space": "geometric"}, r"'blend_space' must be one of \['probability', 'logit'\], got 'geometric'"),
+    ({"blend_space": None}, r"'blend_space' must be one of"),
+    ({"label_weights": [0.5]}, r"'label_weights' must be a list of 5 numbers in \[0, 1\]"),
+    ({"label_weights": [0.5] * 6}, r"'label_weights' must be a list of 5"),
+    ({"label_weights": [0.5, 0.5, 0.5, 0.5, 1.5]}, r"'label_weights'"),
+    ({"label_weights": [0.5, 0.5, 0.5, 0.5, float("nan")]}, r"'label_weights'"),
+    ({"label_weights": [0.5, 0.5, 0.5, 0.5, True]}, r"'label_weights'"),
+    ({"label_weights": [0.5, 0.5, 0.5, 0.5, "0.5"]}, r"'label_weights'"),
+    ({"label_weights": {"a": 0.5}}, r"'label_weights'"),
+    ({"label_weights": 0.5}, r"'label_weights'"),
+])
+def test_a_bad_blend_in_linear_json_is_a_bundle_error_naming_it(linear_bundle, tmp_path, edit, match):
+    assert len(TINY_LABELS) == 5
+    bundle = copy_bundle(linear_bundle, tmp_path / "b")
+    spec = json.loads((bundle / "linear.json").read_text())
+    (bundle / "linear.json").write_text(json.dumps({**spec, **edit}))
+    with pytest.raises(BundleError, match=r"linear\.json: " + match):
+        Predictor.from_bundle(bundle)
 
 
 def test_mismatched_linear_weight_between_files_is_a_bundle_error(linear_bundle, tmp_path):

@@ -106,6 +106,34 @@ def test_blend_weights_the_linear_part_and_is_the_identity_without_one():
     assert np.array_equal(blend(p_model, p_linear, 0.0), p_model)
 
 
+def test_a_log_odds_blend_is_a_weighted_sum_of_logits_per_label_and_stays_between_the_two_models():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, n_labels = int(rng.integers(1, 30)), int(rng.integers(1, 8))
+        p_model = rng.random((n, n_labels)) ** rng.uniform(0.2, 5)    # some near 0 and near 1
+        p_linear = rng.random((n, n_labels))
+        p_model[rng.random(p_model.shape) < 0.05] = 0.0                 # exact 0 and 1 must not give nan
+        p_linear[rng.random(p_linear.shape) < 0.05] = 1.0
+        w = rng.random(n_labels) if rng.random() < 0.7 else float(rng.random())
+        got = blend(p_model, p_linear, w, "logit")
+        clip = lambda p: np.clip(p, 1e-15, 1 - 1e-15)
+        z = np.asarray(w) * np.log(clip(p_linear) / (1 - clip(p_linear))) + (1 - np.asarray(w)) * np.log(
+            clip(p_model) / (1 - clip(p_model)))
+        assert got.shape == (n, n_labels) and np.all(np.isfinite(got))
+        assert np.allclose(got, 1 / (1 + np.exp(-z)), rtol=0, atol=1e-12)
+        lo, hi = np.minimum(p_model, p_linear), np.maximum(p_model, p_linear)
+        assert np.all(got >= lo - 1e-12) and np.all(got <= hi + 1e-12)
+    p_model, p_linear = np.array([[0.2, 0.8, 0.5]]), np.array([[0.6, 0.4, 0.9]])
+    assert np.allclose(blend(p_model, p_linear, 0.0, "logit"), p_model, rtol=0, atol=1e-14)
+    assert np.allclose(blend(p_model, p_linear, 1.0, "logit"), p_linear, rtol=0, atol=1e-14)
+    per = blend(p_model, p_linear, np.array([0.0, 1.0, 0.5]), "logit")
+    assert np.allclose(per[0, :2], [0.2, 0.4], rtol=0, atol=1e-14) and abs(per[0, 2] - 0.75) < 1e-12   # odds 1 and 9
+    assert np.allclose(blend(p_model, p_linear, np.array([0.25, 0.5, 1.0])),    # per label in probability space too
+                       [[0.3, 0.6, 0.9]])
+    with pytest.raises(ValueError, match="blend space must be one of"):
+        blend(p_model, p_linear, 0.5, "odds")
+
+
 # ---------------------------------------------------------------- encoding
 @pytest.fixture(scope="module")
 def encoder(tiny_bundle) -> TextEncoder:

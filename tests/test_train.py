@@ -132,13 +132,42 @@ def test_micro_f1_at_the_best_threshold_matches_scikit_learn():
 
 def test_blend_component_is_written_when_chosen(trained):
     m = json.loads((trained / "metrics.json").read_text())
+    per_label = m["blend_label_weights"]
+    assert list(per_label) == m["labels"] and all(0.0 <= w <= 1.0 for w in per_label.values())
+    assert m["blend_space"] == "logit"
     if m["final"] == "blend":
         spec = json.loads((trained / "linear" / "linear.json").read_text())
-        assert spec["weight"] == m["blend_weight"] > 0
+        assert spec["weight"] == m["blend_weight"] and spec["blend_space"] == "logit"
+        assert spec["label_weights"] == list(per_label.values()) and max(per_label.values()) > 0
         npz = np.load(trained / "linear" / "linear.npz")
         assert npz["coef"].shape == (len(m["labels"]), len(npz["terms"]))
     else:
-        assert not (trained / "linear").exists() and m["blend_weight"] == 0
+        assert not (trained / "linear").exists() and max(per_label.values()) == 0
+
+
+def test_each_label_gets_the_blend_weight_of_the_model_that_knows_it():
+    """Label 0 is read only by the linear model, label 1 only by the transformer, label 2 by both halves (each
+    sees half its positives), label 3 is too rare in valid to choose for: it keeps the global weight."""
+    from training.metrics import best_label_f1
+    from training.train import BLEND_SPACE, BLEND_WEIGHTS, choose_label_weights
+    from deployment.scoring import blend
+
+    rng = np.random.default_rng(3)
+    n = 400
+    y = np.zeros((n, 4), dtype=bool)
+    y[:, :3] = rng.random((n, 3)) < 0.3
+    y[rng.choice(n, 3, replace=False), 3] = True
+    noise = lambda: rng.uniform(0.05, 0.95, n)
+    sure = lambda col: np.where(col, rng.uniform(0.7, 0.99, n), rng.uniform(0.01, 0.3, n))
+    half = rng.random(n) < 0.5
+    p_model = np.stack([noise(), sure(y[:, 1]), np.where(half, sure(y[:, 2]), 0.5), noise()], 1)
+    p_linear = np.stack([sure(y[:, 0]), noise(), np.where(~half, sure(y[:, 2]), 0.5), noise()], 1)
+    w = choose_label_weights(p_model, p_linear, y, 0.3, min_support=5)
+    assert w.shape == (4,) and w[0] >= 0.7 and w[1] <= 0.3 and 0.2 <= w[2] <= 0.8 and w[3] == 0.3
+    f1 = np.stack([best_label_f1(blend(p_model, p_linear, v, BLEND_SPACE), y) for v in BLEND_WEIGHTS])
+    chosen = best_label_f1(blend(p_model, p_linear, w, BLEND_SPACE), y)
+    assert np.allclose(chosen[:3], f1[:, :3].max(0))            # each label at its best weight on the grid
+    assert chosen[2] > max(f1[0, 2], f1[-1, 2]) + 0.05           # both halves beat either model alone
 
 
 def test_settings_and_command_describe_the_run(trained, tiny_backbone):

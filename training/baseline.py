@@ -43,8 +43,9 @@ class LinearModel:
     def predict_proba(self, texts) -> np.ndarray:
         return _proba(self.classifier, self.vectorizer.transform(texts))
 
-    def export(self, out_dir: Path, weight: float) -> None:
-        """Write linear.json + linear.npz (docs/CONTRACTS.md): everything a numpy-only server needs.
+    def export(self, out_dir: Path, weight: float, label_weights=None, space: str = "probability") -> None:
+        """Write linear.json + linear.npz (docs/CONTRACTS.md): everything a numpy-only server needs, with how it
+        is blended (`weight`, a weight per label or None, the blend space).
 
         Dense float32, exactly as fitted: this is the reference that `compression.quantize` prunes, stores
         sparse and quantises for the bundle, choosing on `valid` (which it can read; training's export can't
@@ -59,7 +60,9 @@ class LinearModel:
         np.savez_compressed(out_dir / "linear.npz", terms=terms.astype(str), idf=self.vectorizer.idf_.astype(np.float32),
                             coef=coef, intercept=intercept)
         spec = {"lowercase": True, "token_pattern": TOKEN_PATTERN, "ngram_range": [1, self.settings.ngram_max],
-                "sublinear_tf": True, "norm": "l2", "weight": float(weight), "C": self.c,
+                "sublinear_tf": True, "norm": "l2", "weight": float(weight), "blend_space": space,
+                **({"label_weights": [float(w) for w in label_weights]} if label_weights is not None else {}),
+                "C": self.c,
                 "n_features": int(len(vocab)), "coef_storage": "dense", "coef_dtype": "float32"}
         (out_dir / "linear.json").write_text(json.dumps(spec, indent=2))
 

@@ -28,14 +28,17 @@ def text_encoder(tokenizer, model, max_length: int, windows: Windows | None = No
 
 
 @torch.no_grad()
-def window_logits(model, encoder: TextEncoder, encoded: Encoded, batch_size: int = 32, progress=None) -> np.ndarray:
-    """Logits [n_windows, L] for every window of `encoded`, in window order (length-sorted batches inside)."""
+def window_logits(model, encoder: TextEncoder, encoded: Encoded, batch_size: int = 32, progress=None,
+                  autocast: torch.dtype | None = None) -> np.ndarray:
+    """Logits [n_windows, L] for every window of `encoded`, in window order (length-sorted batches inside), on
+    the CPU; under CPU autocast to `autocast` (bfloat16) when given, else in the model's fp32."""
     model.eval()
     batches = encoder.batches(encoded, batch_size, sort=True)
     out = np.zeros((len(encoded.windows), model.config.num_labels), dtype=np.float32)
-    for idx in (progress(batches) if progress else batches):
-        feeds = encoder.feeds([encoded.windows[i] for i in idx])
-        out[idx] = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
+    with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        for idx in (progress(batches) if progress else batches):
+            feeds = encoder.feeds([encoded.windows[i] for i in idx])
+            out[idx] = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
     return out
 
 

@@ -70,13 +70,19 @@ def _f1_curves(probs: np.ndarray, y: np.ndarray, grid: np.ndarray):
     return tp, fp, pos - tp
 
 
-def _best(scores: np.ndarray, grid: np.ndarray) -> float:
+def widest_best(scores: np.ndarray, grid: np.ndarray) -> float:
     """The middle of the widest run of best scores: stabler than the first argmax on small valid sets."""
     best = scores.max()
     idx = np.flatnonzero(np.isclose(scores, best, rtol=0, atol=1e-12))
     runs = np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1)
     run = max(runs, key=len)
     return float(grid[run[len(run) // 2]])
+
+
+def best_label_f1(probs: np.ndarray, y: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """Each label's F1 [L] at its best threshold on the grid."""
+    tp, fp, fn = _f1_curves(np.asarray(probs, dtype=np.float64), y, grid)
+    return _prf(tp, fp, fn)[2].max(0)
 
 
 def tune_thresholds(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], min_support: int = 5,
@@ -87,12 +93,12 @@ def tune_thresholds(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], min
     y = np.asarray(y, dtype=bool)
     tp, fp, fn = _f1_curves(probs, y, grid)
     _, _, micro = _prf(tp.sum(1), fp.sum(1), fn.sum(1))
-    global_t = _best(micro, grid)
+    global_t = widest_best(micro, grid)
     _, _, per_f1 = _prf(tp, fp, fn)
     support = y.sum(0)
     per_label = {}
     for j, lab in enumerate(labels):
-        per_label[lab] = _best(per_f1[:, j], grid) if support[j] >= min_support else global_t
+        per_label[lab] = widest_best(per_f1[:, j], grid) if support[j] >= min_support else global_t
     return {"global": global_t, "per_label": per_label, "min_support": int(min_support),
             "valid_support": {lab: int(s) for lab, s in zip(labels, support)}}
 

@@ -51,8 +51,39 @@ def test_per_label_threshold_falls_back_to_global_for_rare_labels():
     y[0, 1] = 1  # one positive only
     probs = rng.random((40, 2))
     th = tune_thresholds(probs, y, ["common", "rare"], min_support=5)
-    assert th["per_label"]["rare"] == th["global"]
+    assert th["per_label"]["rare"] == th["global"] == th["rare"]   # 1 positive: too few to tune even pooled
     assert th["valid_support"] == {"common": 20, "rare": 1}
+
+
+def test_rare_labels_share_a_threshold_tuned_on_them_pooled():
+    """Labels under min_support positives get one threshold: the best micro-F1 over those labels together (brute
+    force on the grid here), not the global one the common labels set; common labels keep their own."""
+    rng = np.random.default_rng(5)
+    for case in range(30):
+        n, n_common, n_rare = int(rng.integers(60, 200)), int(rng.integers(1, 4)), int(rng.integers(2, 8))
+        y = np.zeros((n, n_common + n_rare), dtype=int)
+        y[:, :n_common] = rng.random((n, n_common)) < 0.3
+        for j in range(n_common, n_common + n_rare):
+            y[rng.choice(n, int(rng.integers(0, 5)), replace=False), j] = 1
+        # common labels score high, rare ones low: the global threshold does not suit the rare ones
+        probs = np.clip(y * rng.uniform(0.2, 0.5) + rng.random(y.shape) * np.where(np.arange(y.shape[1]) < n_common,
+                                                                                       0.7, 0.25), 0, 1)
+        labels = [f"l{j}" for j in range(y.shape[1])]
+        th = tune_thresholds(probs, y, labels, min_support=5)
+        rare = y.sum(0) < 5
+        grid = np.round(np.arange(0.02, 0.981, 0.01), 4)
+        pooled = [f1_score(y[:, rare].ravel(), (probs[:, rare] >= t).ravel(), zero_division=0) for t in grid]
+        if y[:, rare].sum() >= 5:
+            got = f1_score(y[:, rare].ravel(), (probs[:, rare] >= th["rare"]).ravel(), zero_division=0)
+            assert got == pytest.approx(max(pooled)), case
+        else:
+            assert th["rare"] == th["global"], case
+        assert all(th["per_label"][labels[j]] == th["rare"] for j in np.flatnonzero(rare))
+        for j in np.flatnonzero(~rare):
+            best = max(f1_score(y[:, j], probs[:, j] >= t, zero_division=0) for t in grid)
+            assert f1_score(y[:, j], probs[:, j] >= th["per_label"][labels[j]], zero_division=0) == pytest.approx(best)
+    none_rare = tune_thresholds(np.array([[0.9], [0.1]] * 5), np.array([[1], [0]] * 5), ["a"], min_support=5)
+    assert none_rare["rare"] is None
 
 
 def test_tuned_per_label_thresholds_are_optimal_on_the_grid():

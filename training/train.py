@@ -451,8 +451,8 @@ def valid_curve(encoder, encoded, y: np.ndarray, p_linear: np.ndarray | None, po
                      "minutes": round((time.time() - t0 - self.spent) / 60, 2), "transformer_micro_f1": f1,
                      "transformer_threshold": threshold}
             if p_linear is not None:
-                (f1, threshold), weight = max((micro_f1_best_threshold(blend(p, p_linear, w, BLEND_SPACE), y), float(w))
-                                              for w in CURVE_WEIGHTS)
+                (f1, threshold), weight = max(
+                    (micro_f1_best_threshold(blend(p, p_linear, w, BLEND_SPACE), y), float(w)) for w in CURVE_WEIGHTS)
                 point.update(blend_micro_f1=f1, blend_threshold=threshold, blend_weight=weight,
                              linear_micro_f1=linear_f1)
             took = time.perf_counter() - t
@@ -513,8 +513,9 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
 
 # --------------------------------------------------------------------------------------------- blending
 BLEND_SPACE = "logit"   # how training blends (deployment.scoring.blend); bundles before it blended probabilities.
-# On two CMU runs the log-odds blend scored +0.8 / +0.1 micro and +0.4 / +1.1 macro-F1 over the probability blend
-# on test (weights chosen on valid, same models), and a weight per label +1.0 / +0.4 micro and +2.0 / +2.1 macro.
+# Re-scoring saved models (same logits, weights chosen on valid), the log-odds blend with a weight per label beat
+# the probability blend with one weight by +0.5-1.0 micro / +1.6-2.3 macro-F1 on three CMU models and +0.7 / +0.8
+# on 150-label blurbs, and lost 0.7 / 0.6 on StackOverflow titles (README, "Measured on a 2-core CPU").
 BLEND_WEIGHTS = np.round(np.linspace(0, 1, 11), 2)
 
 
@@ -536,8 +537,8 @@ def choose_blend_weight(p_model, p_linear, y_valid, labels, min_support) -> tupl
 def choose_label_weights(p_model, p_linear, y_valid, weight: float, min_support: int) -> np.ndarray:
     """A blend weight per label [L]: the one on the grid whose blend reaches the label's best F1 on valid at its
     own best threshold (as the label's threshold will be tuned), the middle of the widest run of weights that tie;
-    labels with fewer than `min_support` positives in valid keep the global `weight` (as they keep the global
-    threshold). The linear model is the stronger one on some labels and the weaker on others."""
+    labels with fewer than `min_support` positives in valid keep the global `weight` (too few to choose one for
+    each). The linear model is the stronger one on some labels and the weaker on others."""
     from deployment.scoring import blend
     from training.metrics import best_label_f1, widest_best
 
@@ -992,8 +993,8 @@ RESERVE_MARGIN = 1.15      # on the measured evaluation time: a busy machine slo
 
 def forward_seconds_per_window(model, encoder, encoded, batch_size: int, autocast=None, n: int = 64) -> float:
     """Seconds per window of a no-grad forward pass on the CPU (under `autocast`), timed on up to `n` windows of
-    `encoded` spread over the data (full-length windows of long texts and short texts alike): the faster of two passes, the
-    first of which also warms up every batch shape (bf16 kernels are built on first use)."""
+    `encoded` spread over the data (full-length windows of long texts and short texts alike): the faster of two
+    passes, the first of which also warms up every batch shape (bf16 kernels are built on first use)."""
     from deployment.encoding import Encoded
     from training.inference import window_logits
 

@@ -119,11 +119,17 @@ def test_random_rows_read_every_cached_window_of_a_long_document_over_the_epochs
     cache = build_cache(model, 1, encoder, encoded, picked, batch_size=8, device=torch.device("cpu"))
     rows = CachedRows(cache, np.zeros((len(TEXTS), len(LABELS))), random=True, seed=1)
     long = int(np.argmax(encoded.n_windows))
-    seen = set()
-    for _ in range(200):   # an epoch each: the bucketing DataLoader draws the windows before it orders the rows
-        rows.draw()
-        seen.add(id(rows[long][0]))
-    assert seen == {id(cache.hidden[j]) for j in cache.rows[long]}
+    n = len(cache.rows[long])
+    rounds = []
+    for _ in range(3):     # an epoch each: the bucketing DataLoader draws the windows before it orders the rows
+        epochs = []
+        for _ in range(n):
+            rows.draw()
+            epochs.append(id(rows[long][0]))
+        rounds.append(epochs)
+        # every n epochs read each of the row's cached windows exactly once (no window twice before all once)
+        assert sorted(epochs) == sorted(id(cache.hidden[j]) for j in cache.rows[long])
+    assert len({tuple(r) for r in rounds}) > 1 or n < 3, "each round must shuffle the order afresh"
     first_only = CachedRows(cache, np.zeros((len(TEXTS), len(LABELS))), random=False, seed=1)
     assert {id(first_only[long][0]) for _ in range(20) if first_only.draw() is None} == \
         {id(cache.hidden[cache.rows[long][0]])}
@@ -211,6 +217,82 @@ def test_windows_are_picked_from_first_to_last_within_the_budget():
     assert windows_per_row(encoded, None, 100) == 9                # ... never more than the longest document has
     assert windows_per_row(encoded, 4 + 3, 8) == 2                 # 1+2+2+2 = 7 windows fit, 1+3+3+2 = 9 do not
     assert windows_per_row(encoded, 0, 8) == 1                     # always at least the first window
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_window_cycle_reads_every_window_once_a_round_in_a_fresh_order(seed):
+    from training.layercache import WindowCycle
+
+    rng = np.random.default_rng(seed)
+    sizes = {key: int(rng.integers(1, 9)) for key in range(12)}
+    cycle = WindowCycle(seed)
+    asked = {key: [] for key in sizes}
+    for _ in range(int(rng.integers(60, 200))):   # rows asked in any interleaving
+        key = int(rng.integers(len(sizes)))
+        asked[key].append(cycle(key, sizes[key]))
+    for key, got in asked.items():
+        n = sizes[key]
+        assert all(0 <= w < n for w in got)
+        for start in range(0, len(got), n):     # each full round a permutation, a partial one without repeats
+            part = got[start:start + n]
+            assert len(set(part)) == len(part) and (len(part) < n or sorted(part) == list(range(n)))
+    assert WindowCycle(0)("x", 1) == 0 and WindowCycle(0)("x", 0) == 0
+
+
+def test_the_windows_worth_caching_are_those_the_epochs_left_will_read():
+    from training.layercache import windows_for_epochs
+
+    counts = [1, 2, 3, 8, 8]
+    # no budget: as many as the planned epochs read, never more than --max-windows or the longest document
+    assert windows_for_epochs(counts, float("inf"), 1.0, 1.0, 8, 3) == (3, 3)
+    assert windows_for_epochs(counts, float("inf"), 1.0, 1.0, 8, 2.5) == (3, 2.5)
+    assert windows_for_epochs(counts, float("inf"), 1.0, 1.0, 2, 10) == (2, 10)
+    assert windows_for_epochs([1, 1], float("inf"), 1.0, 1.0, 8, 10) == (1, 10)
+    # 100 s, an epoch 20 s, a window 1 s: k=1 leaves 5 epochs (5 distinct windows), k=2 caches 4 more and leaves
+    # 4.8 (9 distinct), k=3 7 more (4.65 epochs, 12), k=4 9 (4.55, 14), k=5 11 (4.45, 14.9), k=6 13 (4.35, 14.7)
+    k, epochs = windows_for_epochs(counts, 100.0, 1.0, 20.0, 8, 10)
+    assert (k, epochs) == (5, pytest.approx((100 - 11) / 20))
+    # caching so dear that every extra window costs more epochs than it reads: the first windows only
+    assert windows_for_epochs(counts, 100.0, 30.0, 20.0, 8, 10)[0] == 1
+    # time already spent: nothing left to train, so nothing more is worth caching
+    assert windows_for_epochs(counts, -5.0, 1.0, 20.0, 8, 10) == (1, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_windows_worth_caching_read_the_most_distinct_windows_of_any_choice(seed):
+    from training.layercache import windows_for_epochs
+
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 10, size=int(rng.integers(1, 40)))
+    seconds, per_window, epoch = float(rng.uniform(0, 500)), float(rng.uniform(0.01, 3)), float(rng.uniform(1, 60))
+    max_per_row, max_epochs = int(rng.integers(1, 12)), float(rng.uniform(0.5, 10))
+    k, epochs = windows_for_epochs(counts, seconds, per_window, epoch, max_per_row, max_epochs)
+
+    def distinct(j):   # brute force, written out again: windows cached beyond the first, epochs left, windows read
+        e = min(max_epochs, max(0.0, seconds - sum(min(c, j) - 1 for c in counts) * per_window) / epoch)
+        return sum(min(min(c, j), e) for c in counts), e
+
+    choices = range(1, min(max_per_row, int(counts.max())) + 1)
+    best = max(distinct(j)[0] for j in choices)
+    assert 1 <= k <= max(1, min(max_per_row, counts.max()))
+    assert distinct(k)[0] == pytest.approx(best) and epochs == pytest.approx(distinct(k)[1])
+    assert all(distinct(j)[0] < best - 1e-9 for j in choices if j < k), "on a tie the fewest windows"
+
+
+def test_a_timed_top_layer_step_leaves_the_weights_and_gradients_as_they_were(tiny_backbone):
+    from training.layercache import TopLayers, build_cache, pick_windows, top_step_seconds
+
+    model = _model(tiny_backbone, "mean")
+    encoder = _encoder(tiny_backbone, model)
+    encoded = encoder.encode(TEXTS)
+    cache = build_cache(model, 1, encoder, encoded, pick_windows(encoded.n_windows, 1), batch_size=8,
+                        device=torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = TopLayers(model, 1).eval()
+    took = top_step_seconds(net, cache, 4, len(LABELS), torch.device("cpu"))
+    assert 0 < took < 60
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters()) and not net.training
 
 
 def _train(tiny_data, tiny_backbone, out: Path, *extra: str) -> int:
@@ -431,3 +513,27 @@ def test_the_cache_keeps_more_windows_only_as_far_as_the_timed_first_ones_say_th
         assert plan.info["train_windows"] == np.minimum(n_windows, expected).sum()
         assert sorted(len(r) for r in dls.train.dataset.cache.rows) == sorted(np.minimum(n_windows, expected))
         assert f"(up to {expected} a training document)" in lines[-1]
+
+
+def test_the_cache_keeps_only_the_windows_the_epochs_will_read(tiny_data, tiny_backbone):  # noqa: F811
+    import time
+
+    from training import devices, train
+    from training.inference import text_encoder
+
+    rt = devices.resolve_runtime("cpu", "fp32")
+    for epochs, until, expected in ((2.0, None, 2), (3.0, None, 3), (2.0, 3600.0, 2), (10.0, -1.0, 1)):
+        s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=16,
+                                max_windows=4, train_layers="1", epochs=epochs, quiet=True)
+        run = train._load(s, Path("."), lambda *a: None)
+        n_windows = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s)).encode(
+            run.texts["train"]).n_windows
+        assert max(n_windows) >= 4, "the data must have documents of several windows"
+        plan = train._LayerPlan(1, 2, 4, "test", None, None if until is None else time.time() + until)
+        lines = []
+        train._cached_dls(run, s, rt, plan, lines.append)
+        assert plan.per_row == expected and plan.info["train_windows"] == np.minimum(n_windows, expected).sum(), lines
+        timed = [line for line in lines if "a top-layer step" in line]
+        assert len(timed) == (until is not None), lines   # the step is timed only when a budget needs it
+        if until is not None:
+            assert f"{expected} windows a document leave" in timed[0]

@@ -202,19 +202,22 @@ def load_splits(data_dir: Path, max_train_rows: int | None, seed: int):
 
 
 class WindowSampler:
-    """fastai `get_x`: the text of one window of a training document, a random one each time it is asked (fastai
-    asks once per epoch), so the epochs see the whole of long documents at the cost of one truncated pass.
-    Validation rows (and `mode="first"`) give the text itself, which the tokenizer cuts to the first window."""
+    """fastai `get_x`: the text of one window of a training document, the next of its windows in a shuffled order
+    each time it is asked (fastai asks once per epoch; `layercache.WindowCycle`), so the epochs see the whole of
+    long documents at the cost of one truncated pass. Validation rows (and `mode="first"`) give the text itself,
+    which the tokenizer cuts to the first window."""
 
     def __init__(self, spans: dict[int, list[tuple[int, int]]], mode: str, seed: int):
+        from training.layercache import WindowCycle
+
         self.spans, self.mode = spans, mode
-        self.rng = np.random.default_rng(seed)
+        self.cycle = WindowCycle(seed)
 
     def __call__(self, row) -> str:
         spans = self.spans.get(row["row_id"]) if self.mode == "random" and not row["is_valid"] else None
         if not spans:
             return row["text"]
-        start, end = spans[self.rng.integers(len(spans))]
+        start, end = spans[self.cycle(row["row_id"], len(spans))]
         return row["text"][start:end]
 
 
@@ -736,8 +739,10 @@ class _LayerPlan:
     per_row: int = 1
     why: str = ""
     cache_seconds: float | None = None   # how long caching may take (None: no limit); the first windows are timed
+    train_until: float | None = None     # with a budget: when caching and training must be done (time.time())
     info: dict | None = None       # what the cache held, for metrics.json
     train_encoded: object = None   # the training texts' windows, when the plan already tokenised them
+    sizing: dict | None = None     # with a budget: the timed top-layer step and the epochs it said would fit
 
 
 def build_learner(run: _Run, s: TrainSettings, rt: devices.Runtime | None = None, plan: _LayerPlan | None = None,
@@ -820,6 +825,8 @@ def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPl
         rate = len(enc["train"]) / max(caches["train"].seconds, 1e-9)
         spare = plan.cache_seconds - caches["train"].seconds - caches["valid"].seconds
         per_row = layercache.windows_per_row(enc["train"], len(enc["train"]) + max(0.0, spare) * rate, per_row)
+    if per_row > 1 and s.train_windows == "random":   # no more windows than the epochs will read
+        per_row = _windows_worth_caching(run, s, rt, plan, enc["train"], caches, per_row, log)
     plan.per_row = per_row = devices.broadcast_int(per_row, rt)
     if per_row > 1:
         more = [ws[1:] for ws in layercache.pick_windows(enc["train"].n_windows, per_row)]
@@ -828,12 +835,43 @@ def _cached_dls(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPl
     seconds = sum(c.seconds for c in caches.values())
     plan.info = {"windows": n["train"] + n["valid"], "train_windows": n["train"], "valid_windows": n["valid"],
                  "windows_per_document": plan.per_row, "mib": round(sum(c.nbytes for c in caches.values()) / 2**20, 1),
-                 "seconds": round(seconds, 1)}
+                 "seconds": round(seconds, 1), **(plan.sizing or {})}
     log(f"  layer cache: {plan.info['windows']} windows (up to {per_row} a training document) in {seconds:.0f} s "
         f"({plan.info['windows'] / max(seconds, 1e-9):.1f} windows/s), {plan.info['mib']:.0f} MiB")
     train = layercache.CachedRows(caches["train"], run.ys["train"], s.train_windows == "random", s.seed)
     valid = layercache.CachedRows(caches["valid"], run.ys["valid"], False, s.seed)
     return layercache.cached_dls(train, valid, s.batch_size, s.eval_batch_size, s.seed)
+
+
+def _windows_worth_caching(run: _Run, s: TrainSettings, rt: devices.Runtime, plan: _LayerPlan, encoded, caches: dict,
+                           per_row: int, log) -> int:
+    """Windows per training document worth caching (`layercache.windows_for_epochs`): without a budget, as many
+    as the planned epochs read; with one, from the first windows' caching speed and a timed step of the top
+    layers on them, the number under which the time left reads the most distinct windows."""
+    import torch
+    from training import layercache
+
+    n_rows, seconds, per_window, epoch_seconds = len(encoded), math.inf, 0.0, 1.0
+    if plan.train_until is not None:
+        device = torch.device(rt.torch_device)
+        net = layercache.TopLayers(run.model, plan.n_frozen, cpu_bf16=rt.precision != "fp32" and rt.device == "cpu")
+        step = layercache.top_step_seconds(net, caches["train"], s.batch_size, len(run.labels), device,
+                                           _autocast_dtype(rt))
+        steps = max(1, n_rows // (s.batch_size * rt.world.size))
+        valid_steps = math.ceil(len(run.texts["valid"]) / (s.eval_batch_size * rt.world.size))
+        # an epoch: its steps, and the epoch-end loss over the valid first windows (a forward, ~1/3 of a step).
+        # The timed step (median-length first windows, no optimizer update) is not below a real one: on CMU it
+        # timed 0.46 s where fastai's steps ran 0.38-0.42 s (bucketed batches of shorter windows, the update).
+        epoch_seconds = steps * step + valid_steps * step * s.eval_batch_size / s.batch_size / 3
+        per_window = caches["train"].seconds / max(1, n_rows)
+        seconds = plan.train_until - time.time()
+    k, epochs = layercache.windows_for_epochs(encoded.n_windows, seconds, per_window, epoch_seconds, per_row, s.epochs)
+    if plan.train_until is not None:
+        log(f"  layer cache: a top-layer step {step:.2f} s, an epoch ~{epoch_seconds:.0f} s; with {seconds:.0f} s "
+            f"left, {k} windows a document leave ~{epochs:.2f} epochs")
+        plan.sizing = {"step_seconds": round(step, 4), "epoch_seconds": round(epoch_seconds, 1),
+                       "epochs_expected": round(epochs, 2)}
+    return k
 
 
 # auto: fine-tune every layer when the budget fits at least this many epochs of it. Not 1: a one-cycle run needs
@@ -890,7 +928,8 @@ def _plan_layers(run: _Run, s: TrainSettings, rt: devices.Runtime, encoder, rese
         cache_seconds = layercache.CACHE_SHARE * max(0.0, deadline - time.time() - reserved)
     train_encoded = encoder.encode(run.texts["train"])
     per_row = min(max_per_row, max(train_encoded.n_windows, default=1))
-    return _LayerPlan(n_frozen, n_layers, per_row, why, cache_seconds, train_encoded=train_encoded)
+    return _LayerPlan(n_frozen, n_layers, per_row, why, cache_seconds, None if deadline is None else deadline - reserved,
+                      train_encoded=train_encoded)
 
 
 def learner_for(s: TrainSettings, log=print):

@@ -131,18 +131,54 @@ def test_micro_f1_at_the_best_threshold_matches_scikit_learn():
 
 
 def test_blend_component_is_written_when_chosen(trained):
+    from training.train import BLEND_RULES, rule_name
+
     m = json.loads((trained / "metrics.json").read_text())
+    search = m["blend_rule"]
+    assert search["chosen"] in {rule_name(r) for r in BLEND_RULES}
+    assert set(search["mean"]) == {rule_name(r) for r in BLEND_RULES}
+    assert search["chosen"] == max(search["mean"], key=search["mean"].get)
+    assert all(len(v) == search["repeats"] for v in search["scores"].values())
     per_label = m["blend_label_weights"]
-    assert list(per_label) == m["labels"] and all(0.0 <= w <= 1.0 for w in per_label.values())
-    assert m["blend_space"] == "logit"
+    space, kind = next(r for r in BLEND_RULES if rule_name(r) == search["chosen"])
+    assert m["blend_space"] == space and (per_label is None) == (kind == "one")
+    if per_label is not None:
+        assert list(per_label) == m["labels"] and all(0.0 <= w <= 1.0 for w in per_label.values())
+    weights = list(per_label.values()) if per_label is not None else [m["blend_weight"]]
     if m["final"] == "blend":
         spec = json.loads((trained / "linear" / "linear.json").read_text())
-        assert spec["weight"] == m["blend_weight"] and spec["blend_space"] == "logit"
-        assert spec["label_weights"] == list(per_label.values()) and max(per_label.values()) > 0
+        assert spec["weight"] == m["blend_weight"] and spec["blend_space"] == space
+        assert spec.get("label_weights") == (weights if per_label is not None else None) and max(weights) > 0
         npz = np.load(trained / "linear" / "linear.npz")
         assert npz["coef"].shape == (len(m["labels"]), len(npz["terms"]))
     else:
-        assert not (trained / "linear").exists() and max(per_label.values()) == 0
+        assert not (trained / "linear").exists() and max(weights) == 0
+
+
+def test_the_blend_rule_is_chosen_on_held_out_folds_of_valid():
+    """Labels each known by only one of the two models: a weight per label is worth it and the cross-fitted
+    choice sees so; the scores are each rule's held-out (micro + macro) / 2, the same for the same folds; too few
+    valid rows are not cross-fitted, and say why."""
+    from training.train import choose_blend_rule, rule_name
+
+    rng = np.random.default_rng(4)
+    n, n_labels = 300, 6
+    y = rng.random((n, n_labels)) < 0.3
+    noise = lambda: rng.uniform(0.05, 0.95, n)
+    sure = lambda col: np.where(col, rng.uniform(0.6, 0.99, n), rng.uniform(0.01, 0.4, n))
+    p_model = np.stack([sure(y[:, j]) if j % 2 else noise() for j in range(n_labels)], 1)
+    p_linear = np.stack([noise() if j % 2 else sure(y[:, j]) for j in range(n_labels)], 1)
+    labels = [f"l{j}" for j in range(n_labels)]
+    rule, search = choose_blend_rule(p_model, p_linear, y, labels, 5)
+    assert rule == ("logit", "per") and search["chosen"] == rule_name(rule)
+    assert search["mean"][rule_name(rule)] > search["mean"][rule_name(("probability", "one"))] + 0.02
+    assert all(0 < v <= 1 for vs in search["scores"].values() for v in vs) and search["folds"] == 5
+    again = choose_blend_rule(p_model, p_linear, y, labels, 5)[1]
+    assert again == search
+    one = choose_blend_rule(p_model, p_linear, y, labels, 5, rules=(("probability", "one"),), repeats=2)
+    assert one[0] == ("probability", "one") and len(one[1]["scores"][rule_name(one[0])]) == 2
+    few = choose_blend_rule(p_model[:9], p_linear[:9], y[:9], labels, 5)
+    assert few[0] == ("logit", "per") and "not cross-fitted" in few[1]["why"]
 
 
 def test_each_label_gets_the_blend_weight_of_the_model_that_knows_it():

@@ -515,21 +515,28 @@ def fit(learn, n_groups: int, s: TrainSettings, deadline: float | None, reserve_
 
 
 # --------------------------------------------------------------------------------------------- blending
-BLEND_SPACE = "logit"   # how training blends (deployment.scoring.blend); bundles before it blended probabilities.
-# Re-scoring saved models (same logits, weights chosen on valid), the log-odds blend with a weight per label beat
-# the probability blend with one weight by +0.5-1.0 micro / +1.6-2.3 macro-F1 on three CMU models and +0.7 / +0.8
-# on 150-label blurbs, and lost 0.7 / 0.6 on StackOverflow titles (README, "Measured on a 2-core CPU").
+BLEND_SPACE = "logit"   # the valid curve's blend and choose_* default (deployment.scoring.blend)
+# The two ways of blending training chooses between on valid (choose_blend_rule): (space, "one" weight or "per"
+# label). Re-scoring saved models (same logits, everything chosen on valid), the log-odds blend with a weight per
+# label beat the probability blend with one weight by +0.5-1.0 micro / +1.6-2.3 macro-F1 on CMU models and
+# +0.7 / +0.8 on 150-label blurbs, and lost 0.7 / 0.6 on StackOverflow titles (README, "Measured on a 2-core CPU"),
+# where the transformer leads the linear model by 5 points; the cross-fitted choice picked the better one on all
+# of them. `python -m bench.combine` re-scores every rule on a trained model.
+BLEND_RULES = (("probability", "one"), ("logit", "per"))
+CROSS_FIT_FOLDS, CROSS_FIT_REPEATS = 5, 3
 BLEND_WEIGHTS = np.round(np.linspace(0, 1, 11), 2)
 
 
-def choose_blend_weight(p_model, p_linear, y_valid, labels, min_support) -> tuple[float, list]:
-    """The linear weight in [0, 1] with the best mean of micro- and macro-F1 on valid (thresholds re-tuned)."""
+def choose_blend_weight(p_model, p_linear, y_valid, labels, min_support, space: str | None = None
+                        ) -> tuple[float, list]:
+    """The linear weight in [0, 1] with the best mean of micro- and macro-F1 on valid (thresholds re-tuned), for a
+    blend in `space` (default BLEND_SPACE)."""
     from deployment.scoring import blend
     from training.metrics import evaluate, tune_thresholds
 
     table = []
     for w in BLEND_WEIGHTS:
-        p = blend(p_model, p_linear, w, BLEND_SPACE)
+        p = blend(p_model, p_linear, w, space or BLEND_SPACE)
         th = tune_thresholds(p, y_valid, labels, min_support)
         m = evaluate(p, y_valid, labels, th)
         table.append({"weight": float(w), "micro_f1": m["micro_f1"], "macro_f1": m["macro_f1"]})
@@ -537,7 +544,8 @@ def choose_blend_weight(p_model, p_linear, y_valid, labels, min_support) -> tupl
     return best["weight"], table
 
 
-def choose_label_weights(p_model, p_linear, y_valid, weight: float, min_support: int) -> np.ndarray:
+def choose_label_weights(p_model, p_linear, y_valid, weight: float, min_support: int, space: str | None = None
+                         ) -> np.ndarray:
     """A blend weight per label [L]: the one on the grid whose blend reaches the label's best F1 on valid at its
     own best threshold (as the label's threshold will be tuned), the middle of the widest run of weights that tie;
     labels with fewer than `min_support` positives in valid keep the global `weight` (too few to choose one for
@@ -545,10 +553,72 @@ def choose_label_weights(p_model, p_linear, y_valid, weight: float, min_support:
     from deployment.scoring import blend
     from training.metrics import best_label_f1, widest_best
 
-    f1 = np.stack([best_label_f1(blend(p_model, p_linear, w, BLEND_SPACE), y_valid) for w in BLEND_WEIGHTS])
+    f1 = np.stack([best_label_f1(blend(p_model, p_linear, w, space or BLEND_SPACE), y_valid) for w in BLEND_WEIGHTS])
     support = np.asarray(y_valid, dtype=bool).sum(0)
     return np.array([widest_best(f1[:, j], BLEND_WEIGHTS) if support[j] >= min_support else weight
                      for j in range(f1.shape[1])])
+
+
+def fit_blend(p_model, p_linear, y, labels, min_support: int, space: str, kind: str):
+    """The blend of `rule` = (space, kind) fitted on (p_model, p_linear, y): the global weight, the weights per
+    label (None for kind "one") and the global weight's search table."""
+    w, table = choose_blend_weight(p_model, p_linear, y, labels, min_support, space=space)
+    per = choose_label_weights(p_model, p_linear, y, w, min_support, space=space) if kind == "per" else None
+    return w, per, table
+
+
+def blend_choice_seconds(n_valid: int, n_labels: int, min_support: int, seed: int = 0) -> float:
+    """What choosing the blend (choose_blend_rule, then the final fit) will take on a valid set of this shape: one
+    fit of each rule on random scores of a training fold's size, timed, times the fits made."""
+    rng = np.random.default_rng(seed)
+    n_fit = max(2, n_valid - n_valid // CROSS_FIT_FOLDS)
+    y = rng.random((n_fit, n_labels)) < 0.2
+    p_model, p_linear = rng.random(y.shape), rng.random(y.shape)
+    labels = [str(j) for j in range(n_labels)]
+    t = time.perf_counter()
+    for rule in BLEND_RULES:
+        fit_blend(p_model, p_linear, y, labels, min_support, *rule)
+    return (time.perf_counter() - t) * (CROSS_FIT_FOLDS * CROSS_FIT_REPEATS + 1)
+
+
+def rule_name(rule) -> str:
+    space, kind = rule
+    weights = "a weight per label" if kind == "per" else "one weight"
+    return f"{'log-odds' if space == 'logit' else 'probability'} blend, {weights}"
+
+
+def choose_blend_rule(p_model, p_linear, y, labels, min_support: int, rules=BLEND_RULES,
+                      folds: int = CROSS_FIT_FOLDS, repeats: int = CROSS_FIT_REPEATS) -> tuple[tuple, dict]:
+    """The rule of `rules` with the best (micro-F1 + macro-F1) / 2 on held-out folds of valid: each fitted (weights
+    and thresholds) on the other folds and scored on the held-out one, the folds drawn `repeats` times (fixed
+    seeds). Valid itself cannot choose: a weight per label always fits it better. Returns the rule and the
+    search ({folds, repeats, scores per rule and repeat, mean}); with fewer than 2 * folds valid rows, the last
+    rule and a search saying why."""
+    from deployment.scoring import blend
+    from training.metrics import multilabel_report, threshold_vector, tune_thresholds
+
+    y = np.asarray(y, dtype=bool)
+    if len(y) < 2 * folds:
+        return rules[-1], {"folds": folds, "repeats": repeats, "chosen": rule_name(rules[-1]),
+                           "why": f"valid has {len(y)} rows, fewer than 2 x {folds} folds: not cross-fitted"}
+    scores = {r: [] for r in rules}
+    for seed in range(repeats):
+        order = np.random.default_rng(seed).permutation(len(y))
+        for rule in rules:
+            pred = np.zeros(y.shape, dtype=bool)
+            for held in np.array_split(order, folds):
+                fit = np.setdiff1d(order, held)
+                w, per, _ = fit_blend(p_model[fit], p_linear[fit], y[fit], labels, min_support, *rule)
+                ws = w if per is None else per
+                th = tune_thresholds(blend(p_model[fit], p_linear[fit], ws, rule[0]), y[fit], labels, min_support)
+                pred[held] = blend(p_model[held], p_linear[held], ws, rule[0]) >= threshold_vector(th, labels)
+            m = multilabel_report(y, pred, labels)
+            scores[rule].append((m["micro_f1"] + m["macro_f1"]) / 2)
+    mean = {r: float(np.mean(v)) for r, v in scores.items()}
+    best = max(rules, key=lambda r: mean[r])
+    return best, {"folds": folds, "repeats": repeats, "chosen": rule_name(best),
+                  "scores": {rule_name(r): v for r, v in scores.items()},
+                  "mean": {rule_name(r): v for r, v in mean.items()}}
 
 
 # --------------------------------------------------------------------------------------------- plots
@@ -959,9 +1029,11 @@ def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: dev
     # The final evaluation reads every window of valid and test on the CPU, whatever trains: time that forward
     # pass now, on the untrained model (its speed does not change), rather than guess it from training steps.
     per_window = forward_seconds_per_window(run.model, encoder, valid_encoded, s.eval_batch_size, _eval_autocast(s))
-    eval_estimate = per_window * n_eval + POST_EVAL_SECONDS
-    log(f"  evaluation: {n_eval} windows of valid + test at {1 / per_window:.1f} windows/s -> ~{eval_estimate:.0f} s "
-        f"reserved in the budget")
+    post_eval = POST_EVAL_SECONDS + (blend_choice_seconds(len(run.texts["valid"]), len(run.labels), s.min_support)
+                                     if linear is not None else 0.0)
+    eval_estimate = per_window * n_eval + post_eval
+    log(f"  evaluation: {n_eval} windows of valid + test at {1 / per_window:.1f} windows/s, then ~{post_eval:.0f} s "
+        f"of choosing (the blend cross-fitted) -> ~{eval_estimate:.0f} s reserved in the budget")
     rt = rt or devices.resolve_runtime(s.device, s.precision)
     plan = _plan_layers(run, s, rt, encoder, eval_estimate * RESERVE_MARGIN, deadline, log)
     log(f"  layers trained: " + ("all" if plan.n_frozen is None else f"top {plan.n_layers - plan.n_frozen} of "
@@ -981,7 +1053,7 @@ def _fine_tune(run: _Run, s: TrainSettings, deadline: float | None, log, rt: dev
         curve_left = curve.cost_left() if curve is not None else 0.0
         per = min(per_window, curve.seconds_per_window or per_window) if curve is not None else per_window
         return (per * valid_share * epoch_ends * len(run.texts["valid"]) / ws + curve_left
-                + per * n_eval + POST_EVAL_SECONDS) * RESERVE_MARGIN
+                + per * n_eval + post_eval) * RESERVE_MARGIN
 
     with contextlib.ExitStack() as quiet:
         if s.quiet or not rt.world.main:  # one progress bar and epoch table, the main process's
@@ -1057,6 +1129,8 @@ class _Evaluation:
     label_weights: np.ndarray | None   # ... per label (the global weight for labels too rare in valid)
     blend_table: list | None
     windows: dict                  # how documents are read (max_windows, stride, the pooling chosen on valid)
+    rule: tuple = BLEND_RULES[-1]  # how the blend combines the two (space, "one" weight or "per" label)
+    rule_search: dict | None = None   # the cross-fitted choice of it on valid
 
 
 def _windows(s: TrainSettings, pooling: str = "mean"):
@@ -1104,22 +1178,25 @@ def _tune_and_evaluate(run: _Run, linear, s: TrainSettings) -> _Evaluation:
         th_lin = tune_thresholds(pl_valid, ys["valid"], labels, s.min_support)
         results["baseline"] = evaluate(pl_test, ys["test"], labels, th_lin)
         results["baseline"]["C"] = linear.c
-        ev.weight, ev.blend_table = choose_blend_weight(p_valid, pl_valid, ys["valid"], labels, s.min_support)
-        ev.label_weights = choose_label_weights(p_valid, pl_valid, ys["valid"], ev.weight, s.min_support)
-        if ev.label_weights.any():
-            ws = ev.label_weights
-            ev.thresholds = tune_thresholds(blend(p_valid, pl_valid, ws, BLEND_SPACE), ys["valid"], labels,
-                                            s.min_support)
-            results["blend"] = evaluate(blend(p_test, pl_test, ws, BLEND_SPACE), ys["test"], labels, ev.thresholds)
+        ev.rule, ev.rule_search = choose_blend_rule(p_valid, pl_valid, ys["valid"], labels, s.min_support)
+        ev.weight, ev.label_weights, ev.blend_table = fit_blend(p_valid, pl_valid, ys["valid"], labels,
+                                                                s.min_support, *ev.rule)
+        ws = ev.weight if ev.label_weights is None else ev.label_weights
+        if np.any(ws):
+            space = ev.rule[0]
+            ev.thresholds = tune_thresholds(blend(p_valid, pl_valid, ws, space), ys["valid"], labels, s.min_support)
+            results["blend"] = evaluate(blend(p_test, pl_test, ws, space), ys["test"], labels, ev.thresholds)
             ev.final_name = "blend"
     results["most_frequent"] = multilabel_report(
         ys["test"], top_frequency_baseline(ys["train"], len(ys["test"])), labels)
     return ev
 
 
-def _names(weight: float) -> dict[str, str]:
+def _names(ev: _Evaluation) -> dict[str, str]:
+    how = (f"{rule_name(ev.rule)}; w={ev.weight:g} for rare labels" if ev.rule[1] == "per"
+           else f"{rule_name(ev.rule)}, w={ev.weight:g}")
     return {"transformer": "transformer alone", "transformer_first_window": "transformer alone, first window only",
-            "blend": f"ours: transformer + tf-idf (log-odds, a weight per label; w={weight:g} for rare labels)",
+            "blend": f"ours: transformer + tf-idf ({how})",
             "baseline": "tf-idf + logreg baseline", "most_frequent": "most frequent labels"}
 
 
@@ -1129,7 +1206,7 @@ def _write_model_dir(out: Path, run: _Run, linear, ev: _Evaluation, sched, train
     from training.metrics import markdown_table, per_label_table
 
     results, final = ev.results, ev.results[ev.final_name]
-    names = _names(ev.weight)
+    names = _names(ev)
     with replace_dir(out, owned_by="settings.json", what="model dir") as tmp:
         run.model.save_pretrained(tmp / "checkpoint")
         run.tokenizer.save_pretrained(tmp / "checkpoint")
@@ -1137,7 +1214,7 @@ def _write_model_dir(out: Path, run: _Run, linear, ev: _Evaluation, sched, train
                                                     ensure_ascii=False))
         (tmp / "thresholds.json").write_text(json.dumps(ev.thresholds, indent=2, ensure_ascii=False))
         if ev.final_name == "blend":
-            linear.export(tmp / "linear", ev.weight, ev.label_weights, BLEND_SPACE)
+            linear.export(tmp / "linear", ev.weight, ev.label_weights, ev.rule[0])
         settings = asdict(s) | {"pooling_used": run.pooling, "device_used": rt.device, "precision_used": rt.precision,
                                 "world_size": rt.world.size, "backbone": run.backbone_name,
                                 "backbone_source": run.source, "data": str(Path(s.data).resolve()),
@@ -1148,7 +1225,8 @@ def _write_model_dir(out: Path, run: _Run, linear, ev: _Evaluation, sched, train
         label_weights = (dict(zip(run.labels, map(float, ev.label_weights))) if ev.label_weights is not None
                          else None)
         metrics = {"final": ev.final_name, "model": final, **results, "blend_weight": ev.weight,
-                   "blend_space": BLEND_SPACE, "blend_label_weights": label_weights, "blend_search": ev.blend_table,
+                   "blend_space": ev.rule[0], "blend_label_weights": label_weights, "blend_search": ev.blend_table,
+                   "blend_rule": ev.rule_search,
                    "windows": ev.windows, "train": train_info, "labels": run.labels,
                    "data": str(Path(s.data).resolve())}
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
@@ -1167,7 +1245,7 @@ def _write_model_dir(out: Path, run: _Run, linear, ev: _Evaluation, sched, train
 def _log_summary(metrics: dict, ev: _Evaluation, out: Path, t0: float, log) -> None:
     from training.metrics import markdown_table
 
-    names, final, info = _names(ev.weight), metrics["model"], metrics["train"]
+    names, final, info = _names(ev), metrics["model"], metrics["train"]
     log("\n" + markdown_table({names[k]: v for k, v in ev.results.items()}))
     base = ev.results.get("baseline")
     log(f"done in {time.time() - t0:.0f}s: {info['steps']} steps ({info['epochs_done']} epochs"
@@ -1176,12 +1254,22 @@ def _log_summary(metrics: dict, ev: _Evaluation, out: Path, t0: float, log) -> N
         + (f" vs baseline {base['micro_f1']:.4f} / {base['macro_f1']:.4f}" if base else "") + f" -> {out}")
 
 
-def evaluate_saved(model_dir: Path, log=print) -> dict:
-    """Re-evaluate a saved model dir on its data's test split with its stored thresholds (no training)."""
-    from deployment.encoding import Windows
-    from deployment.scoring import LinearComponent, sigmoid  # the serving maths: evaluation sees what users get
-    from training.inference import predict_logits
-    from training.metrics import evaluate, markdown_table
+@dataclass
+class SavedModel:
+    """A trained model dir read back: its settings, labels, the prepared splits it was trained on, the fine-tuned
+    classifier and tokenizer, and its TF-IDF part (None when it was trained without one)."""
+    settings: dict
+    labels: list
+    parts: dict
+    ys: dict
+    model: object
+    tokenizer: object
+    linear: object
+
+
+def load_saved(model_dir: Path) -> SavedModel:
+    """Read a model dir written by `train` (TrainError, one line, when it or its data is missing or mismatched)."""
+    from deployment.scoring import LinearComponent
 
     model_dir = Path(model_dir)
     for f in ("checkpoint/config.json", "labels.json", "thresholds.json", "settings.json"):
@@ -1199,15 +1287,29 @@ def evaluate_saved(model_dir: Path, log=print) -> dict:
     tok = AutoTokenizer.from_pretrained(model_dir / "checkpoint")
     if model.config.num_labels != len(labels):
         raise TrainError(f"{model_dir / 'checkpoint'} has {model.config.num_labels} outputs but labels.json has {len(labels)}")
-    texts = parts["test"]["text"].tolist()
+    lin_dir = model_dir / "linear"
+    linear = (LinearComponent.load(lin_dir / "linear.json", lin_dir / "linear.npz", len(labels))
+              if (lin_dir / "linear.json").is_file() else None)
+    return SavedModel(settings, labels, parts, ys, model, tok, linear)
+
+
+def evaluate_saved(model_dir: Path, log=print) -> dict:
+    """Re-evaluate a saved model dir on its data's test split with its stored thresholds (no training)."""
+    from deployment.encoding import Windows
+    from deployment.scoring import sigmoid  # the serving maths: evaluation sees what users get
+    from training.inference import predict_logits
+    from training.metrics import evaluate, markdown_table
+
+    model_dir = Path(model_dir)
+    saved = load_saved(model_dir)
+    settings, labels, model, tok, head = saved.settings, saved.labels, saved.model, saved.tokenizer, saved.linear
+    texts = saved.parts["test"]["text"].tolist()
     windows = Windows.from_dict(settings.get("windows"))   # absent in model dirs written before windows: truncation
     p = sigmoid(predict_logits(model, tok, texts, settings["max_length"], windows=windows))
-    lin_dir = model_dir / "linear"
-    if (lin_dir / "linear.json").is_file():
-        head = LinearComponent.load(lin_dir / "linear.json", lin_dir / "linear.npz", len(labels))
+    if head is not None:
         p = head.blend(p, head.probabilities(texts))
     th = json.loads((model_dir / "thresholds.json").read_text())
-    m = evaluate(p, ys["test"], labels, th)
+    m = evaluate(p, saved.ys["test"], labels, th)
     log(markdown_table({str(model_dir): m}))
     return m
 

@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
         predict predict-spark scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed \
-        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory clean
+        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory bench-combine clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -109,6 +109,9 @@ bench-memory: install ## one serving process's peak RSS and speed by tokens per 
 
 bench-explain: install ## evidence spans: deleting them vs deleting random words (ERASER comprehensiveness), added latency
 	$(PY) -m bench.explain --bundle $(BUNDLE)
+
+bench-combine: install ## how the model's two parts are combined and decoded: every rule re-scored on its valid/test outputs
+	$(PY) -m bench.combine --model $(MODEL)
 
 clean: ## remove derived data and models (keeps .venv and data/sample)
 	rm -rf data/processed models test-artifacts bench/results

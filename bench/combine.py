@@ -1,0 +1,278 @@
+"""How a trained model's two parts are combined and decoded: every rule tried for issue 11, re-scored side by side
+on one model's valid and test outputs, in one run (no training).
+
+    python -m bench.combine --model models/cmu_book_summaries
+    python -m bench.combine --model models/books --out bench/results/combine_books.json
+
+The model dir (`training.train --out`) holds the fine-tuned checkpoint, its TF-IDF part (`linear/`) and names the
+prepared data it was trained on. Every window of valid and test is read once, as training's final evaluation read
+them (the same windows, batch size and precision), so the first row reproduces the model's metrics.json. Then each
+rule is chosen on valid and scored on test:
+
+- window pooling: the mean of the windows' logits, their max, the average of the two;
+- the combination: a probability or a log-odds blend, with one weight or a weight per label (the shipped one is
+  the one the model's metrics.json records);
+- the thresholds of the shipped combination: per label (each label's best F1; shipped), one global threshold,
+  per label shrunk halfway to the global one, per label tuned for the best (micro + macro) / 2 (coordinate ascent
+  from the shipped ones);
+- decoding: at least one label per text (the one furthest above its threshold in log-odds when none passes);
+- training's choice of the blend on valid (`training.train.choose_blend_rule`: k-fold cross-fitting, weights and
+  thresholds fitted on k-1 folds and scored on the held-out one, over several fold seeds) between the probability
+  blend with one weight and the log-odds blend with a weight per label: for a model dir written before training
+  made that choice, what it would ship now.
+
+Prints a table (test micro/macro and the change against the shipped row) and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from deployment.cli_types import int_at_least
+
+DEFAULT_OUT = Path("bench/results/combine.json")
+RULES = (("probability", "one"), ("probability", "per"), ("logit", "one"), ("logit", "per"))
+
+
+def window_outputs(saved, metrics: dict, progress: bool = True) -> dict:
+    """Per split: the windows' logits, which text each window belongs to, and the TF-IDF part's probabilities."""
+    import torch
+
+    from deployment.encoding import Windows
+    from training.inference import text_encoder, window_logits
+
+    s = saved.settings
+    w = Windows.from_dict(s.get("windows"))
+    encoder = text_encoder(saved.tokenizer, saved.model, s["max_length"], Windows(w.max_windows, w.stride, "mean"))
+    autocast = torch.bfloat16 if metrics.get("train", {}).get("eval_precision") == "bf16" else None
+    out = {}
+    for k in ("valid", "test"):
+        texts = saved.parts[k]["text"].tolist()
+        enc = encoder.encode(texts)
+        bar = _bar(len(encoder.batches(enc, s["eval_batch_size"], sort=True)), f"{k} windows") if progress else None
+        wl = window_logits(saved.model, encoder, enc, s["eval_batch_size"], autocast=autocast,
+                           progress=(lambda it, b=bar: _ticking(it, b)) if bar else None)
+        if bar:
+            bar.close()
+        out[k] = {"window_logits": wl, "owner": enc.owner, "n": len(enc),
+                  "linear": saved.linear.probabilities(texts) if saved.linear is not None else None}
+    return out
+
+
+def _bar(total: int, what: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="batch", desc=what, file=sys.stderr)
+
+
+def _ticking(items, bar):
+    for x in items:
+        yield x
+        bar.update(1)
+
+
+def pooled(outputs: dict, how: str) -> dict:
+    """Per split, the texts' probabilities [n, L] from their windows: mean, max, or mean+max (their average)."""
+    from deployment.encoding import pool_windows
+    from deployment.scoring import sigmoid
+
+    def one(o):
+        wl = o["window_logits"].astype(np.float64)
+        if how == "mean+max":
+            return sigmoid((pool_windows(wl, o["owner"], o["n"], "mean")
+                            + pool_windows(wl, o["owner"], o["n"], "max")) / 2)
+        return sigmoid(pool_windows(wl, o["owner"], o["n"], how))
+    return {k: one(o) for k, o in outputs.items()}
+
+
+def mean_f1_thresholds(probs, y, labels, min_support: int, passes: int = 10) -> np.ndarray:
+    """Per-label thresholds for the best (micro-F1 + macro-F1) / 2 on (probs, y): coordinate ascent on the grid from
+    each label's best-F1 threshold; the labels under `min_support` positives move together, as they are tuned."""
+    from training.metrics import THRESHOLD_GRID as grid
+    from training.metrics import _f1_curves, _prf, threshold_vector, tune_thresholds, widest_best
+
+    start = threshold_vector(tune_thresholds(probs, y, labels, min_support), labels)
+    idx = np.array([int(np.argmin(np.abs(grid - t))) for t in start])
+    tp, fp, fn = _f1_curves(np.asarray(probs, dtype=np.float64), y, grid)
+    f1 = _prf(tp, fp, fn)[2]
+    support = np.asarray(y, dtype=bool).sum(0)
+    rare = np.flatnonzero(support < min_support)
+    coords = [[j] for j in np.flatnonzero(support >= min_support)] + ([list(rare)] if len(rare) else [])
+    cols = np.arange(len(labels))
+
+    def score(i):
+        return (_prf(tp[i, cols].sum(), fp[i, cols].sum(), fn[i, cols].sum())[2] + f1[i, cols].mean()) / 2
+
+    best = score(idx)
+    for _ in range(passes):
+        moved = False
+        for js in coords:
+            rest = {a: m[idx, cols].sum() - m[idx[js], js].sum()
+                    for a, m in (("tp", tp), ("fp", fp), ("fn", fn), ("f1", f1))}
+            micro = _prf(rest["tp"] + tp[:, js].sum(1), rest["fp"] + fp[:, js].sum(1),
+                         rest["fn"] + fn[:, js].sum(1))[2]
+            curve = (micro + (rest["f1"] + f1[:, js].sum(1)) / len(labels)) / 2
+            if curve.max() > best + 1e-12:
+                idx[js] = int(np.argmin(np.abs(grid - widest_best(curve, grid))))
+                best, moved = score(idx), True
+        if not moved:
+            break
+    return grid[idx]
+
+
+def at_least_one(probs, thresholds) -> np.ndarray:
+    """Labels at or above their thresholds; a text with none gets the one furthest above (least below) its own."""
+    from deployment.scoring import logit
+
+    th = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), probs.shape)
+    pred = probs >= th
+    empty = np.flatnonzero(~pred.any(1))
+    pred[empty, (logit(probs) - logit(th)).argmax(1)[empty]] = True
+    return pred
+
+
+def shipped_rule(metrics: dict) -> tuple[str, str]:
+    """How the model's blend combines its parts, from its metrics.json (model dirs before the choice: log-odds with
+    a weight per label, or before that a probability blend with one weight)."""
+    return metrics.get("blend_space") or "probability", "per" if metrics.get("blend_label_weights") else "one"
+
+
+def fit_combination(p_model, p_linear, y, labels, min_support: int, space: str, kind: str):
+    """The weight (one, or one per label) of the blend (space, kind), chosen on (p_model, p_linear, y)."""
+    from training.train import fit_blend
+
+    w, per, _ = fit_blend(p_model, p_linear, y, labels, min_support, space, kind)
+    return w if per is None else per
+
+
+def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dict:
+    from deployment.scoring import blend
+    from training.metrics import multilabel_report, threshold_vector, tune_thresholds
+    from training.train import TrainError, choose_blend_rule, load_saved
+    from training.train import rule_name as _rule_name
+
+    model_dir = Path(model_dir)
+    metrics_path = model_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise TrainError(f"{metrics_path} is missing: {model_dir} is not a complete model dir (train it first)")
+    metrics = json.loads(metrics_path.read_text())
+    saved = load_saved(model_dir)
+    if saved.linear is None:
+        raise TrainError(f"{model_dir} has no TF-IDF part (linear/): there is nothing to combine")
+    labels, ys = saved.labels, saved.ys
+    min_support = int(saved.settings.get("min_support", 5))
+    outputs = window_outputs(saved, metrics, progress)
+    pl = {k: o["linear"] for k, o in outputs.items()}
+    rows = []
+
+    def add(name, valid_pred, test_pred, **extra):
+        v, t = (multilabel_report(ys[k], p, labels) for k, p in (("valid", valid_pred), ("test", test_pred)))
+        rows.append({"rule": name, "valid_micro_f1": v["micro_f1"], "valid_macro_f1": v["macro_f1"],
+                     "test_micro_f1": t["micro_f1"], "test_macro_f1": t["macro_f1"], **extra})
+
+    def thresholded(pv, pt, how="per-label"):
+        th = tune_thresholds(pv, ys["valid"], labels, min_support)
+        t = threshold_vector(th, labels) if how == "per-label" else th["global"]
+        return pv >= t, pt >= t
+
+    shipped_pooling = (saved.settings.get("windows") or {}).get("pooling", "mean")
+    shipped = shipped_rule(metrics)
+    pt = pooled(outputs, shipped_pooling)
+    combined = {}
+    for rule in RULES:
+        ws = fit_combination(pt["valid"], pl["valid"], ys["valid"], labels, min_support, *rule)
+        combined[rule] = {k: blend(pt[k], pl[k], ws, rule[0]) for k in ("valid", "test")}
+    ship = combined[shipped]
+    add(f"shipped: {_rule_name(shipped)}, per-label thresholds ({shipped_pooling} of windows)",
+        *thresholded(ship["valid"], ship["test"]), group="shipped")
+    for name, p in (("transformer alone", pt), ("TF-IDF alone", pl)):
+        for how in ("per-label", "global"):
+            add(f"{name}, {how} thresholds", *thresholded(p["valid"], p["test"], how), group="parts")
+    for rule in RULES:
+        if rule != shipped:
+            add(f"{_rule_name(rule)}, per-label thresholds",
+                *thresholded(combined[rule]["valid"], combined[rule]["test"]), group="combination")
+    th = tune_thresholds(ship["valid"], ys["valid"], labels, min_support)
+    per, glob = threshold_vector(th, labels), th["global"]
+    add("shipped blend, one global threshold", *thresholded(ship["valid"], ship["test"], "global"), group="thresholds")
+    half = glob + 0.5 * (per - glob)
+    add("shipped blend, per-label thresholds shrunk halfway to the global one",
+        ship["valid"] >= half, ship["test"] >= half, group="thresholds")
+    joint = mean_f1_thresholds(ship["valid"], ys["valid"], labels, min_support)
+    add("shipped blend, per-label thresholds for the best (micro + macro) / 2",
+        ship["valid"] >= joint, ship["test"] >= joint, group="thresholds")
+    add("shipped blend, at least one label per text", at_least_one(ship["valid"], per),
+        at_least_one(ship["test"], per), group="decoding")
+    for how in ("mean", "max", "mean+max"):
+        if how == shipped_pooling:
+            continue
+        p = pooled(outputs, how)
+        ws = fit_combination(p["valid"], pl["valid"], ys["valid"], labels, min_support, *shipped)
+        add(f"shipped blend on the {how} of windows",
+            *thresholded(blend(p["valid"], pl["valid"], ws, shipped[0]), blend(p["test"], pl["test"], ws, shipped[0])),
+            group="pooling")
+    picked, choice = choose_blend_rule(pt["valid"], pl["valid"], ys["valid"], labels, min_support, folds=folds,
+                                       repeats=repeats)
+    add(f"training's cross-fitted choice ({folds} folds x {repeats}): the {_rule_name(picked)}",
+        *thresholded(combined[picked]["valid"], combined[picked]["test"]), group="choice")
+    ref = rows[0]
+    for r in rows:
+        r["test_micro_delta"] = r["test_micro_f1"] - ref["test_micro_f1"]
+        r["test_macro_delta"] = r["test_macro_f1"] - ref["test_macro_f1"]
+    recorded = {k: metrics["model"][k] for k in ("micro_f1", "macro_f1")}
+    return {"model": str(model_dir), "labels": len(labels), "rows": {k: len(ys[k]) for k in ("valid", "test")},
+            "min_support": min_support, "recorded": recorded, "reproduced": bool(
+                np.isclose(ref["test_micro_f1"], recorded["micro_f1"], atol=1e-9)
+                and np.isclose(ref["test_macro_f1"], recorded["macro_f1"], atol=1e-9)),
+            "shipped_rule": _rule_name(shipped), "cross_fit": choice, "results": rows}
+
+
+def table(result: dict) -> str:
+    said = "reproduced" if result["reproduced"] else "NOT reproduced"
+    lines = [f"{result['model']}: {result['labels']} labels, {result['rows']['valid']} valid / "
+             f"{result['rows']['test']} test rows; metrics.json says test {result['recorded']['micro_f1']:.4f} / "
+             f"{result['recorded']['macro_f1']:.4f} ({said})", "",
+             "| rule (chosen on valid) | valid micro | valid macro | test micro | test macro | vs shipped (test) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in result["results"]:
+        lines.append(f"| {r['rule']} | {r['valid_micro_f1']:.4f} | {r['valid_macro_f1']:.4f} | "
+                     f"{r['test_micro_f1']:.4f} | {r['test_macro_f1']:.4f} | "
+                     f"{100 * r['test_micro_delta']:+.2f} / {100 * r['test_macro_delta']:+.2f} |")
+    cf = result["cross_fit"]
+    if "mean" in cf:
+        lines += ["", "cross-fitted (micro + macro) / 2 on valid: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in cf["mean"].items())]
+    else:
+        lines += ["", f"not cross-fitted: {cf['why']}"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.combine", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, required=True, help="a model dir written by python -m training.train --out")
+    ap.add_argument("--folds", type=int_at_least(2, 50), default=5, help="folds of valid for the cross-fitted choice")
+    ap.add_argument("--repeats", type=int_at_least(1, 20), default=3,
+                    help="fold seeds the cross-fitted choice averages")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    a = ap.parse_args(argv)
+    from training.train import TrainError
+
+    try:
+        result = run(a.model, a.folds, a.repeats, progress=not a.no_progress)
+    except TrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table(result))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -22,8 +22,9 @@ def _combine(*args):
 
 def test_combine_reproduces_the_model_and_scores_every_rule(trained, tmp_path):  # noqa: F811
     out = tmp_path / "combine.json"
-    proc = _combine("--model", trained, "--out", out, "--folds", "3", "--repeats", "2", "--no-progress")
+    proc = _combine("--model", trained, "--out", out, "--folds", "3", "--repeats", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "valid windows" in proc.stderr and "test windows" in proc.stderr        # progress bars
     r = json.loads(out.read_text())
     m = json.loads((trained / "metrics.json").read_text())
     assert r["reproduced"] is True

@@ -520,8 +520,9 @@ BLEND_SPACE = "logit"   # the valid curve's blend and choose_* default (deployme
 # label). Re-scoring saved models (same logits, everything chosen on valid), the log-odds blend with a weight per
 # label beat the probability blend with one weight by +0.5-1.0 micro / +1.6-2.3 macro-F1 on CMU models and
 # +0.7 / +0.8 on 150-label blurbs, and lost 0.7 / 0.6 on StackOverflow titles (README, "Measured on a 2-core CPU"),
-# where the transformer leads the linear model by 5 points; the cross-fitted choice picked the better one on all
-# of them. `python -m bench.combine` re-scores every rule on a trained model.
+# where the transformer leads the linear model by 5 points; the cross-fitted choice picked the better one on every
+# saved model but one whose logits were recomputed in another batch order (CMU margins are 0.1-0.6 points).
+# `python -m bench.combine` re-scores every rule on a trained model.
 BLEND_RULES = (("probability", "one"), ("logit", "per"))
 CROSS_FIT_FOLDS, CROSS_FIT_REPEATS = 5, 3
 BLEND_WEIGHTS = np.round(np.linspace(0, 1, 11), 2)

@@ -1,6 +1,7 @@
 """Command-line plumbing shared by the scraper commands: options, validation, progress, the summary line.
 
-Bad input (unknown site, missing file, malformed URL) ends with one clear line on stderr and exit code 2.
+Bad input (unknown site, missing file, malformed URL) ends with one clear line on stderr and exit code 2, and
+so does a second run on an output another run is writing (`run_locked`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from scraper.client import DEFAULT_USER_AGENT, PoliteClient, url_problem
+from deployment.files import write_text
+from scraper.client import DEFAULT_USER_AGENT, PoliteClient, scrub_userinfo, strip_userinfo, url_problem
+from scraper.storage import OutputLock, OutputLocked
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -116,11 +119,28 @@ def make_client(args: argparse.Namespace, pool_size: int = 10) -> PoliteClient:
 
 
 def check_url(url: str, what: str) -> str:
-    """An absolute http(s) URL with a host, or a UsageError naming the option."""
-    problem = url_problem(url.strip())
+    """An absolute http(s) URL with a host, without `user:password@` (never sent, never stored: a note says so),
+    or a UsageError naming the option."""
+    clean = strip_userinfo(url.strip())
+    if clean != url.strip():
+        print(f"note: {what}: removed the user:password@ part of the URL; credentials in URLs are never sent or "
+              f"stored", file=sys.stderr, flush=True)
+    problem = url_problem(clean)
     if problem:
-        raise UsageError(f"{what} {url!r} is not an absolute http(s) URL ({problem})")
-    return url.strip()
+        raise UsageError(f"{what} {clean!r} is not an absolute http(s) URL ({problem})")
+    return clean
+
+
+def run_locked(prog: str, lock_file: Path, output: Path, body: Callable[[], int]) -> int:
+    """`body()` while this process holds the output's lock (scraper.storage.OutputLock); when another run holds
+    it: one line and exit code 2, before anything is read, repaired or requested."""
+    try:
+        lock = OutputLock(lock_file, output)
+    except (OutputLocked, OSError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    with lock:
+        return body()
 
 
 @dataclass
@@ -174,9 +194,8 @@ def save_settings(settings, path: Path, module: str) -> None:
     """Print the run's settings and keep them, with the command, beside the output: a CSV says how it was made."""
     data = asdict(settings)
     print(f"settings: {json.dumps(data, default=str)}", file=sys.stderr, flush=True)
-    data["command"] = " ".join(["python", "-m", module] + [shlex.quote(a) for a in sys.argv[1:]])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    data["command"] = " ".join(["python", "-m", module] + [shlex.quote(scrub_userinfo(a)) for a in sys.argv[1:]])
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def run_pool(items: Iterable, work: Callable, record: Callable, workers: int, stop: threading.Event) -> bool:

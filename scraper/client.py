@@ -1,10 +1,11 @@
 """The polite HTTP client every scraper command shares.
 
 - one `requests.Session` per thread (pooled connections, honest User-Agent naming the project);
-- robots.txt per host via `urllib.robotparser` (plus `*`/`$` wildcards, which the stdlib ignores and
-  StackOverflow's robots.txt uses, and fractional `Crawl-delay`s, which it drops); a robots.txt that cannot
-  be fetched (5xx, 429, network, a redirect loop) blocks the host, as RFC 9309 says; other 4xx mean no
-  rules; only its first 500 KiB are read (RFC 9309 allows that limit);
+- robots.txt per host, read as RFC 9309 says (`scraper.robots`: the longest matching rule wins, `*`/`$`
+  wildcards, product-token groups, fractional `Crawl-delay`s); a robots.txt that cannot be fetched (5xx,
+  429, network, a redirect loop) blocks the host, as RFC 9309 says; other 4xx mean no rules;
+- credentials are never sent: `user:password@` is removed from every URL before it is requested, redirect
+  targets included, so it is never in a request, a row or a log line either (`strip_userinfo`);
 - redirects are followed here, one hop at a time, never by `requests`: every hop passes the robots.txt of
   its own host and waits for that host's turn; a disallowed hop ends as `robots_disallowed`, and more than
   `max_redirects` hops (or a loop) as an error, never as content;
@@ -21,32 +22,33 @@ from __future__ import annotations
 
 import email.utils
 import http.client
-import math
 import random
 import re
 import socket
 import sys
 import threading
 import time
-import urllib.robotparser
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+
+from scraper.encoding import Decoded, decode_html
+from scraper.robots import Robots, decode_robots, parse_robots
 
 DEFAULT_USER_AGENT = ("multilabel-text-pipeline/0.1 "
                       "(+https://github.com/multilabel-text-pipeline/multilabel-text-pipeline; research scraper)")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_BODY_BYTES = 20 * 1024 * 1024        # a "page" bigger than this is not a page we want
-ROBOTS_MAX_BYTES = 500 * 1024            # RFC 9309 lets a crawler stop parsing robots.txt here
 ROBOTS_MAX_REDIRECTS = 5                 # RFC 9309: follow at least five; more means "unreachable"
 
 # Failures that may go away by themselves: a rerun tries them again (the others are permanent until
 # --retry-errors). Matched as prefixes: "http_5" covers every 5xx.
+# encoding_suspect: the page parsed to nothing after a decode that may have been wrong (see scraper.encoding).
 TRANSIENT_REASONS = ("timeout", "connection_error", "request_error", "http_429", "http_5", "robots_unreachable",
-                     "deadline_exceeded")
+                     "deadline_exceeded", "encoding_suspect")
 
 
 def is_transient(reason: str) -> bool:
@@ -74,67 +76,14 @@ class Fetched:
     def content_type(self) -> str:
         return str(self.headers.get("content-type", "")).lower()
 
-    def html(self) -> str | bytes:
-        """Decoded text when the server named a charset; raw bytes otherwise, so the parser reads `<meta charset>`
-        instead of requests' ISO-8859-1 guess for text/html."""
-        match = re.search(r"charset=[\"']?([\w.:-]+)", self.content_type)
-        if match:
-            try:
-                return self.content.decode(match.group(1), errors="replace")
-            except LookupError:          # a charset Python does not know: let the parser sniff the bytes
-                pass
-        return self.content
+    def decoded(self) -> Decoded:
+        """The body as text, its encoding sniffed as browsers do (BOM, header, `<meta>`; see scraper.encoding).
+        Parsers always get text: handed bytes, lxml trusted a wrong `<meta charset>` and could stop at the
+        first byte that charset lacks, leaving an empty document."""
+        return decode_html(self.content, self.content_type)
 
-
-# ---------------------------------------------------------------- robots.txt parsing
-class _WildcardRule(urllib.robotparser.RuleLine):
-    """A robots.txt rule with Google-style `*` (any run) and trailing `$` (end of URL)."""
-
-    def __init__(self, rule: urllib.robotparser.RuleLine):
-        self.path, self.allowance = rule.path, rule.allowance
-        pattern = unquote(rule.path)
-        anchored = pattern.endswith("$")
-        body = re.escape(pattern.rstrip("$")).replace(r"\*", ".*")
-        self._regex = re.compile(body + ("$" if anchored else ""))
-
-    def applies_to(self, filename: str) -> bool:
-        return self.path == "*" or bool(self._regex.match(unquote(filename)))
-
-
-_CRAWL_DELAY_LINE = re.compile(r"^(\s*crawl-delay\s*:\s*)([^#\r\n]*?)(\s*(?:#.*)?)$", re.IGNORECASE)
-
-
-def parse_robots(text: str) -> urllib.robotparser.RobotFileParser:
-    """A `RobotFileParser` for robots.txt text, with wildcard support and first-match order as in the stdlib.
-
-    The stdlib keeps only whole-number Crawl-delays ("0.5" is silently dropped, so we would go faster than
-    asked): each value is swapped for its index in a list before parsing and the exact float put back after.
-    Negative and NaN delays are ignored; `inf` stays (the client then blocks the host).
-    """
-    delays: list[float] = []
-
-    def number_the_delay(line: str) -> str:
-        match = _CRAWL_DELAY_LINE.match(line)
-        if not match:
-            return line
-        try:
-            value = float(match.group(2))
-        except ValueError:
-            return ""                    # garbage: as if the line were not there
-        if math.isnan(value) or value < 0:
-            return ""
-        delays.append(value)
-        return f"{match.group(1)}{len(delays) - 1}{match.group(3)}"
-
-    parser = urllib.robotparser.RobotFileParser()
-    parser.parse([number_the_delay(line) for line in text.splitlines()])
-    entries = list(parser.entries) + ([parser.default_entry] if parser.default_entry else [])
-    for entry in entries:
-        entry.rulelines = [_WildcardRule(r) if ("*" in unquote(r.path) or "$" in r.path) else r
-                           for r in entry.rulelines]
-        if entry.delay is not None:
-            entry.delay = delays[entry.delay]
-    return parser
+    def html(self) -> str:
+        return self.decoded().text
 
 
 # ---------------------------------------------------------------- the total deadline
@@ -246,7 +195,7 @@ class _HostState:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.robots: urllib.robotparser.RobotFileParser | None = None
+        self.robots: Robots | None = None
         self.robots_lock = threading.Lock()
         self.robots_reason = ""          # set when the host is blocked: robots_unreachable, robots_crawl_delay
         self.robots_error = ""           # ... and why, for the errors file
@@ -341,7 +290,7 @@ class PoliteClient:
                                   max_redirects=ROBOTS_MAX_REDIRECTS)
             reason, why = "", ""
             if result.ok:
-                parser = parse_robots(result.content[:ROBOTS_MAX_BYTES].decode("utf-8", errors="replace"))
+                parser = parse_robots(decode_robots(result.content))
             elif result.status is not None and 400 <= result.status < 500 and result.status != 429:
                 parser = parse_robots("")                 # no robots.txt: no rules
             else:
@@ -374,8 +323,9 @@ class PoliteClient:
         if state.robots_reason:
             return state.robots_reason, state.robots_error
         assert state.robots is not None
-        if not state.robots.can_fetch(self.user_agent, url):
-            return "robots_disallowed", "disallowed by robots.txt"
+        rule = state.robots.deciding_rule(self.user_agent, url)
+        if rule is not None and not rule.allow:
+            return "robots_disallowed", f"disallowed by robots.txt ({rule})"
         return "", ""
 
     def allowed(self, url: str) -> tuple[bool, str]:
@@ -393,6 +343,7 @@ class PoliteClient:
         return self._follow(url, check_robots=check_robots, params=params, max_redirects=self.max_redirects)
 
     def _follow(self, url: str, *, check_robots: bool, params: dict | None, max_redirects: int) -> Fetched:
+        url = strip_userinfo(url)
         current, visited, attempts = url, [], 0
 
         def failure(reason: str, detail: str, status=None) -> Fetched:
@@ -416,7 +367,7 @@ class PoliteClient:
                 result.url, result.final_url, result.attempts = url, current, attempts
                 return result
             try:
-                target = urljoin(current, location.strip()).partition("#")[0]
+                target = strip_userinfo(urljoin(current, location.strip()).partition("#")[0])
             except ValueError as exc:
                 return failure("bad_redirect", f"HTTP {result.status} to an unreadable Location {location!r}: {exc}",
                                result.status)
@@ -494,6 +445,27 @@ class PoliteClient:
     def _deadline_error(self, url: str) -> Fetched:
         return Fetched(url, reason="deadline_exceeded",
                        detail=f"no complete response within --deadline {self.deadline:g}s (server too slow)")
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*@")
+
+
+def strip_userinfo(url: str) -> str:
+    """`https://user:secret@host/path` → `https://host/path`. Plain text work, so it also cleans a URL too broken
+    for `urlsplit` (it still goes into the errors file). The last `@` before the path ends the userinfo."""
+    match = _USERINFO.match(url.lstrip())
+    if not match:
+        return url
+    url = url.lstrip()
+    return (match.group(1) or "") + "//" + url[match.end():]
+
+
+_USERINFO_ANYWHERE = re.compile(r"(?i)((?:\b[a-z][a-z0-9+.-]*:)?)//[^/?#\s]*@")
+
+
+def scrub_userinfo(text: str) -> str:
+    """`text` with the userinfo of every URL in it removed (a command line, a log line)."""
+    return _USERINFO_ANYWHERE.sub(r"\1//", text)
 
 
 def url_problem(url: str) -> str:

@@ -6,9 +6,11 @@ For each row with a `cover_url` (the Smashwords adapter records it from `itempro
 or `img.book-list-image` on listings), fetch the image with the same polite client as the page scrapers
 (robots.txt, per-host delay, retries with backoff, Retry-After) and keep it only if it really is a
 complete image: the response says `image/*` AND the bytes start with a JPEG/PNG/GIF/WebP signature AND
-they end where that format ends (a truncated transfer is not a cover). Files are written to a temporary
-name (`<id>.<ext>.part<thread>`) and renamed, so an interrupted run never leaves half an image that looks
-finished; the next run deletes those temporary files, and only those (`x.partners.csv` is not one).
+they end where that format ends (a truncated transfer is not a cover). Files are written atomically with
+`deployment.files` (a hidden `.<file>.partial-<pid>` renamed into place), so an interrupted run never leaves
+half an image that looks finished; the next run deletes such leftovers of dead runs, and only those. A second
+run on the same `--out` while one is running stops at once with exit code 2 (`covers.lock`). URLs are fetched
+and stored without `user:password@`.
 
 Outputs in `--out`:
   <book id>.<jpg|png|gif|webp>   one file per cover, named after the book page (`/books/view/52` → `52.jpg`)
@@ -19,7 +21,6 @@ Rerunning skips covers already on disk and permanent errors; transient failures 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
 import threading
@@ -28,15 +29,22 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import config
+from deployment.files import clean_stale, write_bytes
 from scraper import cli
 from scraper.client import PoliteClient, is_transient
+from scraper.sites import strip_row_urls
 from scraper.storage import ERROR_COLUMNS, CsvAppender, read_csv_dicts, repair_and_read
 
 MANIFEST_COLUMNS = ("url", "cover_url", "file", "content_type", "bytes")
 MAX_IMAGE_BYTES = 15 * 1024 * 1024
 IMAGE_KINDS = ("jpg", "png", "gif", "webp")
-# The temporary names `download_cover` writes: `<book id or URL hash>.<kind>.part<thread id>`.
-_PARTIAL_NAME = re.compile(r"[0-9a-f]+\.(?:jpg|png|gif|webp)\.part\d+")
+# The staging names deployment.files gives a cover (`.<book id or URL hash>.<kind>.partial-<pid>`), and the
+# `<stem>.<kind>.part<thread id>` names earlier versions of this module wrote.
+_STAGING_NAME = re.compile(r"\.([0-9a-f]+\.(?:jpg|png|gif|webp))\.(?:partial|old)-\d+")
+_OLD_PARTIAL_NAME = re.compile(r"[0-9a-f]+\.(?:jpg|png|gif|webp)\.part\d+")
+# Two rows can name one file (`/books/view/52` and `/books/view/52?ref=x`): the staging name is per process,
+# so writes of covers take turns (they are short; the downloads before them run in parallel).
+_WRITE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -134,9 +142,8 @@ def download_cover(client: PoliteClient, book_url: str, cover_url: str, out_dir:
         outcome.reason, outcome.detail = reason, f"{detail} ({cover_url})"
         return outcome
     target = out_dir / f"{cover_stem(book_url)}.{kind}"
-    partial = target.with_name(target.name + f".part{threading.get_ident()}")    # matches _PARTIAL_NAME
-    partial.write_bytes(fetched.content)
-    os.replace(partial, target)                         # atomic: a cover on disk is always a whole cover
+    with _WRITE_LOCK:
+        write_bytes(target, fetched.content)            # atomic: a cover on disk is always a whole cover
     outcome.file, outcome.content_type, outcome.size = target.name, fetched.content_type, len(fetched.content)
     return outcome
 
@@ -166,12 +173,20 @@ def read_cover_rows(path: Path) -> list[dict]:
     missing = {"url", "cover_url"} - set(columns)
     if missing:
         raise cli.UsageError(f"--details {path} has no {', '.join(sorted(missing))} column (columns: {columns})")
+    for row in rows:
+        strip_row_urls(row)              # credentials in a URL are never sent or stored
     return rows
 
 
-def leftover_partials(out_dir: Path) -> list[Path]:
-    """The temporary files of an interrupted earlier run: exactly the names `download_cover` writes."""
-    return [path for path in out_dir.iterdir() if path.is_file() and _PARTIAL_NAME.fullmatch(path.name)]
+def remove_leftovers(out_dir: Path) -> None:
+    """Delete the temporary files of interrupted earlier runs: staging files of processes that are gone (the check
+    is deployment.files.clean_stale's), and the `.part<thread>` files of older versions; nothing else."""
+    for path in list(out_dir.iterdir()):
+        staging = _STAGING_NAME.fullmatch(path.name)
+        if staging:
+            clean_stale(out_dir / staging.group(1))
+        elif path.is_file() and _OLD_PARTIAL_NAME.fullmatch(path.name):
+            path.unlink()
 
 
 def existing_cover(out_dir: Path, book_url: str) -> Path | None:
@@ -185,9 +200,13 @@ def existing_cover(out_dir: Path, book_url: str) -> Path | None:
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    out_dir = Path(args.out)
+    return cli.run_locked(parser.prog, out_dir / "covers.lock", out_dir, lambda: _run(parser, args, out_dir))
+
+
+def _run(parser: cli.ArgumentParser, args, out_dir: Path) -> int:
     try:
         rows = read_cover_rows(args.details)
-        out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         manifest_path, errors_file = out_dir / "covers.csv", out_dir / "covers.errors.csv"
         manifest = repair_and_read(manifest_path, MANIFEST_COLUMNS)
@@ -197,8 +216,7 @@ def run(argv: list[str] | None = None) -> int:
                                  deadline=args.deadline, retries=args.retries, max_redirects=args.max_redirects,
                                  user_agent=args.user_agent, ignore_robots=args.ignore_robots)
         cli.save_settings(settings, out_dir / "covers.settings.json", "scraper.covers")
-        for leftover in leftover_partials(out_dir):     # a kill -9 mid-write leaves these; they are never covers
-            leftover.unlink()
+        remove_leftovers(out_dir)                        # a kill -9 mid-write leaves these; they are never covers
         manifest_out = CsvAppender(manifest_path, MANIFEST_COLUMNS)
         errors_out = CsvAppender(errors_file, ERROR_COLUMNS)
     except (cli.UsageError, ValueError, OSError) as exc:

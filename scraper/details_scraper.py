@@ -14,7 +14,12 @@ faster hammering of one site). A page that is missing, blocked, empty, unlabelle
 
 Rerunning the same command resumes: URLs already in the output, or in the errors file with a permanent
 reason (404, no labels, robots...), are skipped; transient failures (timeouts, 5xx, 429) are tried again,
-and `--retry-errors` retries every error. A torn last row left by `kill -9` is cut off first.
+and `--retry-errors` retries every error. A torn last row left by `kill -9` is cut off first. A second run on
+the same `--out` while one is running stops at once with exit code 2 (`<out stem>.lock`).
+
+A page is decoded as browsers do (scraper.encoding); one that yields nothing after a decode that may have been
+wrong is `encoding_suspect`, a transient reason, never a permanent one. URLs are read, fetched and written
+without `user:password@`.
 """
 from __future__ import annotations
 
@@ -28,9 +33,9 @@ from types import ModuleType
 import config
 from scraper import cli
 from scraper.client import PoliteClient, is_transient
-from scraper.sites import SITES, dedupe_key, rebase
-from scraper.storage import (ERROR_COLUMNS, CsvAppender, errors_path, read_csv_dicts, read_text, repair_and_read,
-                             sidecar)
+from scraper.sites import SITES, dedupe_key, rebase, strip_row_urls
+from scraper.storage import (ERROR_COLUMNS, CsvAppender, errors_path, lock_path, read_csv_dicts, read_text,
+                             repair_and_read, sidecar)
 
 HTML_TYPES = ("html", "xml")
 
@@ -99,7 +104,17 @@ def build_parser() -> cli.ArgumentParser:
 
 # ---------------------------------------------------------------- reading the URL list
 def read_url_list(path: Path) -> list[dict]:
-    """Rows with at least `url` from a stage-1 CSV (extra columns kept as hints) or a plain list of URLs."""
+    """Rows with at least `url` from a stage-1 CSV (extra columns kept as hints) or a plain list of URLs, every URL
+    without `user:password@` (a note on stderr says how many had one)."""
+    rows = _read_url_rows(path)
+    stripped = sum(strip_row_urls(row) for row in rows)
+    if stripped:
+        print(f"note: --urls {path}: removed user:password@ from {stripped} URL(s); credentials in URLs are never "
+              f"sent or stored", file=sys.stderr, flush=True)
+    return rows
+
+
+def _read_url_rows(path: Path) -> list[dict]:
     if not path.exists():
         raise cli.UsageError(f"--urls {path} does not exist (run python -m scraper.url_scraper first)")
     if path.is_dir():
@@ -124,17 +139,22 @@ def scrape_one(client: PoliteClient, adapter: ModuleType, url: str, fetch_url: s
         return Outcome(url, status=fetched.status or "", reason=fetched.reason, detail=fetched.detail)
     if fetched.content_type and not any(t in fetched.content_type for t in HTML_TYPES):
         return Outcome(url, status=fetched.status, reason="not_html", detail=f"Content-Type {fetched.content_type}")
+    decoded = fetched.decoded()
     try:
-        record = adapter.parse_details(fetched.html(), url)
+        record = adapter.parse_details(decoded.text, url)
     except Exception as exc:   # one odd page must not end a long run; the errors file keeps the trace
         return Outcome(url, status=fetched.status, reason="unparseable", detail=f"{type(exc).__name__}: {exc}"[:300])
     warning = getattr(record, "warning", "")
+    strip_row_urls(record)               # a cover_url on the page may carry credentials too
     record["url"] = url
     if not record.get("title") and hint.get("title"):
         record["title"] = hint["title"]             # the listing knew the title even if this layout hides it
     if "cover_url" in record and not record["cover_url"] and hint.get("cover_url"):
         record["cover_url"] = hint["cover_url"]
     if not (record.get("title") or record.get("text") or record.get("labels")):
+        if decoded.questionable:         # maybe the wrong charset, not an empty page: the next run tries again
+            return Outcome(url, status=fetched.status, reason="encoding_suspect",
+                           detail=f"no title, text or labels after decoding as {decoded.encoding} ({decoded.source})")
         return Outcome(url, status=fetched.status, reason="unrecognised_page",
                        detail=f"no title, text or labels found ({len(fetched.content)} bytes)")
     if not record.get("text"):
@@ -148,8 +168,12 @@ def scrape_one(client: PoliteClient, adapter: ModuleType, url: str, fetch_url: s
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    adapter = SITES[args.site]
     out = Path(args.out or config.RAW_DIR / f"{args.site}_details.csv")
+    return cli.run_locked(parser.prog, lock_path(out), out, lambda: _run(parser, args, out))
+
+
+def _run(parser: cli.ArgumentParser, args, out: Path) -> int:
+    adapter = SITES[args.site]
     if args.source == "api":
         if args.site != "stackoverflow":
             print(f"{parser.prog}: error: --source api is only available for --site stackoverflow", file=sys.stderr)

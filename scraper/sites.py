@@ -5,6 +5,7 @@ from types import ModuleType
 from urllib.parse import urlsplit, urlunsplit
 
 from scraper import smashwords, stackoverflow
+from scraper.client import strip_userinfo
 
 SITES: dict[str, ModuleType] = {smashwords.NAME: smashwords, stackoverflow.NAME: stackoverflow}
 
@@ -27,3 +28,18 @@ def dedupe_key(adapter: ModuleType, url: str) -> str:
     """The canonical URL without its scheme: http and https links to one page are one row."""
     canonical = adapter.canonical_url(url)
     return canonical.split("://", 1)[-1]
+
+
+def strip_row_urls(row: dict) -> int:
+    """Remove `user:password@` from the row's `url` and `*_url` cells, in place; how many cells had one.
+
+    Credentials in a listed link are somebody's secret: they are never fetched with (the client strips them
+    too) and never stored."""
+    stripped = 0
+    for key, value in row.items():
+        if isinstance(key, str) and (key == "url" or key.endswith("_url")) and isinstance(value, str):
+            clean = strip_userinfo(value)
+            if clean != value:
+                row[key] = clean
+                stripped += 1
+    return stripped

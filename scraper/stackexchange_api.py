@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from scraper import cli, stackoverflow
-from scraper.client import Fetched, PoliteClient, url_problem
+from scraper.client import Fetched, PoliteClient, strip_userinfo, url_problem
 from scraper.sites import dedupe_key
 from scraper.storage import ERROR_COLUMNS, CsvAppender, errors_path, repair_and_read, sidecar
 from scraper.text import html_to_text
@@ -78,8 +78,8 @@ def item_url(item) -> str:
     if not isinstance(item, dict):
         return ""
     link = item.get("link")
-    if isinstance(link, str) and not url_problem(link):
-        return link
+    if isinstance(link, str) and not url_problem(strip_userinfo(link)):
+        return strip_userinfo(link)
     qid = item.get("question_id")
     if isinstance(qid, int) and not isinstance(qid, bool) and qid > 0:
         return f"https://stackoverflow.com/questions/{qid}"

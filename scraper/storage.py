@@ -18,10 +18,17 @@ lines), so it never mistakes a newline or carriage return inside a cell for the 
     once, atomically, with every cell quoted; one that cannot be parsed at all (wrong number of fields:
     edited by hand) stays in the file as it is, and both cases are counted and reported.
 Labels are JSON lists in their cell; nothing is ever `eval`ed.
+
+One run per output: `OutputLock` holds an exclusive `flock` on `<stem>.lock` beside the output for the whole
+run, so a second run on the same output stops before it reads, repairs or requests anything (two appenders
+would duplicate every row and double the request rate). The kernel drops the lock when the process ends,
+`kill -9` included, so a stale lock file never blocks the next run; the file itself is left in place (removing
+it would let a third run lock a new file while the second still waits on the old one).
 """
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -31,7 +38,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable
 
-from deployment.files import large_csv_fields
+from deployment.files import large_csv_fields, replace_file
 
 ERROR_COLUMNS = ("url", "status", "reason", "detail")
 QUOTING = csv.QUOTE_ALL                  # every cell quoted: no character in a cell can end a row early
@@ -43,6 +50,42 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- one run per output
+class OutputLocked(Exception):
+    """Another live process holds the output's lock."""
+
+
+class OutputLock:
+    """An exclusive, non-blocking `flock` on `lock_file` (see the module docstring), taken on creation; holds
+    the owner's pid for the message a second run prints. Use as a context manager, or `release()`."""
+
+    def __init__(self, lock_file: Path, output: Path):
+        self.path = Path(lock_file)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)    # never truncated before the lock is ours
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(self._fd)
+            raise OutputLocked(f"{output} is being written by another run (process {holder or '?'}, lock "
+                               f"{self.path}); wait for it to end or stop it: two runs on one output would "
+                               f"duplicate its rows") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)           # closing drops the flock
+            self._fd = -1
+
+    def __enter__(self) -> "OutputLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 # ---------------------------------------------------------------- writing
@@ -237,7 +280,8 @@ def _repair_and_read(path: Path, columns: Iterable[str], log: Callable[[str], No
     body = data[3:] if data.startswith(BOM.encode()) else data
     if not records:
         if any(prefix.startswith(body) for prefix in _header_prefixes(columns)):
-            path.write_bytes(b"")                               # a torn header: nothing real was written yet
+            # a torn header: nothing real was written yet; emptied in place, as the append-only file is appended
+            path.write_bytes(b"")
             return rows
         raise ValueError(f"{path} has no complete header line, expected {columns}: choose another --out or "
                          f"move it away")
@@ -275,23 +319,19 @@ def _repair_and_read(path: Path, columns: Iterable[str], log: Callable[[str], No
         log(f"warning: {path}: {len(requote)} row(s) held a bare carriage return in an unquoted cell (written by "
             f"an older version); rewrote the file with every cell quoted, no row changed")
     elif tail_start < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(tail_start)
+        with open(path, "r+b") as handle:            # cutting the tail in place keeps every complete row as it
+            handle.truncate(tail_start)              # is: no copy of a large file, no moment without the file
     return rows
 
 
 def _rewrite(path: Path, data: bytes, records: list[tuple[int, int]], requote: dict[int, list[str]]) -> None:
     """Replace `path` atomically by its complete records, the ones in `requote` written with every cell quoted."""
-    temporary = path.with_name(path.name + ".rewrite")
-    with open(temporary, "wb") as out:
+    with replace_file(path, "wb") as out:
         for index, (start, end) in enumerate(records):
             if index in requote:
                 out.write(format_row(requote[index]).encode("utf-8", "surrogateescape"))
             else:
                 out.write(data[start:end])
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
 
 
 def read_text(path: Path, option: str) -> str:
@@ -324,6 +364,11 @@ def errors_path(out: Path) -> Path:
     """`data/raw/x_details.csv` → `data/raw/x_details.errors.csv`."""
     out = Path(out)
     return out.with_name(out.stem + ".errors" + (out.suffix or ".csv"))
+
+
+def lock_path(out: Path) -> Path:
+    """`data/raw/x_details.csv` → `data/raw/x_details.lock`."""
+    return sidecar(out, "lock", "")
 
 
 def sidecar(out: Path, name: str, suffix: str = ".csv") -> Path:

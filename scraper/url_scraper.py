@@ -8,7 +8,9 @@
 Writes `url,title` (+ `cover_url` for Smashwords), one row per item, deduplicated by canonical URL
 (a book listed under several categories is one row). Every finished listing page is logged to
 `<out>.pages.csv`, so rerunning the same command after Ctrl-C or `kill -9` continues at the first
-unfinished page without losing or repeating a row. Failed pages go to `<out>.errors.csv`.
+unfinished page without losing or repeating a row. Failed pages go to `<out>.errors.csv`. A second run on the
+same `--out` while one is running stops at once with exit code 2 (`<out stem>.lock`). Links that carry
+`user:password@` are stored and followed without it.
 `--base-url http://127.0.0.1:8000` runs the same command against a mirror or a local test server.
 """
 from __future__ import annotations
@@ -20,9 +22,9 @@ from types import ModuleType
 
 import config
 from scraper import cli
-from scraper.client import PoliteClient
-from scraper.sites import SITES, dedupe_key, rebase
-from scraper.storage import ERROR_COLUMNS, CsvAppender, errors_path, repair_and_read, sidecar
+from scraper.client import PoliteClient, strip_userinfo
+from scraper.sites import SITES, dedupe_key, rebase, strip_row_urls
+from scraper.storage import ERROR_COLUMNS, CsvAppender, errors_path, lock_path, repair_and_read, sidecar
 
 PAGE_LOG_COLUMNS = ("page_url", "next_url", "new_rows")
 
@@ -61,11 +63,15 @@ def build_parser() -> cli.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    out = Path(args.out or config.RAW_DIR / f"{args.site}_urls.csv")
+    return cli.run_locked(parser.prog, lock_path(out), out, lambda: _run(parser, args, out))
+
+
+def _run(parser: cli.ArgumentParser, args, out: Path) -> int:
     try:
         adapter = SITES[args.site]
         base_url = cli.check_url(args.base_url, "--base-url") if args.base_url else None
         starts = [cli.check_url(u, "--start-url") for u in (args.start_url or adapter.DEFAULT_START_URLS)]
-        out = Path(args.out or config.RAW_DIR / f"{args.site}_urls.csv")
         existing = repair_and_read(out, adapter.URL_COLUMNS)
         page_log_path = sidecar(out, "pages")
         page_log = repair_and_read(page_log_path, PAGE_LOG_COLUMNS)
@@ -144,17 +150,24 @@ class ListingCrawl:
             return self.error(url, fetched.status, fetched.reason, fetched.detail)
         if fetched.content_type and not any(t in fetched.content_type for t in ("html", "xml")):
             return self.error(url, fetched.status, "not_html", f"Content-Type {fetched.content_type}")
+        decoded = fetched.decoded()
         try:
-            listing = self.adapter.parse_listing(fetched.html(), fetched.final_url or url)
+            listing = self.adapter.parse_listing(decoded.text, fetched.final_url or url)
         except Exception as exc:         # a parser bug on one odd page must not end the run
             return self.error(url, fetched.status, "unparseable", f"{type(exc).__name__}: {exc}"[:300])
         rows, next_url = listing
         if getattr(listing, "warning", ""):
             self.summary.warn("generic_layout", f"{url}: {listing.warning}")
+        if not rows and decoded.questionable:    # not logged as done: the next run reads the page again
+            return self.error(url, fetched.status, "encoding_suspect",
+                              f"no item links after decoding as {decoded.encoding} ({decoded.source})")
         if not rows:
             self.error(url, fetched.status, "no_rows", "no item links found on the listing page")
         new = 0
         for row in rows:
+            if strip_row_urls(row):
+                self.summary.warn("credentials_removed", f"{url}: a link carried user:password@; it is stored "
+                                                         f"and fetched without it")
             row["url"] = rebase(row["url"], self.base_url, self.adapter.HOSTS)
             key = dedupe_key(self.adapter, row["url"])
             if key not in self.seen:
@@ -162,7 +175,7 @@ class ListingCrawl:
                 self.rows_out.write(row)
                 new += 1
         self.summary.rows += new
-        next_url = rebase(next_url, self.base_url, self.adapter.HOSTS) if next_url else None
+        next_url = rebase(strip_userinfo(next_url), self.base_url, self.adapter.HOSTS) if next_url else None
         self.rows_out.sync()             # the page is logged as done only once its rows are on disk
         self.pages_out.write({"page_url": url, "next_url": next_url or "", "new_rows": new})
         self.finished[url] = next_url or ""

@@ -3,6 +3,7 @@ non-image covers are recorded and the run goes on; good covers are validated and
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -122,21 +123,28 @@ def test_rows_without_a_cover_url_are_counted_not_fetched(tmp_path, capsys):
 
 def test_python_m_scraper_covers_runs_as_a_user_runs_it_and_cleans_only_its_own_temporary_files(details_csv,
                                                                                                  tmp_path):
-    """`python -m scraper.covers` in a subprocess; an earlier run's `<id>.<ext>.part<thread>` leftovers go, files
-    that merely contain `.part` (x.partners.csv) stay."""
+    """`python -m scraper.covers` in a subprocess; leftovers of dead runs go (staging files of deployment.files,
+    `<id>.<ext>.part<thread>` of older versions), files that merely look alike stay, and so does the staging
+    file of a live process."""
     site, details = details_csv
     out = tmp_path / "covers"
     out.mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)                                        # a process that has ended
     theirs = {"x.partners.csv": b"id,partner\n", "notes.part1.txt": b"mine", "2.png.partial": b"kept",
-              "cover.part3": b"not a cover name"}
+              "cover.part3": b"not a cover name", f".x.partners.csv.partial-{dead_pid}": b"not a cover",
+              f".9.png.partial-{os.getpid()}": b"a live process is writing it"}
     for name, content in theirs.items():
         (out / name).write_bytes(content)
-    (out / "3.png.part140234").write_bytes(PNG_BYTES[:20])            # ours: a kill -9 mid-write
+    (out / "3.png.part140234").write_bytes(PNG_BYTES[:20])            # ours: a kill -9 mid-write (older version)
     (out / "0123abcd0123abcd.jpg.part77").write_bytes(b"\xff\xd8")    # ours too (a URL-hash stem)
+    (out / f".4.png.partial-{dead_pid}").write_bytes(PNG_BYTES[:20])   # deployment.files' staging name, dead run
+    (out / f".5.jpg.old-{dead_pid}").write_bytes(b"\xff\xd8")
     result = subprocess.run([sys.executable, "-m", "scraper.covers", "--details", str(details), "--out", str(out),
                              *FAST], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"covers: {len(BOOKS)} pages fetched, {len(BOOKS)} rows written, 0 errors" in result.stdout
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name in theirs} == theirs
     assert not (out / "3.png.part140234").exists() and not (out / "0123abcd0123abcd.jpg.part77").exists()
+    assert not (out / f".4.png.partial-{dead_pid}").exists() and not (out / f".5.jpg.old-{dead_pid}").exists()
     assert sorted(p.name for p in out.glob("*.png")) == sorted(f"{b.id}.png" for b in BOOKS)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from scraper import smashwords, stackoverflow
-from scraper.client import DEFAULT_USER_AGENT, parse_robots
+from scraper.client import DEFAULT_USER_AGENT
+from scraper.robots import parse_robots
 
 SMASHWORDS_BOOKS = {
     # file: (title, labels, text starts with, text also contains, extras)

@@ -66,8 +66,11 @@ PAGES = {
     "charset in <meta> only": (BOOK_PAGE.format(head='<meta charset="iso-8859-1">', title="Caf\xe9",
                                                 text="R\xe9sum\xe9.").encode("latin-1"), "text/html",
                                ("Café", "Résumé.")),
-    "invalid UTF-8 bytes": (BOOK_PAGE.format(head="", title="Bad \udcff byte", text="Text \udcfe.").encode(
-        "utf-8", "surrogateescape"), "text/html; charset=utf-8", ("Bad \ufffd byte", "Text \ufffd.")),
+    "a stray invalid byte in UTF-8": (BOOK_PAGE.format(head="", title="Caf\xe9", text="Text \udcfe.").encode(
+        "utf-8", "surrogateescape"), "text/html; charset=utf-8", ("Caf\xe9", "Text \ufffd.")),
+    "labelled UTF-8, no valid UTF-8 in it": (BOOK_PAGE.format(head="", title="Bad \udcff byte",
+                                                               text="Text \udcfe.").encode("utf-8", "surrogateescape"),
+                                             "text/html; charset=utf-8", ("Bad \xff byte", "Text \xfe.")),  # cp1252
     "unknown charset": (BOOK_PAGE.format(head="", title="Odd", text="Charset.").encode(),
                         "text/html; charset=x-klingon", ("Odd", "Charset.")),
     "NUL and control bytes": (BOOK_PAGE.format(head="", title="N\x00U\x01L", text="a\x00b\x1bc").encode(),

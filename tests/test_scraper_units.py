@@ -8,7 +8,8 @@ import pytest
 
 from scraper import smashwords, stackoverflow
 from scraper.adapter import combine, iso_date, to_int
-from scraper.client import DEFAULT_USER_AGENT, parse_retry_after, parse_robots
+from scraper.client import DEFAULT_USER_AGENT, parse_retry_after
+from scraper.robots import parse_robots
 from scraper.sites import dedupe_key, rebase
 from scraper.storage import CsvAppender, errors_path, repair_and_read
 from scraper.text import html_to_text

@@ -10,6 +10,7 @@ StackOverflow `s-prose` question pages and `s-post-summary` listings with `rel="
         site.fault("/books/view/4", Fault(status=429, headers={"Retry-After": "1"}), times=1)
         ...
         site.requests                             # [(path, user_agent, monotonic time), ...]
+        site.authorizations                       # [(path, Authorization header), ...]: must stay empty
 
 Used by tests/test_scraper_*.py and bench/scrape.py. Everything here is ours; no real page is copied.
 """
@@ -328,6 +329,7 @@ class LocalSite:
         self.robots = robots
         self.faults: dict[str, list[tuple[Fault, int | None]]] = {}
         self.requests: list[tuple[str, str, float]] = []
+        self.authorizations: list[tuple[str, str]] = []      # credentials a client sent (it never should)
         self.page_delay = 0.0            # applied to every non-robots request (kill test, benchmarks)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -453,6 +455,8 @@ class LocalSite:
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         with self._lock:
             self.requests.append((path, handler.headers.get("User-Agent", ""), time.monotonic()))
+            if handler.headers.get("Authorization"):
+                self.authorizations.append((path, handler.headers["Authorization"]))
         if parts.path == "/robots.txt":
             fault = self._take_fault("/robots.txt")
             if fault is not None and fault.status != 200:

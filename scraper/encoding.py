@@ -141,14 +141,15 @@ def _utf8_evidence(data: bytes) -> tuple[int, int]:
 
 def utf16_order(data: bytes) -> str | None:
     """UTF-16LE or UTF-16BE when BOM-less bytes look like UTF-16 text (a quarter or more NUL bytes, nearly all on
-    one side of their pairs, and a clean decode); None otherwise."""
-    nuls = data.count(0)
-    if len(data) < 4 or len(data) % 2 or nuls < len(data) // 4:
+    one side of their pairs, and a clean decode, a last odd byte of a cut transfer aside); None otherwise."""
+    pairs = data[:len(data) // 2 * 2]
+    nuls = pairs.count(0)
+    if len(pairs) < 4 or nuls < len(pairs) // 4:
         return None
-    for codec, side in ((UTF16LE, data[1::2]), (UTF16BE, data[0::2])):
+    for codec, side in ((UTF16LE, pairs[1::2]), (UTF16BE, pairs[0::2])):
         if side.count(0) >= 0.9 * nuls:
             try:
-                data.decode(codec)
+                pairs.decode(codec)
             except UnicodeDecodeError:
                 return None
             return codec
@@ -197,7 +198,7 @@ def decode_html(data: bytes, content_type: str = "") -> Decoded:
     if not invalid:
         return Decoded(data.decode(UTF8), UTF8, "UTF-8 bytes")
     if order is not None:
-        return Decoded(data.decode(order), order, "UTF-16 bytes without a BOM", True)      # a guess
+        return Decoded(data.decode(order, "replace"), order, "UTF-16 bytes without a BOM", True)      # a guess
     text, _ = _decode(data, WINDOWS_1252)
     why = f"the {' and '.join(contradicted)} contradicted by the bytes" if contradicted else "no charset declared"
     # NUL bytes outside UTF-16 mean binary data: no text encoding would read it as a page, so nothing is in doubt.

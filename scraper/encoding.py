@@ -5,7 +5,7 @@
 
 The order: a byte order mark (UTF-8, UTF-16LE/BE) wins over everything; then the HTTP header's charset; then a
 `<meta charset>` / `<meta http-equiv="Content-Type" content="...; charset=...">` in the first 1024 bytes; then
-a default. Labels are read as the WHATWG Encoding Standard reads them ("latin1", "iso-8859-1" and "ascii" all
+(for XHTML, as the parser used to honour it) an `<?xml ... encoding="..."?>` declaration; then a default. Labels are read as the WHATWG Encoding Standard reads them ("latin1", "iso-8859-1" and "ascii" all
 mean windows-1252; "gb2312" means GBK; "utf-16" in a `<meta>` means UTF-8), and windows-1252 decodes its five
 unassigned bytes to the C1 controls, as browsers do, rather than failing.
 
@@ -90,6 +90,7 @@ _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECAS
 _COMMENT = re.compile(rb"<!--.*?(?:-->|$)", re.DOTALL)
 _META = re.compile(rb"<meta[\s/][^>]*>?", re.IGNORECASE)
 _ATTRIBUTE = re.compile(rb"""([^\s=/>]+)(?:\s*=\s*("[^"]*"?|'[^']*'?|[^\s>]+))?""")
+_XML_DECLARATION = re.compile(rb"""\s*<\?xml[^>]*?\sencoding\s*=\s*["']([^"']+)["']""")
 _CONTENT_CHARSET = re.compile(rb"""charset\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;"']+))""", re.IGNORECASE)
 
 
@@ -171,10 +172,12 @@ def _clues(data: bytes, content_type: str) -> list[tuple[str, str]]:
     clues = []
     if codec_for(header_charset(content_type)):
         clues.append((codec_for(header_charset(content_type)), "HTTP header"))
-    in_meta = codec_for(meta_charset(data))
-    if in_meta:
-        # WHATWG: a <meta> that says UTF-16 was read as ASCII, so it cannot be true: it means UTF-8.
-        clues.append((UTF8 if in_meta in (UTF16LE, UTF16BE) else in_meta, "<meta>"))
+    xml = _XML_DECLARATION.match(data)
+    for codec, source in ((codec_for(meta_charset(data)), "<meta>"),
+                          (codec_for(xml.group(1)) if xml else None, "XML declaration")):
+        if codec:
+            # WHATWG: a <meta> that says UTF-16 was read as ASCII, so it cannot be true: it means UTF-8.
+            clues.append((UTF8 if codec in (UTF16LE, UTF16BE) else codec, source))
     return clues
 
 

@@ -53,7 +53,7 @@ _WILDCARD, _ANCHOR = "*", "$"            # the only special characters left lite
 # ---------------------------------------------------------------- bytes → text
 def decode_robots(data: bytes) -> str:
     """robots.txt bytes as text: the first 500 KiB, cut back to the last complete line when longer; UTF-8 with
-    a BOM dropped; undecodable bytes replaced (they can only be in values we then never match)."""
+    a BOM dropped; undecodable bytes replaced (RFC 9309 robots.txt is UTF-8)."""
     if len(data) > ROBOTS_MAX_BYTES:
         data = data[:ROBOTS_MAX_BYTES]
         last_end = max(data.rfind(b"\n"), data.rfind(b"\r"))

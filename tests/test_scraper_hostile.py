@@ -66,6 +66,8 @@ PAGES = {
     "charset in <meta> only": (BOOK_PAGE.format(head='<meta charset="iso-8859-1">', title="Caf\xe9",
                                                 text="R\xe9sum\xe9.").encode("latin-1"), "text/html",
                                ("Café", "Résumé.")),
+    "charset in an XML declaration only": (('<?xml version="1.0" encoding="koi8-r"?>' + BOOK_PAGE.format(
+        head="", title="Привет", text="Книга.")).encode("koi8-r"), "application/xhtml+xml", ("Привет", "Книга.")),
     "a stray invalid byte in UTF-8": (BOOK_PAGE.format(head="", title="Caf\xe9", text="Text \udcfe.").encode(
         "utf-8", "surrogateescape"), "text/html; charset=utf-8", ("Caf\xe9", "Text \ufffd.")),
     "labelled UTF-8, no valid UTF-8 in it": (BOOK_PAGE.format(head="", title="Bad \udcff byte",

@@ -1,15 +1,18 @@
-"""The three graph steps of compression: export to ONNX, transformer graph optimisation, int8 quantisation.
+"""The three graph steps of compression: export to ONNX, transformer graph optimisation, int8 quantisation
+(dynamic, static with calibrated activation ranges, or weight-only).
 
 Plus `read_model_dir`, which checks a `models/<name>/` folder (docs/CONTRACTS.md) before any work starts, so a
 missing or half-written checkpoint fails with the file's name instead of a stack trace from transformers.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import config
 
@@ -170,40 +173,100 @@ def export_onnx(model, input_names: list[str], out_path: Path, opset: int = OPSE
     return out_path
 
 
-def optimize_onnx(in_path: Path, out_path: Path, num_heads: int, hidden_size: int) -> dict:
+def optimize_onnx(in_path: Path, out_path: Path, num_heads: int, hidden_size: int, attention: bool = True) -> dict:
     """onnxruntime's transformer optimizer (attention, layer-norm, GELU, skip-layer-norm fusions).
 
-    opt_level=0 keeps only the portable Python fusions, so the saved graph runs on any CPU.
-    Returns the fused-operator counts so the report can show whether the fusions took.
+    opt_level=0 keeps only the portable Python fusions, so the saved graph runs on any CPU. `attention=False`
+    leaves attention as plain MatMuls, which static and weight-only quantisation can see (they quantise MatMul
+    nodes, not the fused Attention op). Returns the fused-operator counts so the report can show what took.
     """
     from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
 
+    options = FusionOptions("bert")
+    options.enable_attention = attention
     opt = optimizer.optimize_model(str(in_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
-                                   opt_level=0, use_gpu=False)
+                                   opt_level=0, use_gpu=False, optimization_options=options)
     opt.save_model_to_file(str(out_path))
     stats = opt.get_fused_operator_statistics()
     return {k: int(v) for k, v in stats.items() if v}
 
 
 def quantize_int8(in_path: Path, out_path: Path, per_channel: bool) -> Path:
-    """Dynamic int8 quantisation of the weights (activations quantised on the fly)."""
+    """Dynamic int8 quantisation: int8 weights, activations quantised on the fly with one scale per tensor computed
+    over the whole input of an onnxruntime call (padding and the other texts included), so such a model is served
+    one window per call (deployment.predictor.windows_per_call)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # The legacy exporter's value_info is sound and the fused contrib ops (Attention, SkipLayerNormalization) need
     # it: onnx shape inference cannot type their outputs. (Clearing it is only needed for dynamo graphs.)
     # DefaultTensorType covers any tensor that is still untyped: every weight here is float32.
-    # quantize_dynamic logs a generic "consider pre-processing" advice on the root logger on every call: drop that
-    # one message while it runs (a filter, not a level change, so every other warning still gets through).
-    root = logging.getLogger()
-    advice = _DropMessages("pre-processing before quantization")
-    root.addFilter(advice)
-    try:
+    with _quiet_quantizer():
         quantize_dynamic(str(in_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        root.removeFilter(advice)
     return out_path
+
+
+def quantize_static_int8(in_path: Path, out_path: Path, calibration: Iterable[dict]) -> Path:
+    """Static int8 quantisation (QDQ): int8 weights per channel, and uint8 activations whose ranges were
+    calibrated once, by min/max over `calibration` (model feeds, one window each: padding would widen no range,
+    but equal shapes are what onnxruntime's calibrator wants). A text's activations are then scaled the same way
+    whatever else is in the call. MatMul and Gather (the embeddings) only: the rest stays float."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(calibration)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    with _quiet_quantizer():
+        quantize_static(str(in_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+                        op_types_to_quantize=["MatMul", "Gather"], calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return out_path
+
+
+def quantize_weight_only_int8(in_path: Path, out_path: Path, block_size: int = 32) -> Path:
+    """Weight-only int8: every MatMul's weights as int8 in blocks of `block_size` along the inner dimension
+    (onnxruntime's MatMulNBits, bits=8), the embeddings (Gather) as int8 with one scale per row; activations stay
+    float, so nothing depends on the other texts of a call."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    matmuls = out_path.with_suffix(".matmul.onnx")
+    with _quiet_quantizer():
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(in_path)), algo_config=DefaultWeightOnlyQuantConfig(
+            block_size=block_size, is_symmetric=True, accuracy_level=0, bits=8, op_types_to_quantize=("MatMul",)))
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(matmuls), use_external_data_format=False)
+        # Gather's weights only: an int8 table and a DequantizeLinear after the lookup, no activation scales.
+        quantize_dynamic(str(matmuls), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    matmuls.unlink()
+    return out_path
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """onnxruntime's quantizers log generic advice (pre-processing, IR/opset upgrades for int4) on the root and
+    their own loggers at every call: drop those messages while they run; every other warning still gets through."""
+    filters = [(logging.getLogger(name), _DropMessages(fragment)) for name, fragment in (
+        ("", "pre-processing before quantization"), ("onnxruntime.quantization.matmul_nbits_quantizer", "int4"),
+        ("onnxruntime.quantization.matmul_nbits_quantizer", "Gather only supports"))]
+    for logger, drop in filters:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        for logger, drop in filters:
+            logger.removeFilter(drop)
 
 
 class _DropMessages(logging.Filter):

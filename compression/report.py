@@ -6,6 +6,7 @@ The test split is read by `training.data.load_prepared` and scored by `training.
 """
 from __future__ import annotations
 
+import random
 import statistics
 import time
 import warnings
@@ -92,9 +93,53 @@ def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     return {"micro_f1": report["micro_f1"], "macro_f1": report["macro_f1"]}
 
 
-def time_runners(runners: dict[str, Callable[[dict], np.ndarray]], single: Sequence[dict], batch: dict,
-                 rounds: int) -> dict[str, dict]:
-    """Median latency of one text at a time (ms) and throughput of a 32-text batch (texts/s), per runner.
+CONSISTENCY_TOL = 1e-4      # a text's scores alone and in any batch may differ by this much, its decisions not at all
+CONSISTENCY_TEXTS = 32      # evaluation texts the check reads, plus half as many cut short (mixed lengths)
+CONSISTENCY_ROUNDS = 2      # random batch compositions of all of them
+
+
+def consistency_texts(texts: Sequence[str], n: int = CONSISTENCY_TEXTS, seed: int = 0) -> list[str]:
+    """What the consistency check reads: the first `n` texts and half as many of them cut to 3-12 words (a short
+    text beside long ones is the case padding and per-call activation scales get wrong)."""
+    rng = random.Random(seed)
+    texts = [t for t in texts if t.strip()][:n]
+    cut = [" ".join(t.split()[:rng.randint(3, 12)]) for t in texts[:len(texts) // 2]]
+    return texts + [t for t in cut if t.strip()]
+
+
+def consistency(score: Callable[[list[str]], np.ndarray], texts: Sequence[str],
+                decide: Callable[[np.ndarray], np.ndarray], rounds: int = CONSISTENCY_ROUNDS, seed: int = 0) -> dict:
+    """One text, one answer: every text scored alone, then in `rounds` random compositions of batches (1-32 texts
+    in a random order, the longest text added to every batch), as `score(texts) -> probabilities` serves them.
+    `decide(probabilities of all texts, in order) -> bool decisions` applies the served rule (blend, thresholds).
+    Reports the largest score difference and the share of texts whose decisions changed in some batch; passes
+    when the scores stay within CONSISTENCY_TOL and no decision changes."""
+    rng = random.Random(seed)
+    texts = list(texts)
+    n = len(texts)
+    alone = np.concatenate([score([t]) for t in texts])
+    alone_decided = decide(alone)
+    longest = max(range(n), key=lambda i: len(texts[i]))
+    worst, changed, batches = 0.0, np.zeros(n, dtype=bool), 0
+    for _ in range(rounds):
+        order, got, start = rng.sample(range(n), n), np.empty_like(alone), 0
+        while start < n:
+            members = order[start:start + rng.randint(1, 32)]
+            start += len(members)
+            batch = members + ([longest] if longest not in members else [])
+            rng.shuffle(batch)
+            got[batch] = score([texts[i] for i in batch])
+            batches += 1
+        worst = max(worst, float(np.abs(got - alone).max()))
+        changed |= (decide(got) != alone_decided).any(axis=1)
+    return {"texts": n, "batches": batches, "max_abs_score_diff": worst,
+            "changed_decisions_share": float(changed.mean()), "tolerance": CONSISTENCY_TOL,
+            "passed": bool(worst <= CONSISTENCY_TOL and not changed.any())}
+
+
+def time_runners(runners: dict[str, Callable], single: Sequence, batch, rounds: int) -> dict[str, dict]:
+    """Median latency of one text at a time (ms) and throughput of a 32-text batch (texts/s), per runner:
+    `runner(x)` for each `x` of `single`, then `runner(batch)`; `len(batch)` texts.
 
     Rounds are interleaved (every runner once per round) so a burst of load from other processes on a shared
     machine lands on all variants alike instead of on whichever happened to run at that moment.
@@ -113,7 +158,7 @@ def time_runners(runners: dict[str, Callable[[dict], np.ndarray]], single: Seque
             t0 = time.perf_counter()
             run(batch)
             bt[name].append(time.perf_counter() - t0)
-    n = len(next(iter(batch.values())))
+    n = len(batch)
     return {name: {"latency_b1_ms": 1000 * statistics.median(lat[name]),
                    "batch32_ms": 1000 * statistics.median(bt[name]),
                    "throughput_b32": n / statistics.median(bt[name])} for name in runners}
@@ -125,14 +170,18 @@ def human_mib(n_bytes: int | None) -> str:
 
 def format_table(report: dict) -> str:
     """The printed comparison table (one row per variant)."""
-    rows = [("variant", "size", "max |dp| vs pt", "agree", "micro-F1", "macro-F1", "b1 ms", "b32 texts/s")]
+    rows = [("variant", "size", "max |dp| vs pt", "agree", "micro-F1", "macro-F1", "alone vs batch", "b1 ms",
+             "b32 texts/s")]
     for name, v in report["variants"].items():
         def fmt(key, spec):
             val = v.get(key)
             return "-" if val is None else format(val, spec)
+        check = v.get("consistency")
+        consistent = "-" if not check else (f"{check['max_abs_score_diff']:.0e}"
+                                            + (" ok" if check["passed"] else f" FAIL {check['changed_decisions_share']:.0%}"))
         rows.append((name + (" *" if name == report.get("chosen") else ""), human_mib(v.get("size_bytes")),
                      fmt("max_abs_prob_diff", ".2e"), fmt("label_agreement", ".4f"), fmt("micro_f1", ".4f"),
-                     fmt("macro_f1", ".4f"), fmt("latency_b1_ms", ".2f"), fmt("throughput_b32", ".1f")))
+                     fmt("macro_f1", ".4f"), consistent, fmt("latency_b1_ms", ".2f"), fmt("throughput_b32", ".1f")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -34,7 +34,7 @@ else:             # the Space: this folder is the root, modules are top-level
     from encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows  # type: ignore[no-redef]
     from scoring import BundleError, LinearComponent, read_json, sigmoid  # type: ignore[no-redef]
 
-__all__ = ["BundleError", "InputError", "LinearComponent", "Predictor", "session_options"]
+__all__ = ["BundleError", "InputError", "LinearComponent", "Predictor", "session_options", "windows_per_call"]
 
 FORMAT_VERSION = 1                  # the bundle.json format this module reads
 DEFAULT_BATCH_SIZE = 32             # windows per onnxruntime call at most
@@ -42,6 +42,8 @@ DEFAULT_BATCH_TOKENS = 1024         # padded tokens per onnxruntime call at most
 MAX_TOKENS = 32_768                 # largest max_length a bundle may declare (the load-time check runs one such text)
 REQUIRED_KEYS = ("format_version", "labels", "thresholds", "max_length", "inputs")
 MEMORY_PATTERN = False              # onnxruntime's memory-pattern planning (see session_options; bench/memory.py)
+PER_CALL_SCALES = "per-call"        # bundle.json quantization.activation_scales of dynamic int8 (see windows_per_call)
+ACTIVATION_SCALES = (PER_CALL_SCALES, "fixed", "none")   # per call (dynamic), calibrated once (static), float
 
 
 class InputError(ValueError, TypeError):
@@ -94,9 +96,13 @@ class Predictor:
     """A loaded bundle: `predict(texts)` -> labels with scores, the predicted set, truncation info.
 
     Thread-safe: the onnxruntime session is shared (its run() is safe to call concurrently) and nothing
-    is mutated after construction. The same call always gives the same result; but int8 dynamic quantisation
-    scales activations per batch, so a text's scores can move in the third decimal with the other texts it is
-    batched with (the compression report measures int8 on batches of 32).
+    is mutated after construction.
+
+    One text, one answer: a text's scores are a function of the text and the bundle alone, whatever other texts
+    share the call, in whatever order (docs/CONTRACTS.md). A model whose int8 activations are scaled at run time
+    over the whole input of an onnxruntime call (dynamic quantisation) would let a long neighbour, or padding,
+    move a short text's scores; such a model is run one window per call (`windows_per_call`), which the
+    compression report measured to be no slower than padded batches on these CPUs.
     """
 
     def __init__(self, session: ort.InferenceSession, encoder: TextEncoder, info: dict,
@@ -110,7 +116,10 @@ class Predictor:
         self.global_threshold = float(info.get("global_threshold", 0.5))
         self.max_length = encoder.max_length
         self.linear = linear
-        self.batch_size = int(batch_size)
+        self.windows_per_call = windows_per_call(info)
+        # At most `batch_size` windows per onnxruntime call, and one where the model's activation scales are
+        # computed per call: batching those would make a text's scores depend on its batch-mates.
+        self.batch_size = min(int(batch_size), self.windows_per_call or int(batch_size))
         self.batch_tokens = None if batch_tokens is None else int(batch_tokens)
         self.source = source
 
@@ -293,6 +302,22 @@ class Predictor:
                 f"windows={self.encoder.windows.to_dict()}, linear={self.linear is not None})")
 
 
+def windows_per_call(info: dict) -> int | None:
+    """How many windows one onnxruntime call may read without a text's scores depending on the others: 1 for a
+    model whose int8 activation scales are computed at run time over the call's whole input (onnxruntime's
+    dynamic quantisation: `quantization.activation_scales` "per-call"; bundles written before that key say
+    "dynamic" in `quantization.method`), else None (no limit: fp32, fixed or per-row activation scales)."""
+    quant = info.get("quantization")
+    if not isinstance(quant, dict):
+        return None
+    if "windows_per_call" in quant:      # written by compression since one window per call existed
+        return quant["windows_per_call"]
+    scales = quant.get("activation_scales")
+    if scales is None:
+        scales = PER_CALL_SCALES if "dynamic" in str(quant.get("method", "")).lower() else None
+    return 1 if scales == PER_CALL_SCALES else None
+
+
 def read_bundle_info(info_path: Path) -> dict:
     """`bundle.json`, checked: every value the predictor reads has the type and range it needs, else a BundleError
     naming the file, never a TypeError or ValueError from deep inside the constructor (bool is not a number here)."""
@@ -344,6 +369,17 @@ def read_bundle_info(info_path: Path) -> dict:
         Windows.from_dict(info.get("windows"))
     except (TypeError, ValueError) as exc:
         raise BundleError(f"{info_path}: {exc}") from exc
+    quant = info.get("quantization")
+    if quant is not None and not isinstance(quant, dict):
+        raise BundleError(f"{info_path}: 'quantization' must be null or an object, got {_brief(quant)}")
+    per_call = (quant or {}).get("windows_per_call")
+    if per_call is not None and not (isinstance(per_call, int) and not isinstance(per_call, bool) and per_call >= 1):
+        raise BundleError(f"{info_path}: 'quantization.windows_per_call' must be null or an integer >= 1, "
+                          f"got {_brief(per_call)}")
+    scales = (quant or {}).get("activation_scales")
+    if scales is not None and scales not in ACTIVATION_SCALES:
+        raise BundleError(f"{info_path}: 'quantization.activation_scales' must be one of {list(ACTIVATION_SCALES)}, "
+                          f"got {_brief(scales)}")
     return info
 
 

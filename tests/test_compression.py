@@ -74,6 +74,7 @@ def test_bundle_json_has_every_contract_key(tiny_bundle, model_dir):
     assert info["tokenizer"]["uses_token_type_ids"] is True and "tokenizer.json" in info["tokenizer"]["files"]
     assert info["linear"] is None and info["label_display"] == "text"
     assert info["quantization"]["variant"] in CANDIDATES and info["quantization"]["weight_type"] == "int8"
+    assert info["quantization"]["activation_scales"] == "per-call" and info["quantization"]["windows_per_call"] == 1
     assert info["metrics"]["model"] == json.loads((model_dir / "metrics.json").read_text())["model"]
     assert info["command"] and info["training_command"].startswith("python -m")
 
@@ -110,6 +111,15 @@ def test_report_has_sizes_parity_agreement_f1_and_speed_for_every_variant(evalua
         assert {"latency_b1_ms", "throughput_b32", "micro_f1", "macro_f1", "size_bytes"} <= set(v)
         if name != "pytorch":
             assert 0.0 <= v["label_agreement"] <= 1.0 and v["max_abs_prob_diff"] >= 0
+    # the consistency check ran on every ONNX variant; the padded-batch twin of a dynamic model fails it, which
+    # is why every other int8 variant is served one window per call
+    checks = {name: v["consistency"] for name, v in variants.items() if name != "pytorch"}
+    n = min(evaluation["texts"]["n"], 32)
+    assert all(c["texts"] == n + n // 2 and c["batches"] >= 4 for c in checks.values()), checks
+    assert not checks["optimized-int8-per-channel-batched"]["passed"]
+    assert checks["optimized-int8-per-channel-batched"]["max_abs_score_diff"] > 1e-4
+    assert all(c["passed"] and c["max_abs_score_diff"] <= 1e-4 for n, c in checks.items() if not n.endswith("batched"))
+    assert evaluation["goals"]["one_text_one_answer"] and "batch dependence" in evaluation["choice_reason"]
     assert evaluation["fusions"].get("Attention", 0) >= 1  # the optimizer recognised the attention blocks
     assert "test" in evaluation["texts"]["source"] and evaluation["warnings"] == []
     assert evaluation["examples"] and all(e["text"] for e in evaluation["examples"])
@@ -234,7 +244,7 @@ def test_bundle_without_a_linear_part_reports_its_size_by_part(evaluation, tiny_
     assert evaluation["bundle"]["ratio_vs_fp32_checkpoint"] == pytest.approx(
         sum(parts.values()) / evaluation["sizes_bytes"]["pytorch"])
     assert evaluation["served"]["micro_f1"] == evaluation["variants"][evaluation["chosen"]]["micro_f1"]
-    assert "bundle_le_35pct_of_fp32_checkpoint" in evaluation["goals"]
+    assert "bundle_le_30pct_of_fp32_checkpoint" in evaluation["goals"]
 
 
 def test_linear_part_without_a_valid_split_is_kept_as_trained(tmp_path):
@@ -332,16 +342,32 @@ def test_int8_bundle_of_the_fine_tuned_backbone_keeps_f1_within_one_point(sample
     # threshold moves micro-F1 by ~0.3 points; eval.json reports the two-sided reading too.)
     assert pt["micro_f1"] - int8["micro_f1"] <= 0.01, ev["table"]
     assert pt["macro_f1"] - int8["macro_f1"] <= 0.01, ev["table"]
-    # dynamic int8 sets activation ranges per batch, so single probabilities move (measured: up to 0.09-0.16
-    # on the mean-pooled MiniLM, depending on the variant) while decisions hold: the goals are F1 and agreement
+    # dynamic int8 moves single probabilities (measured: up to 0.09-0.16 on the mean-pooled MiniLM, depending on
+    # the variant) while decisions hold: the goals are F1 and agreement; and a text's scores alone and in a batch agree
+    assert ev["goals"]["one_text_one_answer"], ev["table"]
     assert int8["label_agreement"] >= 0.95, ev["table"]
     assert ev["size_ratio_int8_vs_fp32"] <= 0.26
 
 
 # ---------------------------------------------------------------- choosing the variant
-def _v(micro, macro, agree, b1, b32):
+def _v(micro, macro, agree, b1, b32, consistent=True):
     return {"micro_f1": micro, "macro_f1": macro, "label_agreement": agree, "latency_b1_ms": b1,
-            "throughput_b32": b32, "mean_abs_prob_diff": 1 - agree}
+            "throughput_b32": b32, "mean_abs_prob_diff": 1 - agree,
+            "consistency": {"passed": consistent, "max_abs_score_diff": 0.0 if consistent else 0.03,
+                            "changed_decisions_share": 0.0 if consistent else 0.2}}
+
+
+def test_choice_never_takes_a_candidate_whose_scores_depend_on_the_batch():
+    from compression.quantize import _choose
+
+    variants = {"pytorch": _v(0.60, 0.50, 1, 10, 10), "fast-but-batch-dependent": _v(0.61, 0.51, 0.99, 1, 60, False),
+                "int8": _v(0.60, 0.50, 0.97, 2, 30)}
+    for timed in (True, False):
+        chosen, reason = _choose(variants, ["fast-but-batch-dependent", "int8"], have_f1=True, timed=timed)
+        assert chosen == "int8" and "rejected for batch dependence: fast-but-batch-dependent" in reason
+    variants["int8"] = _v(0.60, 0.50, 0.97, 2, 30, False)
+    with pytest.raises(CompressionError, match="consistency check"):
+        _choose(variants, ["fast-but-batch-dependent", "int8"], have_f1=True, timed=True)
 
 
 def test_choice_rejects_a_fast_candidate_that_loses_more_than_one_f1_point():

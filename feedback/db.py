@@ -15,9 +15,11 @@ that names a `lock_key` takes a transaction-scoped advisory lock on it, which gi
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -78,6 +80,44 @@ def make_engine(url: str) -> Engine:
     raise StoreError(f"unsupported database {backend!r}: use a SQLite file or postgresql+psycopg://")
 
 
+class WriteGate:
+    """One SQLite writer at a time across this machine's processes, queued in the kernel (flock on `<db>.lock`)
+    and, within a process, on a lock: a writer that waits is woken the moment the last one commits. SQLite's own
+    busy handler would do the same by sleeping and retrying, with sleeps of up to 100 ms: that is what made the
+    99th percentile of concurrent writes 5-10x the median. The busy timeout stays as the backstop (another
+    program writing the same file). The lock file is opened per process (a forked worker gets its own)."""
+
+    def __init__(self, database: str):
+        self.path = database + ".lock"
+        self.thread_lock = threading.Lock()
+        self.fd: int | None = None
+        self.pid = -1
+
+    @contextmanager
+    def held(self):
+        with self.thread_lock:
+            if self.pid != os.getpid():
+                self.fd, self.pid = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644), os.getpid()
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+_GATES: dict[str, WriteGate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def write_gate(engine: Engine) -> WriteGate | None:
+    """The gate of a SQLite file engine (None for PostgreSQL, whose row and advisory locks wake waiters at once)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = str(Path(engine.url.database).resolve())
+    with _GATES_LOCK:
+        return _GATES.setdefault(database, WriteGate(database))
+
+
 def _sqlite_connect(dbapi_connection, _record) -> None:
     # pysqlite would otherwise open transactions itself, lazily and without IMMEDIATE; `begin` below does it.
     dbapi_connection.isolation_level = None
@@ -102,7 +142,8 @@ def advisory_key(name: str) -> int:
 def writing(engine: Engine, lock_key: str | None = None) -> Iterator[Connection]:
     """A write transaction, committed on exit, rolled back on an exception. SQLite: BEGIN IMMEDIATE (one writer at
     a time, whole database); PostgreSQL: an advisory lock on `lock_key` when given (one writer per key)."""
-    with engine.connect() as conn:
+    gate = write_gate(engine)
+    with gate.held() if gate else nullcontext(), engine.connect() as conn:
         conn.execution_options(write=True)
         with conn.begin():
             if lock_key is not None and conn.dialect.name == "postgresql":

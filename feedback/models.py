@@ -55,7 +55,8 @@ class Correction(Base):
     text: Mapped[str] = mapped_column(Text)
     text_hash: Mapped[str] = mapped_column(String(64), index=True)     # feedback.checks.text_key
     labels: Mapped[list] = mapped_column(JSON)                         # the full corrected set, model order
-    shown: Mapped[list | None] = mapped_column(JSON, nullable=True)    # what the face predicted; null: unknown
+    # none_as_null: Python None is SQL NULL (unknown), not the JSON text 'null'
+    shown: Mapped[list | None] = mapped_column(JSON(none_as_null=True), nullable=True)   # what the face predicted
     threshold: Mapped[float | None] = mapped_column(Float, nullable=True)   # the face's override, null: tuned
     model_version: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     face: Mapped[str] = mapped_column(String(16))

@@ -183,7 +183,12 @@ def test_import_is_all_or_nothing_and_a_second_import_stores_nothing(db, tmp_pat
     assert [r["labels"] for r in stored] == [["Fantasy"], ["Romance", "Mystery"]]
     assert stored[1]["text"] == "Two, lines\nof love" and {r["face"] for r in stored} == {"import"}
     from deployment.version import bundle_version
-    assert {r["model_version"] for r in stored} == {bundle_version(tiny_bundle)}
+    version = bundle_version(tiny_bundle)
+    assert {r["model_version"] for r in stored} == {version} and [r["shown"] for r in stored] == [None, None]
+    capsys.readouterr()
+    assert cli("stats", "--db", db) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["total"] == 2 and stats["model_versions"][version] == {"corrections": 2, "with_shown": 0, "labels": {}}
 
 
 def test_an_older_schema_is_refused_with_the_command_that_upgrades_it(db, tmp_path, monkeypatch, capsys):

@@ -8,9 +8,11 @@ Everything runs through the real site: gunicorn (2 workers x 4 threads, `flask_a
 1. Corrections: `--clients` threads, each with its own bearer token, POST `/api/feedback` (a text, a label set,
    the served model's version) until `--corrections` are stored, against the embedded SQLite file and against a
    throwaway PostgreSQL server started here (feedback/pgserver.py). Every stored row is counted afterwards.
-2. Prediction: the same clients POST `/api/predict`, with corrections off, with them on and the store idle, and
-   with them on while one more client stores corrections as fast as it can. Off and on alternate `--rounds`
-   times (shared cores drift); the p99 compared is the median of the rounds. The goal: on is within 10% of off.
+2. Prediction: two sites run side by side, one with corrections off, one with them on (SQLite), and the clients
+   POST `/api/predict` to them in turn, request by request, so both see the same moments of a shared machine's
+   load (runs one after the other on these cores differed by 2x). Each round measures them once with the store
+   idle and once while one more client stores corrections on the store-on site as fast as it can; the p99
+   compared is the median over `--rounds`. The goal: the store-on site within 10% of the other.
 Prints a table and writes JSON (default bench/results/feedback.json).
 """
 from __future__ import annotations
@@ -23,7 +25,9 @@ import statistics
 import sys
 import tempfile
 import threading
-from contextlib import contextmanager
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -161,51 +165,105 @@ def corrections_row(name: str, url: str, s: FeedbackBenchSettings, bundle: Path,
             "all_stored": rows == load["requests"] + 20}
 
 
+def paired_load(urls: dict[str, str], texts: list[str], clients: int, per_target: int) -> dict[str, dict]:
+    """`clients` threads predicting, each alternating its requests between the servers in `urls`, so every server
+    sees the same moments of this shared machine's load; per server: requests, errors, req/s, p50 and p99 (ms)."""
+    import requests
+
+    from bench.serve import percentile
+
+    names = list(urls)
+    latencies = {n: [] for n in names}
+    errors = {n: 0 for n in names}
+    lock = threading.Lock()
+    issued = [0]
+
+    def worker(c: int) -> None:
+        sessions = {n: requests.Session() for n in names}
+        i = 0
+        while True:
+            with lock:
+                if issued[0] >= per_target * len(names):
+                    break
+                k = issued[0]
+                issued[0] += 1
+            name = names[(i + c) % len(names)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                ok = sessions[name].post(urls[name] + "/api/predict", json={"text": texts[k % len(texts)]},
+                                         timeout=60).status_code == 200
+            except requests.RequestException:
+                ok = False
+            ms = (time.perf_counter() - t0) * 1000
+            with lock:
+                if ok:
+                    latencies[name].append(ms)
+                else:
+                    errors[name] += 1
+        for session in sessions.values():
+            session.close()
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(worker, range(clients)))
+    wall = time.perf_counter() - t0
+    return {n: {"clients": clients, "requests": len(latencies[n]), "errors": errors[n], "seconds": round(wall, 3),
+                "throughput_rps": round(len(latencies[n]) / wall, 2), "p50_ms": round(percentile(latencies[n], 50), 3),
+                "p99_ms": round(percentile(latencies[n], 99), 3)} for n in names}
+
+
 def predict_rows(s: FeedbackBenchSettings, bundle: Path, texts: list[str], work: Path, log) -> list[dict]:
-    sqlite_url = f"sqlite:///{work / 'predict.db'}"
-    tokens = prepared_db(sqlite_url, s.clients + 1)
+    """Two sites side by side, store off and store on (SQLite), the clients alternating between them; per round
+    once with the store idle and once while one more client stores corrections on the store-on site."""
     from deployment.predictor import read_bundle_info
     from deployment.version import bundle_version
 
+    sqlite_url = f"sqlite:///{work / 'predict.db'}"
+    token = prepared_db(sqlite_url, 1)
     labels = read_bundle_info(bundle / "bundle.json")["labels"]
     out = []
-    for r in range(s.rounds):
-        for mode in ("store off", "store on, idle", "store on, 1 writer"):
-            env = {"MLTC_FEEDBACK": "0"} if mode == "store off" else \
-                {"MLTC_FEEDBACK": "1", "MLTC_DB_URL": sqlite_url, "MLTC_FEEDBACK_RATE": "off"}
-            with environ(**env), Gunicorn(serve_settings(s, bundle)) as g:
-                call, state = predict_caller(g.url)
-                run_load(call, texts, s.clients, 600, 40, state)   # warm-up
-                stop = threading.Event()
-                writer = None
-                written = [0]
-                if mode.endswith("writer"):
-                    wcall, wstate = correction_caller(g.url, tokens[-1:], bundle_version(bundle), labels)
+    with ExitStack() as stack:
+        with environ(MLTC_FEEDBACK="0"):
+            off = stack.enter_context(Gunicorn(serve_settings(s, bundle)))
+        with environ(MLTC_FEEDBACK="1", MLTC_DB_URL=sqlite_url, MLTC_FEEDBACK_RATE="off"):
+            on = stack.enter_context(Gunicorn(serve_settings(s, bundle)))
+        urls = {"store off": off.url, "store on": on.url}
+        paired_load(urls, texts, s.clients, 20)   # warm-up
+        wcall, wstate = correction_caller(on.url, token, bundle_version(bundle), labels)
+        for r in range(s.rounds):
+            for phase in ("idle", "while storing"):
+                stop, written = threading.Event(), [0]
 
-                    def write_until_stopped():
-                        session = wstate()
-                        while not stop.is_set():
-                            wcall(session, texts[written[0] % len(texts)])
-                            written[0] += 1
+                def write_until_stopped():
+                    session = wstate()
+                    while not stop.is_set():
+                        wcall(session, texts[written[0] % len(texts)])
+                        written[0] += 1
 
-                    writer = threading.Thread(target=write_until_stopped, daemon=True)
+                writer = threading.Thread(target=write_until_stopped, daemon=True)
+                if phase == "while storing":
                     writer.start()
-                log(f"  round {r + 1}: predict, {mode} ...")
-                load = run_load(call, texts, s.clients, 3600, s.predicts, state)
+                log(f"  round {r + 1}: predict, store off vs on, {phase} ...")
+                result = paired_load(urls, texts, s.clients, s.predicts)
                 stop.set()
-                if writer is not None:
+                if writer.is_alive():
                     writer.join(timeout=60)
-            out.append({"mode": f"predict, {mode}", "round": r + 1, **load, "corrections_during": written[0]})
+                for name, load in result.items():
+                    out.append({"mode": f"predict, {name}, {phase}", "round": r + 1, **load,
+                                "corrections_during": written[0] if name == "store on" else 0})
     return out
 
 
 def summarise(rows: list[dict]) -> dict:
     p99 = {m: statistics.median(r["p99_ms"] for r in rows if r["mode"] == m)
            for m in dict.fromkeys(r["mode"] for r in rows if r["mode"].startswith("predict"))}
-    off = p99.get("predict, store off")
-    return {"predict_p99_median_ms": p99,
-            "slowdown_idle": round(p99["predict, store on, idle"] / off - 1, 4) if off else None,
-            "slowdown_writing": round(p99["predict, store on, 1 writer"] / off - 1, 4) if off else None}
+
+    def slowdown(phase: str) -> float:
+        return round(p99[f"predict, store on, {phase}"] / p99[f"predict, store off, {phase}"] - 1, 4)
+
+    return {"predict_p99_median_ms": p99, "slowdown_idle": slowdown("idle"),
+            "slowdown_writing": slowdown("while storing")}
 
 
 def format_table(rows: list[dict], summary: dict) -> str:

@@ -28,7 +28,8 @@ def test_bench_stores_every_correction_on_both_backends_and_compares_predict(tin
     for row in stored.values():
         assert row["errors"] == 0 and row["requests"] == 30 and row["all_stored"] and row["rows_stored"] == 50
     modes = [r["mode"] for r in result["rows"] if r["mode"].startswith("predict")]
-    assert modes == ["predict, store off", "predict, store on, idle", "predict, store on, 1 writer"]
+    assert modes == ["predict, store off, idle", "predict, store on, idle", "predict, store off, while storing",
+                     "predict, store on, while storing"]
     assert all(r["errors"] == 0 for r in result["rows"])
     assert set(result["summary"]) == {"predict_p99_median_ms", "slowdown_idle", "slowdown_writing"}
     assert "store on vs off" in result["table"] and "bench.feedback:" in proc.stdout

@@ -11,8 +11,10 @@ Everything runs through the real site: gunicorn (2 workers x 4 threads, `flask_a
 2. Prediction: two sites run side by side, one with corrections off, one with them on (SQLite), and the clients
    POST `/api/predict` to them in turn, request by request, so both see the same moments of a shared machine's
    load (runs one after the other on these cores differed by 2x). Each round measures them once with the store
-   idle and once while one more client stores corrections on the store-on site as fast as it can; the p99
-   compared is the median over `--rounds`. The goal: the store-on site within 10% of the other.
+   idle and once while one more client stores corrections on the store-on site as fast as it can, sending the
+   other site one prediction of the same text for each (so both sites serve the same extra requests, and the
+   difference is the storing); the p99 compared is the median over `--rounds`. The goal: the store-on site
+   within 10% of the other.
 Prints a table and writes JSON (default bench/results/feedback.json).
 """
 from __future__ import annotations
@@ -216,6 +218,8 @@ def paired_load(urls: dict[str, str], texts: list[str], clients: int, per_target
 def predict_rows(s: FeedbackBenchSettings, bundle: Path, texts: list[str], work: Path, log) -> list[dict]:
     """Two sites side by side, store off and store on (SQLite), the clients alternating between them; per round
     once with the store idle and once while one more client stores corrections on the store-on site."""
+    import requests
+
     from deployment.predictor import read_bundle_info
     from deployment.version import bundle_version
 
@@ -236,9 +240,13 @@ def predict_rows(s: FeedbackBenchSettings, bundle: Path, texts: list[str], work:
                 stop, written = threading.Event(), [0]
 
                 def write_until_stopped():
-                    session = wstate()
+                    # Each correction stored on the store-on site is matched by one prediction of the same text on
+                    # the other: both sites get the same extra requests, one of which stores, the other not.
+                    session, shadow = wstate(), requests.Session()
                     while not stop.is_set():
-                        wcall(session, texts[written[0] % len(texts)])
+                        text = texts[written[0] % len(texts)]
+                        wcall(session, text)
+                        shadow.post(off.url + "/api/predict", json={"text": text}, timeout=60)
                         written[0] += 1
 
                 writer = threading.Thread(target=write_until_stopped, daemon=True)
@@ -251,7 +259,8 @@ def predict_rows(s: FeedbackBenchSettings, bundle: Path, texts: list[str], work:
                     writer.join(timeout=60)
                 for name, load in result.items():
                     out.append({"mode": f"predict, {name}, {phase}", "round": r + 1, **load,
-                                "corrections_during": written[0] if name == "store on" else 0})
+                                "corrections_during": written[0] if name == "store on" else 0,
+                                "extra_predictions_during": written[0] if name == "store off" else 0})
     return out
 
 
@@ -270,14 +279,16 @@ def format_table(rows: list[dict], summary: dict) -> str:
     lines = ["| mode | round | clients | requests | errors | req/s | p50 ms | p99 ms | rows stored / corrections during |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        stored = r.get("rows_stored", r.get("corrections_during") or "")
+        stored = r.get("rows_stored", r.get("corrections_during") or
+                       (f"({r['extra_predictions_during']} predictions)" if r.get("extra_predictions_during") else ""))
         lines.append(f"| {r['mode']} | {r.get('round', '')} | {r['clients']} | {r['requests']} | {r['errors']} | "
                      f"{r['throughput_rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {stored} |")
     p99 = summary["predict_p99_median_ms"]
     lines.append("")
     lines.append("predict p99, median of the rounds: " + ", ".join(f"{m.split(', ', 1)[1]} {v:.1f} ms" for m, v in p99.items())
                  + f"; store on vs off: {100 * summary['slowdown_idle']:+.1f}% idle, "
-                   f"{100 * summary['slowdown_writing']:+.1f}% while one client stores corrections")
+                   f"{100 * summary['slowdown_writing']:+.1f}% while one client stores corrections "
+                   "(and the store-off site gets as many extra predictions)")
     return "\n".join(lines)
 
 

@@ -106,7 +106,7 @@ class LocalPostgres:
         if self.root is None:
             return
         data = self.root / "data"
-        if (data / "postmaster.pid").exists():
-            self._run(find_tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop", timeout=60)
+        if (data / "postmaster.pid").exists():   # immediate: no shutdown checkpoint, the folder is deleted anyway
+            self._run(find_tool("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop", timeout=60)
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None

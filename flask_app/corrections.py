@@ -255,7 +255,7 @@ def form_save():
     if wants_json():
         return jsonify({"id": cid, "message": message, "changes": kinds}), 201
     return render_template("feedback_saved.html", site=current_app.extensions[SITE_KEY].page, ok=True,
-                           message=message, changes=kinds, suggested=suggested), 201
+                           title="Correction saved", message=message, changes=kinds, suggested=suggested), 201
 
 
 # ---- operator page ---------------------------------------------------------------------------------------
@@ -302,9 +302,10 @@ def _refusal(status: int, message: str, retry_after: int | None = None):
     if request.path.startswith("/api/") or wants_json():
         response = jsonify({"error": message, "status": status})
     else:
+        title = "Not signed in" if request.path.startswith("/feedback/operator") else "Correction not saved"
         response = current_app.make_response((render_template(
-            "feedback_saved.html", site=current_app.extensions[SITE_KEY].page, ok=False, message=message,
-            changes=None, suggested=[]), status))
+            "feedback_saved.html", site=current_app.extensions[SITE_KEY].page, ok=False, title=title,
+            message=message, changes=None, suggested=[]), status))
     response.status_code = status
     if status == 401 and request.path.startswith("/api/"):
         response.headers["WWW-Authenticate"] = 'Bearer realm="corrections"'

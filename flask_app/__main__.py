@@ -13,6 +13,7 @@ from pathlib import Path
 
 from deployment.cli_types import port, positive_int
 from flask_app.app import DEFAULT_BUNDLE, ConfigError, create_app
+from flask_app.corrections import FEEDBACK_KEY
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     bundle = args.bundle or os.environ.get("MLTC_BUNDLE") or DEFAULT_BUNDLE
     print(f"serving {bundle} at http://{args.host}:{args.port}/  (JSON API: POST /api/predict, health: /healthz)")
-    if app.extensions.get("mltc_feedback") is not None:
+    store = app.extensions.get(FEEDBACK_KEY)
+    if store is not None:
         from feedback.db import safe_url
-        print(f"corrections on, stored in {safe_url(str(app.extensions['mltc_feedback'].engine.url))} "
-              f"(POST /api/feedback, operator page /feedback/operator)")
+        print(f"corrections on, stored in {safe_url(str(store.engine.url))} "
+              "(POST /api/feedback, operator page /feedback/operator)")
     app.run(host=args.host, port=args.port, debug=args.debug, use_reloader=args.debug)
     return 0
 

@@ -31,6 +31,7 @@ from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from deployment.predictor import InputError
+from deployment.web import MAX_TEXT_CHARS
 from deployment.version import short_version
 from flask_app.app import SITE_KEY, ConfigError
 
@@ -87,7 +88,7 @@ def register_feedback(app: Flask, predictor: Any, enabled: bool | None = None, d
     if getattr(predictor, "version", None) is None:
         raise ConfigError("corrections need the served model's version (a Predictor loaded with from_bundle)")
     try:
-        fb = Feedback.open(predictor, db_url=db_url, rate=rate, max_text_chars=max_text_chars or 20_000)
+        fb = Feedback.open(predictor, db_url=db_url, rate=rate, max_text_chars=max_text_chars or MAX_TEXT_CHARS)
     except ValueError as err:   # the rate
         raise ConfigError(f"MLTC_FEEDBACK_RATE: {err}") from None
     except (SchemaError, StoreError) as err:

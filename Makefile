@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
         predict predict-spark scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed \
-        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory bench-combine clean
+        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory bench-combine bench-feedback clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -112,6 +112,9 @@ bench-explain: install ## evidence spans: deleting them vs deleting random words
 
 bench-combine: install ## how the model's two parts are combined and decoded: every rule re-scored on its valid/test outputs
 	$(PY) -m bench.combine --model $(MODEL)
+
+bench-feedback: install ## corrections/s and p99 at 8 clients, SQLite vs PostgreSQL; predict p99 with the store on vs off
+	$(PY) -m bench.feedback $(if $(wildcard $(BUNDLE)/bundle.json),--bundle $(BUNDLE))
 
 clean: ## remove derived data and models (keeps .venv and data/sample)
 	rm -rf data/processed models test-artifacts bench/results

@@ -7,6 +7,10 @@ In a Space (this folder as the repo root, `python app.py`) the bundle is read fr
 text with examples, a confidence chart, the predicted labels and (the "Highlight why" box, ticked by default)
 the text with each predicted label's evidence highlighted (`/explain`, run after `/predict`); a CSV in, the
 same CSV with predictions out (through the batch CLI's own code, deployment/predict.py: the same columns and error cells). Thresholds are the bundle's tuned per-label ones unless the user overrides them with one number.
+With `--feedback [--db URL]` (or MLTC_FEEDBACK=1) the text tab also offers a correction: every label of the model
+as a checkbox, the predicted ones ticked, and "Save correction", stored in the same database as the Flask site's
+(feedback.service; the repo's `feedback` package must be importable, so not in a bare Space). Gradio's flagging
+is not used: corrections are the one way to say a prediction was wrong.
 Inference is `Predictor` only: this file never tokenises or thresholds anything itself.
 """
 from __future__ import annotations
@@ -135,8 +139,9 @@ def highlighted_text(text: str, pred: dict) -> gr.HighlightedText:
 class App:
     """The predictor plus the handlers the UI calls (plain methods, so they are testable without a browser)."""
 
-    def __init__(self, predictor: Predictor, bundle_dir: str | Path | None = None):
+    def __init__(self, predictor: Predictor, bundle_dir: str | Path | None = None, feedback=None):
         self.predictor = predictor
+        self.feedback = feedback   # a feedback.service.Feedback when corrections are on, else None
         self.info = dict(predictor.info or {})
         self.colors = label_colors(self.info)
         self.examples = load_examples(bundle_dir, n=5)
@@ -188,6 +193,36 @@ class App:
             return gr.skip()
         return self.explain(text, use_tuned, threshold, explain)
 
+    def prefill(self, text: str, use_tuned: bool, threshold: float):
+        """The correction box after a prediction: the predicted labels ticked (the message of an earlier save cleared)."""
+        if not (text or "").strip() or self.predictor.text_problem(text) or length_problem(text):
+            return gr.skip(), gr.skip()
+        try:
+            pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
+        except InputError:
+            return gr.skip(), gr.skip()
+        return gr.update(value=pred["predicted"]), ""
+
+    def save_correction(self, text: str, labels: list[str] | None, suggested: str, use_tuned: bool,
+                        threshold: float, request: gr.Request):
+        """Store the ticked labels as the text's full correct set (feedback.service: the Flask site's rules)."""
+        from feedback.store import Refused
+
+        if self.feedback is None:
+            raise user_error("Corrections are off: start the app with --feedback.")
+        address = request.client.host if request is not None and request.client is not None else None
+        try:
+            cid, _, changes = self.feedback.submit(
+                text=text or "", labels=list(labels or []), model_version=self.feedback.version, face="gradio",
+                client_key=self.feedback.client_key_for_address(address),
+                suggested=[x.strip() for x in (suggested or "").splitlines() if x.strip()],
+                threshold=self._threshold(use_tuned, threshold))
+        except Refused as err:
+            raise user_error(f"Not saved: {err}") from None
+        counts = {kind: sum(1 for c in changes.values() if c == kind) for kind in ("confirmed", "removed", "added")}
+        return (f"Correction saved (#{cid}): {counts['confirmed']} confirmed, {counts['removed']} removed, "
+                f"{counts['added']} added. Thank you.")
+
     def predict_csv(self, file, use_tuned: bool, threshold: float, top_k: int, progress=gr.Progress()):
         """The batch CLI's own path (deployment.predict.predict_file): same rows, columns and error cells."""
         if file is None:
@@ -220,6 +255,8 @@ class App:
         metrics = info.get("metrics") or {}
         model_metrics = metrics.get("model", metrics) if isinstance(metrics, dict) else {}
         facts = [f"{n_labels} labels", f"reads up to {pred.max_length} tokens"]
+        if getattr(pred, "version", None):
+            facts.append(f"model `{pred.version[:12]}`")
         if info.get("backbone"):
             facts.append(f"backbone `{info['backbone']}`")
         for key in ("micro_f1", "macro_f1"):
@@ -262,6 +299,17 @@ class App:
                     label="Why these labels? Each predicted label's strongest evidence (removing it lowers the "
                           "label's score most)", show_legend=True, show_inline_category=False)
                 strict_input(explain, _bool_problem)
+                if self.feedback is not None:
+                    with gr.Accordion("Correct the labels", open=True):
+                        correction = gr.CheckboxGroup(
+                            choices=list(pred.labels), value=[], label="Labels that apply",
+                            info="The predicted labels are ticked: untick the wrong ones, tick the missing ones.")
+                        suggested = gr.Textbox(lines=1, max_lines=5, label="Labels the model does not have (optional)",
+                                               info="One per line; kept apart as suggestions.")
+                        save = gr.Button("Save correction")
+                        saved = gr.Markdown()
+                    save.click(self.save_correction, [text, correction, suggested, use_tuned, threshold], saved,
+                               api_name="save_correction")
                 if self.examples.items:
                     gr.Examples([[ex.text] for ex in self.examples.items], inputs=[text],
                                 label=f"Examples — {self.examples.source}", cache_examples=False,
@@ -273,6 +321,10 @@ class App:
                     self.explain, why, evidence, api_name="explain")
                 text.submit(self.predict, inputs, outputs, api_visibility="private").success(
                     self.explain, why, evidence, api_visibility="private")
+                if self.feedback is not None:
+                    for trigger in (button.click, text.submit):
+                        trigger(self.prefill, [text, use_tuned, threshold], [correction, saved],
+                                api_visibility="private")
                 for control, event in ((use_tuned, "change"), (threshold, "release"), (top_k, "release")):
                     getattr(control, event)(self.repredict, inputs, outputs, api_visibility="private")
                 for control, event in ((use_tuned, "change"), (threshold, "release"), (explain, "change")):
@@ -295,11 +347,21 @@ class App:
         return demo
 
 
-def build_demo(bundle_dir: str | Path, num_threads: int | None = None) -> gr.Blocks:
-    """Load the bundle (BundleError names the missing or broken file) and build the UI."""
+def open_feedback(predictor: Predictor, db_url: str | None = None):
+    """The corrections store for this app (feedback.service, shared with the Flask site); its rate limit from
+    $MLTC_FEEDBACK_RATE. ValueError / RuntimeError subclasses (a bad rate, an out-of-date schema) say what to do."""
+    from feedback.service import DEFAULT_RATE, Feedback
+
+    return Feedback.open(predictor, db_url=db_url, rate=os.environ.get("MLTC_FEEDBACK_RATE", "").strip() or DEFAULT_RATE)
+
+
+def build_demo(bundle_dir: str | Path, num_threads: int | None = None, feedback: bool = False,
+               db_url: str | None = None) -> gr.Blocks:
+    """Load the bundle (BundleError names the missing or broken file) and build the UI; `feedback` adds the
+    correction box, stored in `db_url` (None: $MLTC_DB_URL, else the repo's data/feedback.db)."""
     bundle_dir = Path(bundle_dir)
     predictor = Predictor.from_bundle(bundle_dir, num_threads=num_threads)
-    return App(predictor, bundle_dir).build()
+    return App(predictor, bundle_dir, open_feedback(predictor, db_url) if feedback else None).build()
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, **kwargs):
@@ -318,10 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=port, default=os.environ.get("GRADIO_SERVER_PORT", "7860"),
                         help="port (default: $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime threads (default: all cores)")
+    parser.add_argument("--feedback", action="store_true",
+                        default=os.environ.get("MLTC_FEEDBACK", "").strip().lower() in ("1", "true", "yes", "on"),
+                        help="offer corrections, stored like the Flask site's (default: on when $MLTC_FEEDBACK=1)")
+    parser.add_argument("--db", metavar="URL", default=None,
+                        help="corrections database (default: $MLTC_DB_URL, else the SQLite file data/feedback.db)")
     args = parser.parse_args(argv)
     try:
-        demo = build_demo(args.bundle, num_threads=args.threads)
-    except BundleError as err:
+        demo = build_demo(args.bundle, num_threads=args.threads, feedback=args.feedback, db_url=args.db)
+    except (BundleError, ValueError, RuntimeError) as err:   # a bad rate, an out-of-date or unreachable store
         print(f"error: {err}", file=sys.stderr)
         return 2
     launch(demo, host=args.host, port=args.port)

@@ -29,10 +29,12 @@ if __package__:   # `deployment.predictor` in the repo
     from . import explain as explaining
     from .encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows
     from .scoring import BundleError, LinearComponent, read_json, sigmoid
+    from .version import bundle_version
 else:             # the Space: this folder is the root, modules are top-level
     import explain as explaining  # type: ignore[no-redef]
     from encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows  # type: ignore[no-redef]
     from scoring import BundleError, LinearComponent, read_json, sigmoid  # type: ignore[no-redef]
+    from version import bundle_version  # type: ignore[no-redef]
 
 __all__ = ["BundleError", "InputError", "LinearComponent", "Predictor", "session_options", "windows_per_call"]
 
@@ -122,6 +124,7 @@ class Predictor:
         self.batch_size = min(int(batch_size), self.windows_per_call or int(batch_size))
         self.batch_tokens = None if batch_tokens is None else int(batch_tokens)
         self.source = source
+        self.version: str | None = None   # the bundle's content hash (deployment/version.py), set by from_bundle
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -157,6 +160,7 @@ class Predictor:
 
         pred = cls(session, encoder, info, linear=linear, batch_size=batch_size, source=str(bundle),
                    batch_tokens=batch_tokens)
+        pred.version = bundle_version(bundle)
         # One run at full length checks that the graph executes, that its outputs match the labels, and that
         # max_length fits the model's position embeddings (else every long text would fail, not the load).
         encoded = encoder.encode([" ".join(["a"] * pred.max_length), "warm up"])

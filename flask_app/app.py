@@ -72,6 +72,7 @@ class Site:
             "threshold_range": (min(thresholds), max(thresholds)) if thresholds else None,
             "examples": examples,
             "colors": label_colors(info),
+            "model_version": getattr(predictor, "version", None),   # the bundle's content hash (deployment/version.py)
         }
         return cls(predictor, examples, page, max_text_chars, max_body_bytes, max_texts)
 
@@ -98,10 +99,13 @@ def _load_predictor(bundle_dir: str | Path | None, num_threads: int | None) -> t
 
 def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, testing: bool = False,
                max_text_chars: int = MAX_TEXT_CHARS, max_body_bytes: int = MAX_BODY_BYTES,
-               max_texts: int = MAX_TEXTS, num_threads: int | None = None) -> Flask:
+               max_texts: int = MAX_TEXTS, num_threads: int | None = None, feedback: bool | None = None,
+               db_url: str | None = None) -> Flask:
     """Build the site around `predictor`, or a `Predictor` loaded from `bundle_dir` / $MLTC_BUNDLE.
 
-    A missing or corrupt bundle raises `BundleError` here, at startup, naming the path.
+    A missing or corrupt bundle raises `BundleError` here, at startup, naming the path. `feedback` turns
+    corrections on (None: $MLTC_FEEDBACK), stored in `db_url` (None: $MLTC_DB_URL, else data/feedback.db); an
+    unusable store (an out-of-date schema, a bad URL) raises ConfigError naming what to do.
     """
     from flask_app.routes import bp   # the routes import this module's Site: imported when the app is built
 
@@ -118,4 +122,6 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
     app.json.sort_keys = False   # keep predictions' keys in the documented order
     app.extensions[SITE_KEY] = Site.build(predictor, bundle_dir, max_text_chars, max_body_bytes, max_texts)
     app.register_blueprint(bp)
+    from flask_app.corrections import register_feedback   # corrections: routes, and the store when turned on
+    register_feedback(app, predictor, enabled=feedback, db_url=db_url, max_text_chars=max_text_chars)
     return app

@@ -208,6 +208,7 @@ def api_predict():
         "warnings": warnings,
         "model": {"format_version": s.info.get("format_version"), "created": s.info.get("created"),
                   "backbone": s.info.get("backbone")},
+        "model_version": s.page["model_version"],   # what a correction of these predictions names (POST /api/feedback)
     })
 
 
@@ -222,6 +223,7 @@ def healthz():
         "bundle_created": s.info.get("created"),
         "backbone": s.info.get("backbone"),
         "max_length": s.predictor.max_length,
+        "model_version": s.page["model_version"],
     })
 
 

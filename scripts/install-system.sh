@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses: chromium for the headless-browser test of the web site, and a Java
-# runtime for Spark when `java` is missing.
+# Debian packages the test suite uses: chromium for the headless-browser test of the web site, a Java
+# runtime for Spark when `java` is missing, and PostgreSQL's server (initdb, pg_ctl) for the corrections store's
+# tests when `initdb` is missing (the tests start a throwaway server themselves; none is left running).
 # Needs root (or passwordless sudo). Without it: a note and exit 0 on a workstation (the browser tests then
 # skip with a reason), but exit 1 under CI=true, where a skipped browser test would let CI pass untested.
 # $CHROMIUM overrides the binary looked for (default /usr/bin/chromium, where Debian installs it).
@@ -14,6 +15,16 @@ if ! command -v java >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $S apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
     $S apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null \
     || { echo "error: apt-get install openjdk-17-jre-headless failed" >&2; exit 1; }
+fi
+# PostgreSQL for the corrections store's tests (feedback/pgserver.py starts one in a temp dir as user postgres).
+# Debian keeps initdb in /usr/lib/postgresql/<v>/bin, off PATH. The package's own cluster is not needed: stop it.
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "system: PostgreSQL missing, installing postgresql (for the corrections store's tests) ..."
+  S=""; [ "$(id -u)" != 0 ] && S=sudo
+  DEBIAN_FRONTEND=noninteractive $S apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    $S apt-get install -y -qq --no-install-recommends postgresql >/dev/null \
+    || { echo "error: apt-get install postgresql failed" >&2; exit 1; }
+  $S service postgresql stop >/dev/null 2>&1 || true
 fi
 if [ -x "$CHROMIUM" ]; then
   echo "system: chromium present ($("$CHROMIUM" --version 2>/dev/null | head -1))"

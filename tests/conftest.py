@@ -47,3 +47,16 @@ def sample_books_model(tmp_path_factory) -> Path:
                               timeout=1800)
         assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return model
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server (Debian's initdb + pg_ctl, as the postgres user when root) in a temp dir, started
+    once per session and stopped at its end. Missing PostgreSQL: a skip locally, a failure under CI=true."""
+    from feedback.pgserver import LocalPostgres, postgres_available
+    from tests.ci import require
+
+    reason = postgres_available()
+    require(reason is None, reason or "")
+    with LocalPostgres() as server:
+        yield server

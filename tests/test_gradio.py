@@ -281,7 +281,7 @@ def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):
     space = tmp_path / "space"
     space.mkdir()
     for name in ("app.py", "predictor.py", "encoding.py", "scoring.py", "explain.py", "predict.py", "examples.py",
-                 "cli_types.py", "web.py", "files.py", "examples.json",
+                 "cli_types.py", "web.py", "files.py", "version.py", "examples.json",
                  "requirements.txt", "README.md"):
         shutil.copy(deployment / name, space / name)
     shutil.copytree(tiny_bundle, space / "bundle")

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 import config
-from compression.export import CompressionError
+from compression.export import CompressionError, ModelDir
 
 # Used only when the processed data set is gone; eval.json then says so and the F1 part is skipped.
 PROBE_TEXTS = [
@@ -190,3 +190,48 @@ def format_table(report: dict) -> str:
 
 def warn(msg: str) -> None:
     warnings.warn(msg, stacklevel=2)
+
+
+class Progress:
+    """Numbered steps of a long command, each line stamped with the seconds since it started (quiet: silent)."""
+
+    def __init__(self, quiet: bool, total: int):
+        self.quiet, self.total, self.n, self.t0 = quiet, total, 0, time.perf_counter()
+
+    def step(self, msg: str) -> None:
+        self.n += 1
+        self.say(f"[{self.n}/{self.total}] {msg}")
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"{time.perf_counter() - self.t0:6.1f}s  {msg}", flush=True)
+
+
+def file_size(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None
+
+
+def split_texts(md: ModelDir, split: str, limit: int | None) -> "EvalTexts | None":
+    """A split of the model's prepared data with its label matrix, or None when the data is not there."""
+    from training.data import PrepareError, encode_labels, load_prepared
+
+    data_dir = resolve_data_dir(md.settings.get("data"))
+    if data_dir is None or not (data_dir / "dataset.csv").is_file():
+        return None
+    try:
+        df, _ = load_prepared(data_dir)
+    except PrepareError as exc:
+        raise CompressionError(f"the model's {split} data cannot be read: {exc}") from exc
+    part = df[df["split"] == split]
+    if limit:
+        part = part.iloc[:limit]
+    if part.empty:
+        return None
+    known = set(md.labels)
+    targets = [[t for t in row if t in known] for row in part["labels"]]
+    return EvalTexts(part["text"].tolist(), encode_labels(targets, md.labels).astype(bool),
+                         f"{data_dir / 'dataset.csv'} (split={split}, {len(part)} texts)")
+
+
+def human_bytes(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"

@@ -14,7 +14,8 @@ import pytest
 
 import config
 from compression.export import CompressionError
-from compression.quantize import CANDIDATES, build_bundle
+from compression.quantize import build_bundle
+from compression.variants import CANDIDATES
 from tests.tiny_bundle import TINY_LABELS, make_tiny_model_dir, sample_texts
 
 BUNDLE_KEYS = {"format_version", "labels", "thresholds", "global_threshold", "max_length", "backbone", "tokenizer",
@@ -155,7 +156,7 @@ print(json.dumps(out))
 def test_linear_part_is_stored_sparse_and_quantised_as_chosen_on_valid(tmp_path):
     """The bundle's linear part is the smallest variant that keeps the served F1 on valid within the stated
     tolerance; served through the Predictor it makes the decisions eval.json reports against the dense part."""
-    from compression.quantize import LINEAR_F1_TOL
+    from compression.linear import LINEAR_F1_TOL
     from deployment.predictor import Predictor
     from tests.tiny_bundle import write_dense_linear
 
@@ -304,7 +305,7 @@ def test_truncated_weights_fail_and_keep_the_previous_bundle(spare_model):
 
 
 def test_parity_failure_is_loud_and_writes_nothing(spare_model, monkeypatch):
-    import compression.quantize as q
+    import compression.variants as q   # where the stage's exporter is called
 
     real_export = q.export_onnx
 
@@ -358,33 +359,33 @@ def _v(micro, macro, agree, b1, b32, consistent=True):
 
 
 def test_choice_never_takes_a_candidate_whose_scores_depend_on_the_batch():
-    from compression.quantize import _choose
+    from compression.choice import choose
 
     variants = {"pytorch": _v(0.60, 0.50, 1, 10, 10), "fast-but-batch-dependent": _v(0.61, 0.51, 0.99, 1, 60, False),
                 "int8": _v(0.60, 0.50, 0.97, 2, 30)}
     for timed in (True, False):
-        chosen, reason = _choose(variants, ["fast-but-batch-dependent", "int8"], have_f1=True, timed=timed)
+        chosen, reason = choose(variants, ["fast-but-batch-dependent", "int8"], have_f1=True, timed=timed)
         assert chosen == "int8" and "rejected for batch dependence: fast-but-batch-dependent" in reason
     variants["int8"] = _v(0.60, 0.50, 0.97, 2, 30, False)
     with pytest.raises(CompressionError, match="consistency check"):
-        _choose(variants, ["fast-but-batch-dependent", "int8"], have_f1=True, timed=True)
+        choose(variants, ["fast-but-batch-dependent", "int8"], have_f1=True, timed=True)
 
 
 def test_choice_rejects_a_fast_candidate_that_loses_more_than_one_f1_point():
-    from compression.quantize import _choose
+    from compression.choice import choose
 
     variants = {"pytorch": _v(0.60, 0.50, 1, 10, 10), "int8": _v(0.60, 0.48, 0.9, 1, 40),
                 "optimized-int8": _v(0.598, 0.497, 0.97, 2, 30)}
-    chosen, reason = _choose(variants, ["int8", "optimized-int8"], have_f1=True, timed=True)
+    chosen, reason = choose(variants, ["int8", "optimized-int8"], have_f1=True, timed=True)
     assert chosen == "optimized-int8" and "rejected for accuracy: int8" in reason
 
 
 def test_choice_breaks_speed_ties_by_agreement_with_pytorch():
-    from compression.quantize import _choose
+    from compression.choice import choose
 
     variants = {"pytorch": _v(0.60, 0.50, 1, 10, 10), "optimized-int8": _v(0.60, 0.50, 0.94, 2.0, 30),
                 "optimized-int8-per-channel": _v(0.60, 0.50, 0.97, 2.1, 29), "int8": _v(0.60, 0.50, 0.99, 4, 15)}
-    chosen, reason = _choose(variants, ["optimized-int8", "optimized-int8-per-channel", "int8"], True, True)
+    chosen, reason = choose(variants, ["optimized-int8", "optimized-int8-per-channel", "int8"], True, True)
     assert chosen == "optimized-int8-per-channel" and "agreement" in reason
 
 

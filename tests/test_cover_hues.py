@@ -383,11 +383,11 @@ def test_sample_hues_to_prepared_data_to_bundle_to_flask_swatches(sample_hues, t
 
 def test_genre_models_are_not_turned_into_swatches_by_a_palette_nearby(tmp_path):
     from compression.export import read_model_dir
-    from compression.quantize import _label_display
+    from compression.bundle import label_display
     from tests.tiny_bundle import make_tiny_model_dir
 
     model = make_tiny_model_dir(tmp_path / "model", ["Fantasy", "red"], with_data=False)
     (model / "palette.json").write_text(json.dumps(BASIC))
-    assert _label_display(read_model_dir(model)) == {"label_display": "text"}
+    assert label_display(read_model_dir(model)) == {"label_display": "text"}
     (model / "label_colors.json").write_text(json.dumps({"Fantasy": "#4b1d6e", "red": "#e50000"}))
-    assert _label_display(read_model_dir(model))["label_colors"] == {"Fantasy": "#4b1d6e", "red": "#e50000"}
+    assert label_display(read_model_dir(model))["label_colors"] == {"Fantasy": "#4b1d6e", "red": "#e50000"}

@@ -499,7 +499,7 @@ def test_a_dense_linear_bundle_written_before_sparse_storage_still_loads(linear_
 
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-6), ("float16", 2e-3), ("int8", 0.05)])
 def test_sparse_linear_part_round_trips_through_its_files(fitted, tmp_path, dtype, tol):
-    from compression.quantize import prune_linear
+    from compression.linear import prune_linear
 
     vectorizer, classifier, texts = fitted
     dense_dir = write_linear_dir(tmp_path / "dense", vectorizer, classifier, weight=0.4)
@@ -519,7 +519,7 @@ def test_the_sparse_product_gives_the_same_logits_whatever_the_cap_on_gathered_w
                                                                                        cap):
     """Texts are grouped so that one product gathers at most GATHER_PAIRS weights (a text over it runs alone): the
     grouping bounds memory and must not change a number, for empty, unknown-word and long texts alike."""
-    from compression.quantize import prune_linear
+    from compression.linear import prune_linear
     from deployment import scoring
 
     vectorizer, classifier, texts = fitted
@@ -539,7 +539,7 @@ def test_the_sparse_product_gives_the_same_logits_whatever_the_cap_on_gathered_w
 
 
 def test_pruning_keeps_the_largest_weights_and_only_the_terms_they_use(fitted, tmp_path):
-    from compression.quantize import prune_linear
+    from compression.linear import prune_linear
 
     vectorizer, classifier, texts = fitted
     d = write_linear_dir(tmp_path, vectorizer, classifier, weight=0.5)
@@ -560,7 +560,7 @@ def test_pruning_keeps_the_largest_weights_and_only_the_terms_they_use(fitted, t
 
 
 def _save_sparse(linear_bundle, tmp_path, name, dtype="int8"):
-    from compression.quantize import prune_linear
+    from compression.linear import prune_linear
 
     bundle = copy_bundle(linear_bundle, tmp_path / name)
     dense = LinearComponent.load(bundle / "linear.json", bundle / "linear.npz", len(TINY_LABELS))

@@ -16,24 +16,24 @@ import datetime as dt
 import json
 import os
 import re
-import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 import config
 from compression import report as rep
-from compression.export import (OPSET, CompressionError, ModelDir, export_onnx, load_torch_model, optimize_onnx,
-                                quantize_int8, read_model_dir)
+from compression.export import OPSET, CompressionError, export_onnx, load_torch_model, optimize_onnx, quantize_int8
 from deployment.cli_types import int_at_least
 from deployment.encoding import Encoded, TextEncoder, Windows
+from deployment.commands import command_line, print_settings
 from deployment.predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Predictor, load_session, session_options
-from deployment.scoring import LinearComponent, sigmoid
 from deployment.files import OutputError, replace_dir
+from deployment.scoring import LinearComponent, decide, sigmoid
+from training.modeldir import ModelDir, ModelDirError, read_model_dir
 
 PARITY_TOL = 1e-4                     # max |p_onnx_fp32 - p_pytorch| allowed
 SPEED_TIE = 0.10                      # speed differences under 10% count as ties (broken by agreement)
@@ -301,9 +301,12 @@ def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_
     if unknown:
         raise CompressionError(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
     progress = Progress(quiet, total=7)
-    command = command or "python -m compression.quantize " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command or command_line("python -m compression.quantize")
     progress.step(f"checking {model_dir}")
-    md = read_model_dir(model_dir)
+    try:
+        md = read_model_dir(model_dir)
+    except ModelDirError as exc:
+        raise CompressionError(str(exc)) from exc
     out = Path(out) if out else md.root / "bundle"
     try:
         with replace_dir(out, owned_by="bundle.json", what="bundle") as tmp:
@@ -436,7 +439,7 @@ def _measure(staged: Staged, ev_texts: "rep.EvalTexts", runners: dict, paths: di
             errors[name] = f"{type(exc).__name__}: {exc}"
             continue
         probs[name] = p
-        decided = blended(p, linear_p) >= thresholds
+        decided = decide(blended(p, linear_p), thresholds)
         v = {"size_bytes": _size(md.weights) if name == "pytorch" else _size(paths[name])}
         if name == "pytorch":
             pt_decided = decided
@@ -446,7 +449,7 @@ def _measure(staged: Staged, ev_texts: "rep.EvalTexts", runners: dict, paths: di
                      label_agreement=float((decided == pt_decided).mean()),
                      set_agreement=float((decided == pt_decided).all(1).mean()))
             if linear_p is not None:  # the blend can hide the transformer's changes (weight 1 hides them all)
-                v["transformer_label_agreement"] = float(((p >= thresholds) == (probs["pytorch"] >= thresholds)).mean())
+                v["transformer_label_agreement"] = float((decide(p, thresholds) == decide(probs["pytorch"], thresholds)).mean())
         if ev_texts.y_true is not None:
             v.update(rep.f1_scores(ev_texts.y_true, decided))
         variants[name] = v
@@ -567,24 +570,19 @@ def _dense_twin(linear: LinearComponent) -> LinearComponent:
 
 def _split_texts(md: ModelDir, split: str, limit: int | None) -> "rep.EvalTexts | None":
     """A split of the model's prepared data with its label matrix, or None when the data is not there."""
-    from training.data import PrepareError, encode_labels, load_prepared
+    from training.data import PrepareError
+    from training.dataset import read_split
 
     data_dir = rep.resolve_data_dir(md.settings.get("data"))
     if data_dir is None or not (data_dir / "dataset.csv").is_file():
         return None
     try:
-        df, _ = load_prepared(data_dir)
+        part = read_split(data_dir, split, md.labels, limit)
     except PrepareError as exc:
         raise CompressionError(f"the model's {split} data cannot be read: {exc}") from exc
-    part = df[df["split"] == split]
-    if limit:
-        part = part.iloc[:limit]
-    if part.empty:
+    if not part.texts:
         return None
-    known = set(md.labels)
-    targets = [[t for t in row if t in known] for row in part["labels"]]
-    return rep.EvalTexts(part["text"].tolist(), encode_labels(targets, md.labels).astype(bool),
-                         f"{data_dir / 'dataset.csv'} (split={split}, {len(part)} texts)")
+    return rep.EvalTexts(part.texts, part.y, part.source)
 
 
 def _linear_variants(dense: LinearComponent, work: Path):
@@ -610,7 +608,7 @@ def _served_decisions(linear: LinearComponent, counts, vocab_of, p_model, thresh
     `counts`; `vocab_of` maps the dense vocabulary onto the variant's."""
     sub = counts.select(vocab_of) if vocab_of is not None else counts
     p_lin = sigmoid(_dense_twin(linear).logits_from_counts(sub)) if linear.sparse else sigmoid(linear.logits_from_counts(sub))
-    return p_lin, linear.blend(p_model, p_lin) >= thresholds
+    return p_lin, decide(linear.blend(p_model, p_lin), thresholds)
 
 
 def _compress_linear(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m: Measured, ev: dict,
@@ -633,7 +631,7 @@ def _compress_linear(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m:
     served = {"transformer": chosen_name, "linear": choice["chosen"] if choice else None}
     if ev_texts.y_true is not None:
         p = staged.linear.blend(m.probs[chosen_name], m.linear_p) if staged.linear is not None else m.probs[chosen_name]
-        served.update(rep.f1_scores(ev_texts.y_true, p >= thresholds))
+        served.update(rep.f1_scores(ev_texts.y_true, decide(p, thresholds)))
         pt = ev["variants"]["pytorch"]
         served.update(delta_micro_f1=served["micro_f1"] - pt["micro_f1"],
                       delta_macro_f1=served["macro_f1"] - pt["macro_f1"])
@@ -837,7 +835,7 @@ def parse_args(argv=None) -> Settings:
 
 def main(argv=None) -> int:
     s = parse_args(argv)
-    print("settings:", json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()}), flush=True)
+    print_settings(s)
     try:
         build_bundle(s.model, s.out, bench_rounds=s.bench_rounds, max_eval_texts=s.max_eval_texts,
                      num_threads=s.num_threads, candidates=s.candidates, opset=s.opset)

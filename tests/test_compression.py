@@ -418,14 +418,19 @@ def test_out_folder_that_is_not_a_bundle_is_never_replaced(tmp_path):
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--bench-rounds", "-1"], "--bench-rounds: must be an integer from 0 to 1000"),
-    (["--max-eval-texts", "-1"], "--max-eval-texts: must be an integer >= 0"),
-    (["--threads", "0"], "--threads/--num-threads: must be an integer from 1 to 1024"),
-    (["--num-threads", "two"], "--threads/--num-threads: must be an integer from 1 to 1024"),
-    (["--opset", "16"], "--opset: must be an integer from 17 to 25"),
-])
-def test_bad_numbers_are_refused_by_the_parser_before_any_work(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "-m", "compression.quantize", "--model", str(tmp_path / "none"), *args],
-                          capture_output=True, text=True, cwd=config.ROOT, timeout=120)
-    assert proc.returncode == 2 and message in proc.stderr and "settings:" not in proc.stdout
+def test_a_bad_number_stops_the_command_at_the_parser_before_any_work(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "compression.quantize", "--model", str(tmp_path / "none"),
+                           "--opset", "16"], capture_output=True, text=True, cwd=config.ROOT, timeout=120)
+    assert proc.returncode == 2 and "--opset: must be an integer from 17 to 25" in proc.stderr
+    assert "settings:" not in proc.stdout
+
+
+def test_every_numeric_option_is_checked_at_the_parser(tmp_path, capsys):
+    from compression.quantize import main
+    from tests.cases import parser_refuses
+
+    for args, message in [(["--bench-rounds", "-1"], "--bench-rounds: must be an integer from 0 to 1000"),
+                          (["--max-eval-texts", "-1"], "--max-eval-texts: must be an integer >= 0"),
+                          (["--threads", "0"], "--threads/--num-threads: must be an integer from 1 to 1024"),
+                          (["--num-threads", "two"], "--threads/--num-threads: must be an integer from 1 to 1024")]:
+        parser_refuses(main, ["--model", str(tmp_path / "none"), *args], message, capsys)

@@ -118,20 +118,21 @@ def test_valid_curve_follows_training_to_its_last_step(trained):
 def test_micro_f1_at_the_best_threshold_matches_scikit_learn():
     from sklearn.metrics import f1_score
 
-    from training.train import CURVE_THRESHOLDS, micro_f1_best_threshold
+    from training.metrics import THRESHOLD_GRID, micro_f1_at_best_threshold, tune_thresholds
 
     rng = np.random.default_rng(0)
     for _ in range(20):
         y = rng.random((int(rng.integers(1, 40)), int(rng.integers(2, 6)))) < 0.3   # 1 column: sklearn says binary
         p = rng.random(y.shape)
-        f1, t = micro_f1_best_threshold(p, y)
-        theirs = [f1_score(y, p >= th, average="micro", zero_division=0) for th in CURVE_THRESHOLDS]
-        assert abs(f1 - max(theirs)) < 1e-12 and t in CURVE_THRESHOLDS
+        f1, t = micro_f1_at_best_threshold(p, y)
+        theirs = [f1_score(y, p >= th, average="micro", zero_division=0) for th in THRESHOLD_GRID]
+        assert abs(f1 - max(theirs)) < 1e-12 and t in THRESHOLD_GRID
+        assert t == tune_thresholds(p, y, [str(j) for j in range(y.shape[1])])["global"]   # one tuner
         assert abs(f1_score(y, p >= t, average="micro", zero_division=0) - f1) < 1e-12
 
 
 def test_blend_component_is_written_when_chosen(trained):
-    from training.train import BLEND_RULES, rule_name
+    from training.blend import BLEND_RULES, rule_name
 
     m = json.loads((trained / "metrics.json").read_text())
     search = m["blend_rule"]
@@ -159,7 +160,7 @@ def test_the_blend_rule_is_chosen_on_held_out_folds_of_valid():
     """Labels each known by only one of the two models: a weight per label is worth it and the cross-fitted
     choice sees so; the scores are each rule's held-out (micro + macro) / 2, the same for the same folds; too few
     valid rows are not cross-fitted, and say why."""
-    from training.train import choose_blend_rule, rule_name
+    from training.blend import choose_blend_rule, rule_name
 
     rng = np.random.default_rng(4)
     n, n_labels = 300, 6
@@ -185,7 +186,7 @@ def test_each_label_gets_the_blend_weight_of_the_model_that_knows_it():
     """Label 0 is read only by the linear model, label 1 only by the transformer, label 2 by both halves (each
     sees half its positives), label 3 is too rare in valid to choose for: it keeps the global weight."""
     from training.metrics import best_label_f1
-    from training.train import BLEND_SPACE, BLEND_WEIGHTS, choose_label_weights
+    from training.blend import BLEND_SPACE, BLEND_WEIGHTS, choose_label_weights
     from deployment.scoring import blend
 
     rng = np.random.default_rng(3)
@@ -248,7 +249,7 @@ def test_sentence_transformers_backbone_declares_mean_pooling(tiny_backbone):
 
 
 def test_evaluate_saved_model_reproduces_its_test_metrics(trained):
-    from training.train import evaluate_saved
+    from training.evaluate import evaluate_saved
 
     m = json.loads((trained / "metrics.json").read_text())
     again = evaluate_saved(trained, log=lambda *_: None)
@@ -278,7 +279,7 @@ def test_training_tokenises_and_windows_exactly_as_hugging_face_does(tiny_backbo
 def test_layer_groups_give_lower_layers_smaller_rates(tiny_backbone):
     from transformers import AutoModelForSequenceClassification
 
-    from training.train import group_lrs, layer_groups
+    from training.learner import group_lrs, layer_groups
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_backbone, num_labels=3)
     groups = layer_groups(model)
@@ -291,7 +292,7 @@ def test_layer_groups_give_lower_layers_smaller_rates(tiny_backbone):
 
 
 def test_one_cycle_schedule_shape():
-    from training.train import one_cycle, plan_steps
+    from training.schedule import one_cycle, plan_steps
 
     assert one_cycle(0, 0.25) == pytest.approx(1 / 25)
     assert one_cycle(0.25, 0.25) == pytest.approx(1.0)
@@ -322,7 +323,7 @@ def test_out_that_is_not_a_model_dir_is_never_replaced(tiny_data, tiny_backbone,
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
     r = _run("--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m"))
-    assert r.returncode == 2 and "does not exist" in r.stderr and "training.prepare" in r.stderr
+    assert r.returncode == 2 and "prepared data folder not found" in r.stderr and "training.prepare" in r.stderr
 
 
 def test_labels_json_not_matching_the_data_is_a_clear_error(tiny_data, tmp_path):
@@ -340,12 +341,16 @@ def test_compat_imports_blurr_offline_and_show_batch_works(tiny_backbone, tiny_d
     import fastcore.all
 
     from training.compat import blurr_text
-    from training.train import TrainSettings, build_dls, load_model_and_tokenizer, load_splits
+    from training.backbone import load_model_and_tokenizer
+    from training.dataset import read_splits
+    from training.loaders import build_dls
+    from training.settings import TrainSettings
 
     assert callable(fastcore.all.typedispatch)
-    parts, ys, labels = load_splits(tiny_data, 64, 0)
+    sp = read_splits(tiny_data, 64, 0)
+    labels = sp.labels
     model, tok = load_model_and_tokenizer(str(tiny_backbone), labels)
-    dls = build_dls(parts["train"], parts["valid"], ys["train"], ys["valid"], labels, tok, model,
+    dls = build_dls(sp.frames["train"], sp.frames["valid"], sp.y["train"], sp.y["valid"], labels, tok, model,
                     TrainSettings(max_length=24, batch_size=8))
     batch = dls.one_batch()
     assert set(batch[0]) >= {"input_ids", "attention_mask"}
@@ -379,7 +384,7 @@ def test_real_backbone_on_sample_books_beats_most_frequent_labels(sample_books_m
 
 
 def test_time_budget_shrinks_the_schedule_and_still_anneals(tiny_backbone, tiny_data, tmp_path):
-    from training import train
+    from training import schedule, train
 
     out = tmp_path / "budget"
     assert train.main(["--data", str(tiny_data), "--out", str(out), "--backbone", str(tiny_backbone),
@@ -388,14 +393,13 @@ def test_time_budget_shrinks_the_schedule_and_still_anneals(tiny_backbone, tiny_
     assert m["train"]["stopped_by_budget"] and m["train"]["steps"] < m["train"]["planned_steps"]
     assert m["train"]["total_seconds"] < 20 * 1.5, m["train"]
     # the evaluation's time is reserved from a timed forward pass (plus saving) and reported beside what it took
-    assert m["train"]["eval_seconds_reserved"] >= train.POST_EVAL_SECONDS and m["train"]["eval_seconds"] > 0, m["train"]
+    assert m["train"]["eval_seconds_reserved"] >= schedule.POST_EVAL_SECONDS and m["train"]["eval_seconds"] > 0, m["train"]
     lrs = [h["lr"] for h in json.loads((out / "history.json").read_text())]
     head_lr = json.loads((out / "settings.json").read_text())["head_lr"]
     assert lrs[-1] < 0.05 * head_lr, "the shortened schedule must still anneal"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "--epochs: must be a number > 0"),
+BAD_NUMBERS = [
     (["--lr", "nan"], "--lr: must be a number > 0 and <= 1"),
     (["--seed", "-1"], "--seed: must be an integer from 0"),
     (["--max-windows", "0"], "--max-windows: must be an integer from 1 to 1024"),
@@ -403,8 +407,24 @@ def test_time_budget_shrinks_the_schedule_and_still_anneals(tiny_backbone, tiny_
     (["--threads", "0"], "--threads: must be an integer from 1 to 1024"),
     (["--batch-size", "-1"], "--batch-size: must be an integer from 1"),
     (["--time-budget", "0"], "--time-budget: must be a duration above zero"),
-])
-def test_bad_numbers_are_refused_by_the_parser(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "-m", "training.train", "--data", str(tmp_path), *args],
+    (["--time-budget", "25x"], "--time-budget: not a duration: '25x'"),
+    (["--train-layers", "0"], "--train-layers: must be all, auto or a number of layers from 1"),
+    (["--train-layers", "two"], "--train-layers: must be all, auto or a number of layers from 1"),
+    (["--train-layers", "1.5"], "--train-layers: must be all, auto or a number of layers from 1"),
+]
+
+
+def test_a_bad_number_stops_the_command_at_the_parser(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "training.train", "--data", str(tmp_path), "--epochs", "0"],
                           capture_output=True, text=True, cwd=config.ROOT, timeout=120)
-    assert proc.returncode == 2 and message in proc.stderr and "settings:" not in proc.stdout
+    assert proc.returncode == 2 and "--epochs: must be a number > 0" in proc.stderr and "settings:" not in proc.stdout
+
+
+def test_every_numeric_option_is_checked_at_the_parser(tmp_path, capsys):
+    from tests.cases import parser_refuses
+    from training import train
+
+    for args, message in BAD_NUMBERS:
+        parser_refuses(train.main, ["--data", str(tmp_path), *args], message, capsys)
+    assert train.parse_duration("1.5h") == 5400 and train.parse_duration("25m") == 1500
+    assert train.train_layers_arg("auto") == "auto" and train.train_layers_arg("3") == "3"

@@ -252,26 +252,34 @@ def top_step_seconds(net: "TopLayers", cache: Cache, batch_size: int, n_labels: 
 
 def build_cache(model, n_frozen: int, encoder, encoded, picked: list[list[int]], batch_size: int,
                 device: torch.device, autocast_dtype=None, progress=None) -> Cache:
-    """Run the frozen part once over the picked windows of every row (length-sorted batches on `device`)."""
-    from deployment.encoding import Encoded
+    """Run the frozen part once over the picked windows of every row, through the encoder's own batches
+    (`TextEncoder.run_windows`, length-sorted) on `device`. `progress` wraps an iterable and is stepped a batch."""
+    from training.inference import stepped
 
     t = time.perf_counter()
-    first = np.r_[0, np.cumsum(encoded.n_windows)[:-1]].astype(int)     # each row's first window in `encoded`
-    keep = [int(first[r] + w) for r, ws in enumerate(picked) for w in ws]
-    sub = Encoded([encoded.windows[i] for i in keep], np.arange(len(keep)), [], [], [])
-    hidden: list = [None] * len(keep)
+    first = encoded.first_windows()                                     # each row's first window in `encoded`
+    sub = encoded.subset([int(first[r] + w) for r, ws in enumerate(picked) for w in ws])
+    stored: list = []
     model.eval()
-    batches = encoder.batches(sub, batch_size, sort=True)
-    for idx in (progress(batches) if progress else batches):
-        feeds = {k: torch.from_numpy(v).to(device) for k, v in encoder.feeds([sub.windows[i] for i in idx]).items()}
+
+    def forward(feeds: dict) -> np.ndarray:
+        """The batch's hidden states, padding dropped, appended to `stored`; returns where each window's went
+        (run_windows puts them in window order)."""
+        feeds = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             h = lower_hidden(model, n_frozen, feeds)
         h = h.to("cpu", CACHE_DTYPE)
         if not torch.isfinite(h).all():
             raise CacheError(f"the lower layers' output overflows {CACHE_DTYPE} in the cache: use --train-layers all")
         lengths = feeds["attention_mask"].sum(1).tolist()
-        for j, i in enumerate(idx):
-            hidden[i] = h[j, :int(lengths[j])].clone()
+        start = len(stored)
+        stored.extend(h[j, :int(n)].clone() for j, n in enumerate(lengths))
+        return np.arange(start, len(stored))[:, None]
+
+    forward, done = stepped(forward, progress, len(encoder.batches(sub, batch_size, sort=True)))
+    slots = encoder.run_windows(forward, sub, batch_size, sort=True)[:, 0] if sub.windows else []
+    done()
+    hidden = [stored[int(k)] for k in slots]
     rows, k = [], 0
     for ws in picked:
         rows.append(list(range(k, k + len(ws))))

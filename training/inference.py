@@ -42,19 +42,19 @@ def window_logits(model, encoder: TextEncoder, encoded: Encoded, batch_size: int
     def forward(feeds: dict) -> np.ndarray:
         return model(**{k: torch.from_numpy(v).to(device) for k, v in feeds.items()}).logits.float().cpu().numpy()
 
-    forward, done = stepped(forward, progress, len(encoder.batches(encoded, batch_size, sort=True)))
+    forward, done = stepped(forward, progress, lambda: len(encoder.batches(encoded, batch_size, sort=True)))
     with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
         out = encoder.run_windows(forward, encoded, batch_size, sort=True)
     done()
     return out
 
 
-def stepped(forward, progress, n_batches: int):
-    """(`forward` stepping the progress display `progress(range(n_batches))` once a call, a function that closes
-    it); `progress` None: `forward` unchanged."""
+def stepped(forward, progress, n_batches):
+    """(`forward` stepping the progress display `progress(range(n_batches()))` once a call, a function that closes
+    it); `progress` None: `forward` unchanged (and the batches are not counted)."""
     if progress is None:
         return forward, lambda: None
-    ticks = iter(progress(range(n_batches)))
+    ticks = iter(progress(range(n_batches())))
     next(ticks, None)
 
     def counted(feeds):

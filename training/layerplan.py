@@ -1,8 +1,8 @@
 """Which layers a run trains (`--train-layers`), and the layer cache built for that plan (`training.layercache`).
 
-    from training.layerplan import plan_layers, cached_dls
+    from training.layerplan import plan_layers, build_cached_dls
     plan = plan_layers(run, settings, rt, budget, reserved, log)   # all layers, or the top ones over a cache
-    dls, cache_info = cached_dls(run, settings, rt, plan, log)      # when plan.n_frozen is not None
+    dls, cache_info = build_cached_dls(run, settings, rt, plan, log)   # when plan.n_frozen is not None
 
 `auto` fine-tunes every layer unless a time budget is set and AUTO_MIN_FULL_EPOCHS epochs of that would not fit
 in it (timed on a real step, where and how it would train); then the top third of the layers trains from a cache
@@ -87,7 +87,7 @@ def plan_layers(run, s: TrainSettings, rt, budget, reserved: float, log=print) -
                      None if budget.deadline is None else budget.deadline - reserved, train_encoded)
 
 
-def cached_dls(run, s: TrainSettings, rt, plan: LayerPlan, log=print):
+def build_cached_dls(run, s: TrainSettings, rt, plan: LayerPlan, log=print):
     """Run the frozen layers once over the first window of every training and valid row, timed; then over as many
     more training windows a document (up to `plan.per_row`, spread over the text) as memory and the rest of
     `plan.cache_seconds` allow at that speed. Returns the DataLoaders over that cache and what it holds
@@ -95,7 +95,7 @@ def cached_dls(run, s: TrainSettings, rt, plan: LayerPlan, log=print):
     seconds, and with a budget the sizing of `windows_worth_caching`). `s` is this process's settings."""
     import torch
 
-    from training import devices, layercache
+    from training import devices, layercache, loaders
 
     enc = {k: run.encoder.encode(run.texts[k]) if k != "train" or plan.train_encoded is None else plan.train_encoded
            for k in ("train", "valid")}
@@ -148,9 +148,9 @@ def cached_dls(run, s: TrainSettings, rt, plan: LayerPlan, log=print):
             "seconds": round(seconds, 1), **(sizing or {})}
     log(f"  layer cache: {info['windows']} windows (up to {per_row} a training document) in {seconds:.0f} s "
         f"({info['windows'] / max(seconds, 1e-9):.1f} windows/s), {info['mib']:.0f} MiB")
-    train = layercache.CachedRows(caches["train"], run.ys["train"], s.train_windows == "random", s.seed)
-    valid = layercache.CachedRows(caches["valid"], run.ys["valid"], False, s.seed)
-    return layercache.cached_dls(train, valid, s.batch_size, s.eval_batch_size, s.seed), info
+    train = loaders.CachedRows(caches["train"], run.ys["train"], s.train_windows == "random", s.seed)
+    valid = loaders.CachedRows(caches["valid"], run.ys["valid"], False, s.seed)
+    return loaders.cached_dls(train, valid, s.batch_size, s.eval_batch_size, s.seed), info
 
 
 def windows_worth_caching(run, s: TrainSettings, rt, plan: LayerPlan, encoded, caches: dict, per_row: int,

@@ -102,7 +102,7 @@ def build_learner(run, s: TrainSettings, rt: devices.Runtime, plan=None, log=pri
     """The Learner `train` fits on `rt`'s device, over the train/valid split (this process's share of the batch):
     blurr DataLoaders and the whole classifier, or with a cached `plan` (`layerplan.LayerPlan`) the cache's
     DataLoaders and the top layers. Returns (learn, layer groups, what the cache holds or None)."""
-    from training.layerplan import LayerPlan, cached_dls
+    from training.layerplan import LayerPlan, build_cached_dls
     from training.loaders import build_dls
 
     local = per_process(s, len(run.texts["train"]), rt)
@@ -112,7 +112,7 @@ def build_learner(run, s: TrainSettings, rt: devices.Runtime, plan=None, log=pri
         dls = build_dls(run.frames["train"], run.frames["valid"], run.ys["train"], run.ys["valid"], run.labels,
                         run.tokenizer, run.model, local)
     else:
-        dls, cache_info = cached_dls(run, local, rt, plan, log)
+        dls, cache_info = build_cached_dls(run, local, rt, plan, log)
     learn, n_groups = make_learner(dls, run.model, run.ys["train"], s, rt, n_frozen=plan.n_frozen)
     return learn, n_groups, cache_info
 

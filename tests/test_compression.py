@@ -108,8 +108,8 @@ def test_report_has_sizes_parity_agreement_f1_and_speed_for_every_variant(evalua
     for name, v in variants.items():
         assert "error" not in v, (name, v)
         assert {"latency_b1_ms", "throughput_b32", "micro_f1", "macro_f1", "size_bytes"} <= set(v)
-        if name != "pytorch":
-            assert 0.0 <= v["label_agreement"] <= 1.0 and v["max_abs_prob_diff"] >= 0
+        if name != "pytorch":   # a text's whole label set agreeing needs each of its labels to agree
+            assert v["set_agreement"] <= v["label_agreement"] and v["mean_abs_prob_diff"] <= v["max_abs_prob_diff"]
     assert evaluation["fusions"].get("Attention", 0) >= 1  # the optimizer recognised the attention blocks
     assert "test" in evaluation["texts"]["source"] and evaluation["warnings"] == []
     assert evaluation["examples"] and all(e["text"] for e in evaluation["examples"])
@@ -217,7 +217,14 @@ def test_a_log_odds_blend_with_label_weights_is_carried_into_the_bundle_and_serv
     w = np.array(per_label)
     want = 1 / (1 + np.exp(-(w * np.log(p_lin / (1 - p_lin)) + (1 - w) * z)))
     assert np.abs(pred.probabilities(texts)[0] - want).max() < 1e-6
-    assert 0.0 <= json.loads((bundle / "eval.json").read_text())["served"]["micro_f1"] <= 1.0
+    # what eval.json says the bundle serves is what the bundle serves, by scikit-learn's F1 (a few decisions at a
+    # threshold may flip with the company a text keeps in an int8 batch)
+    from sklearn.metrics import f1_score
+
+    rows = [r for r in csv_rows(md.parent / "model-data" / "dataset.csv") if r["split"] == "test"]
+    y = np.array([[lab in json.loads(r["labels"]) for lab in pred.labels] for r in rows])
+    served = f1_score(y, pred.probabilities(texts)[0] >= np.array(pred.thresholds), average="micro", zero_division=0)
+    assert json.loads((bundle / "eval.json").read_text())["served"]["micro_f1"] == pytest.approx(served, abs=0.02)
 
 
 def csv_rows(path: Path) -> list[dict]:

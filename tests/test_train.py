@@ -17,6 +17,10 @@ import config
 from tests.tiny_bundle import TOKENIZER_FILES, backbone_path, sample_texts
 
 LABELS = ["Fantasy", "Romance", "Mystery", "Science Fiction", "Horror"]
+# Floors over the most-frequent-labels reference (test micro-F1) on the synthetic genres, where 40% of a text's
+# words name its genres: measured TODO
+BASELINE_MARGIN = 0.3
+TRANSFORMER_MARGIN = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -85,34 +89,46 @@ def test_labels_thresholds_and_checkpoint_agree(trained):
     assert [cfg.id2label[i] for i in range(len(labels))] == list(labels)
     th = json.loads((trained / "thresholds.json").read_text())
     assert set(th["per_label"]) == set(labels)
-    assert 0 < th["global"] < 1 and all(0 < t < 1 for t in th["per_label"].values())
+    from training.metrics import THRESHOLD_GRID   # tuned on the tuner's grid, every one of them
+
+    assert th["global"] in THRESHOLD_GRID and set(th["per_label"].values()) <= set(THRESHOLD_GRID.tolist())
 
 
 def test_metrics_cover_model_baseline_and_reference(trained):
+    from training.dataset import read_splits
+
     m = json.loads((trained / "metrics.json").read_text())
     for key in ("transformer", "baseline", "most_frequent", "model"):
-        assert 0.0 <= m[key]["micro_f1"] <= 1.0 and "macro_f1" in m[key] and "samples_f1" in m[key]
+        assert {"micro_f1", "macro_f1", "samples_f1", "per_label"} <= set(m[key])
+    assert m["final"] in ("transformer", "blend") and m["model"] == m[m["final"]]   # the shipped row is its own
     assert set(m["model"]["per_label"]) == set(json.loads((trained / "labels.json").read_text()))
-    assert m["train"]["steps"] == m["train"]["planned_steps"] > 0
-    assert m["final"] in ("transformer", "blend")
-    # the synthetic words make the labels learnable: the TF-IDF baseline must find them
-    assert m["baseline"]["micro_f1"] > m["most_frequent"]["micro_f1"]
+    n_train = len(read_splits(m["data"]).texts["train"])
+    assert m["train"]["steps"] == m["train"]["planned_steps"] == 2 * (n_train // 16)   # 2 epochs of full batches
+    # the synthetic words make the labels learnable: floors well above guessing the most frequent labels
+    floor = m["most_frequent"]["micro_f1"]
+    assert m["baseline"]["micro_f1"] > floor + BASELINE_MARGIN, (m["baseline"]["micro_f1"], floor)
+    assert m["transformer"]["micro_f1"] > floor + TRANSFORMER_MARGIN, (m["transformer"]["micro_f1"], floor)
     table = (trained / "metrics.md").read_text()
     assert "tf-idf + logreg baseline" in table and "| Fantasy |" in table
 
 
 def test_valid_curve_follows_training_to_its_last_step(trained):
-    """Eight points evenly over the steps and one at the end: steps rise, minutes never fall, every F1 is a
-    probability, and the blend's point is never below the transformer's (weight 0 is on its grid)."""
+    """Eight points evenly over the steps and one at the end: steps rise, minutes never fall; a blend point is never
+    below either part alone (weights 0 and 1 are on its grid), its choices are on the grids, and the TF-IDF model
+    finds the synthetic genres on the curve's rows too."""
+    from training.blend import BLEND_WEIGHTS
+    from training.metrics import THRESHOLD_GRID
+
     m = json.loads((trained / "metrics.json").read_text())
     curve = m["train"]["valid_curve"]
     steps = [p["step"] for p in curve]
     assert 2 <= len(curve) <= 9 and steps == sorted(set(steps)) and steps[-1] == m["train"]["steps"]
     assert all(a["minutes"] <= b["minutes"] for a, b in zip(curve, curve[1:]))
     for p in curve:
-        assert 0.0 <= p["transformer_micro_f1"] <= 1.0 and 0.0 <= p["blend_micro_f1"] <= 1.0
-        assert p["blend_micro_f1"] >= p["transformer_micro_f1"] - 1e-12 and 0.0 <= p["blend_weight"] <= 1.0
-        assert p["seconds"] >= 0
+        assert p["blend_micro_f1"] >= max(p["transformer_micro_f1"], p["linear_micro_f1"]) - 1e-12, p
+        assert p["blend_weight"] in BLEND_WEIGHTS
+        assert p["transformer_threshold"] in THRESHOLD_GRID and p["blend_threshold"] in THRESHOLD_GRID
+    assert curve[0]["linear_micro_f1"] > m["most_frequent"]["micro_f1"] + BASELINE_MARGIN
 
 
 def test_micro_f1_at_the_best_threshold_matches_scikit_learn():
@@ -132,7 +148,7 @@ def test_micro_f1_at_the_best_threshold_matches_scikit_learn():
 
 
 def test_blend_component_is_written_when_chosen(trained):
-    from training.blend import BLEND_RULES, rule_name
+    from training.blend import BLEND_RULES, BLEND_WEIGHTS, rule_name
 
     m = json.loads((trained / "metrics.json").read_text())
     search = m["blend_rule"]
@@ -144,7 +160,7 @@ def test_blend_component_is_written_when_chosen(trained):
     space, kind = next(r for r in BLEND_RULES if rule_name(r) == search["chosen"])
     assert m["blend_space"] == space and (per_label is None) == (kind == "one")
     if per_label is not None:
-        assert list(per_label) == m["labels"] and all(0.0 <= w <= 1.0 for w in per_label.values())
+        assert list(per_label) == m["labels"] and set(per_label.values()) <= set(BLEND_WEIGHTS.tolist())
     weights = list(per_label.values()) if per_label is not None else [m["blend_weight"]]
     if m["final"] == "blend":
         spec = json.loads((trained / "linear" / "linear.json").read_text())
@@ -173,7 +189,7 @@ def test_the_blend_rule_is_chosen_on_held_out_folds_of_valid():
     rule, search = choose_blend_rule(p_model, p_linear, y, labels, 5)
     assert rule == ("logit", "per") and search["chosen"] == rule_name(rule)
     assert search["mean"][rule_name(rule)] > search["mean"][rule_name(("probability", "one"))] + 0.02
-    assert all(0 < v <= 1 for vs in search["scores"].values() for v in vs) and search["folds"] == 5
+    assert search["folds"] == 5 and search["mean"][rule_name(rule)] == pytest.approx(np.mean(search["scores"][rule_name(rule)]))
     again = choose_blend_rule(p_model, p_linear, y, labels, 5)[1]
     assert again == search
     one = choose_blend_rule(p_model, p_linear, y, labels, 5, rules=(("probability", "one"),), repeats=2)

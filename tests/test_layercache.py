@@ -352,7 +352,8 @@ def test_a_top_layers_model_dir_records_the_cache_and_evaluates_like_any_other(t
     assert json.loads((top_trained / "settings.json").read_text())["train_layers"] == "1"
     again = evaluate_saved(top_trained, log=lambda *a: None)
     assert again["micro_f1"] == pytest.approx(m["model"]["micro_f1"], abs=1e-6)
-    assert m["transformer"]["micro_f1"] > m["most_frequent"]["micro_f1"] - 0.05
+    # the top layer learns the synthetic genres from the cache: 0.448 against the most frequent labels' 0.352
+    assert m["transformer"]["micro_f1"] > m["most_frequent"]["micro_f1"] + 0.05, (m["transformer"], m["most_frequent"])
 
 
 def csv_rows(model_dir: Path) -> list[str]:

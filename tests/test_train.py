@@ -17,9 +17,11 @@ import config
 from tests.tiny_bundle import TOKENIZER_FILES, backbone_path, sample_texts
 
 LABELS = ["Fantasy", "Romance", "Mystery", "Science Fiction", "Horror"]
-# Floors over the most-frequent-labels reference (test micro-F1) on the synthetic genres, where 40% of a text's
-# words name its genres: measured TODO
-BASELINE_MARGIN = 0.3
+# Floors over the most-frequent-labels reference (test micro-F1 0.352) on the synthetic genres, where 40% of a
+# text's words name its genres. Measured with the seeded tiny backbone, bf16 and fp32 alike: TF-IDF 0.932 (0.92 on
+# the valid curve's rows), the transformer 0.494-0.497 after its two epochs (0.448 for the top layer alone, three
+# epochs from the cache: tests/test_layercache.py).
+BASELINE_MARGIN = 0.4
 TRANSFORMER_MARGIN = 0.1
 
 
@@ -36,6 +38,9 @@ def tiny_backbone(tmp_path_factory) -> Path:
     vocab = sum(1 for _ in open(src / "vocab.txt", encoding="utf-8"))
     cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)  # the same backbone every session: the F1 floors below were measured on it
     BertModel(cfg).save_pretrained(out)
     return out
 

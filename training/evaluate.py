@@ -108,6 +108,6 @@ def evaluate_saved(model_dir: Path, log=print) -> dict:
     p = sigmoid(predict_logits(saved.model, saved.tokenizer, texts, saved.dir.max_length, windows=windows))
     if saved.linear is not None:
         p = saved.linear.blend(p, saved.linear.probabilities(texts))
-    m = evaluate(p, saved.splits.y["test"], saved.dir.labels, saved.dir.thresholds)
+    m = evaluate(p, saved.splits.y["test"], saved.dir.labels, saved.dir.thresholds_file)
     log(markdown_table({str(model_dir): m}))
     return m

@@ -8,8 +8,6 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 from bench.explain import random_runs, top_sets, words_in
 from tests.cases import check_each
 from tests.tiny_bundle import TINY_LABELS, make_tiny_bundle

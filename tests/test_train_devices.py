@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,7 +17,8 @@ from pathlib import Path
 import pytest
 
 import config
-from tests.tiny_bundle import TOKENIZER_FILES, backbone_path, sample_texts
+from tests.test_train import tiny_backbone  # noqa: F401  (the seeded tiny BERT the F1 tolerance was measured on)
+from tests.tiny_bundle import sample_texts
 from training import devices
 from training.devices import DeviceError, Machine, Runtime, World
 
@@ -215,26 +215,6 @@ def test_make_learner_uses_fastai_mixed_precision_on_cuda_and_autocast_wrapper_o
 
 
 # --------------------------------------------------------------------------------------------- the command
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory) -> Path:
-    """A 2-layer BERT with random weights and the real MiniLM tokenizer, saved as a local HF folder."""
-    from transformers import BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny_backbone")
-    src = backbone_path()
-    for name in TOKENIZER_FILES:
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
-    vocab = sum(1 for _ in open(src / "vocab.txt", encoding="utf-8"))
-    cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    import torch
-
-    torch.manual_seed(0)  # the same backbone every session: the F1 tolerance below was measured on it
-    BertModel(cfg).save_pretrained(out)
-    return out
-
-
 def _prepared(tmp: Path, n: int) -> Path:
     texts, targets = sample_texts(LABELS, n, seed=1)
     raw = tmp / "raw.csv"

@@ -278,6 +278,38 @@ def test_evaluate_saved_model_reproduces_its_test_metrics(trained):
     assert again["macro_f1"] == pytest.approx(m["model"]["macro_f1"], abs=1e-6)
 
 
+def test_one_reader_gives_evaluate_and_compression_the_same_error_for_a_damaged_model_dir(trained, tmp_path, capsys):
+    """training.modeldir.read_model_dir is the model dir's one reader: `--evaluate` and compression.quantize refuse a
+    thresholds.json missing a label with the same one line, before any model is loaded."""
+    from compression.export import CompressionError
+    from compression.quantize import build_bundle
+    from training import train
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    th = json.loads((broken / "thresholds.json").read_text())
+    th["per_label"].pop("Horror")
+    (broken / "thresholds.json").write_text(json.dumps(th))
+    message = f"{broken / 'thresholds.json'}: 'per_label' must have one threshold per label (missing ['Horror'])"
+    assert train.main(["--evaluate", str(broken)]) == 2
+    assert f"error: {message}" in capsys.readouterr().err
+    with pytest.raises(CompressionError) as err:
+        build_bundle(broken, tmp_path / "bundle", bench_rounds=0, quiet=True)
+    assert str(err.value) == message and not (tmp_path / "bundle").exists()
+
+
+def test_a_window_stride_the_windows_cannot_hold_is_one_line_before_training(tiny_backbone, tiny_data, tmp_path, capsys):
+    from training import train
+
+    out = tmp_path / "m"
+    assert train.main(["--data", str(tiny_data), "--out", str(out), "--backbone", str(tiny_backbone), "--max-length",
+                       "32", "--window-stride", "30", "--no-blend", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert ("error: --window-stride 30: windows.stride must be below the 30 text tokens of a window (max_length 32 "
+            "minus 2 special tokens), got 30") in err
+    assert not out.exists()
+
+
 def test_training_tokenises_and_windows_exactly_as_hugging_face_does(tiny_backbone):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

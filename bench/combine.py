@@ -103,8 +103,7 @@ def fit_combination(p_model, p_linear, y, labels, min_support: int, space: str, 
 
 def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dict:
     from deployment.scoring import blend, decide
-    from training.blend import choose_blend_rule
-    from training.blend import rule_name as _rule_name
+    from training.blend import choose_blend_rule, rule_name
     from training.metrics import multilabel_report, threshold_vector, tune_thresholds
     from training.modeldir import ModelDirError, load_saved, read_model_dir
 
@@ -141,14 +140,14 @@ def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dic
         ws = fit_combination(pt["valid"], pl["valid"], ys["valid"], labels, min_support, *rule)
         combined[rule] = {k: blend(pt[k], pl[k], ws, rule[0]) for k in ("valid", "test")}
     ship = combined[shipped]
-    add(f"shipped: {_rule_name(shipped)}, per-label thresholds ({shipped_pooling} of windows)",
+    add(f"shipped: {rule_name(shipped)}, per-label thresholds ({shipped_pooling} of windows)",
         *thresholded(ship["valid"], ship["test"]), group="shipped")
     for name, p in (("transformer alone", pt), ("TF-IDF alone", pl)):
         for how in ("per-label", "global"):
             add(f"{name}, {how} thresholds", *thresholded(p["valid"], p["test"], how), group="parts")
     for rule in RULES:
         if rule != shipped:
-            add(f"{_rule_name(rule)}, per-label thresholds",
+            add(f"{rule_name(rule)}, per-label thresholds",
                 *thresholded(combined[rule]["valid"], combined[rule]["test"]), group="combination")
     th = tune_thresholds(ship["valid"], ys["valid"], labels, min_support)
     per, glob = threshold_vector(th, labels), th["global"]
@@ -171,7 +170,7 @@ def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dic
             group="pooling")
     picked, choice = choose_blend_rule(pt["valid"], pl["valid"], ys["valid"], labels, min_support, folds=folds,
                                        repeats=repeats)
-    add(f"training's cross-fitted choice ({folds} folds x {repeats}): the {_rule_name(picked)}",
+    add(f"training's cross-fitted choice ({folds} folds x {repeats}): the {rule_name(picked)}",
         *thresholded(combined[picked]["valid"], combined[picked]["test"]), group="choice")
     ref = rows[0]
     for r in rows:
@@ -182,7 +181,7 @@ def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dic
             "min_support": min_support, "recorded": recorded, "reproduced": bool(
                 np.isclose(ref["test_micro_f1"], recorded["micro_f1"], atol=1e-9)
                 and np.isclose(ref["test_macro_f1"], recorded["macro_f1"], atol=1e-9)),
-            "shipped_rule": _rule_name(shipped), "cross_fit": choice, "results": rows}
+            "shipped_rule": rule_name(shipped), "cross_fit": choice, "results": rows}
 
 
 def table(result: dict) -> str:

@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 
 import config
+from bench import run_and_report, write_json
 from deployment.cli_types import int_at_least, non_negative_float, positive_float
+from deployment.commands import command_line
 from training import prepare
-from training.train import TrainSettings, parse_duration, positive_duration, train, train_layers_arg
+from training.settings import TrainSettings
+from training.train import parse_duration, positive_duration, train, train_layers_arg
 
 ROWS = (("baseline", "tf-idf + logreg, per-label thresholds"),
         ("baseline_global", "tf-idf + logreg, one global threshold"),
@@ -38,7 +41,7 @@ GOAL = 0.02   # the shipped model should beat the strongest baseline by 2 points
 OVERRIDABLE = ("max_length", "epochs", "lr", "head_lr", "pos_weight", "train_layers", "seed")
 
 
-def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -> dict:
+def run_one(path: Path, work: Path, budget: float, overrides: dict, command: str, log=print) -> dict:
     name = path.name.split(".")[0]
     opts = dict(overrides)
     processed = work / "processed" / name
@@ -52,7 +55,7 @@ def run_one(path: Path, work: Path, budget: float, overrides: dict, log=print) -
     prep_s = time.time() - t0
     s = TrainSettings(data=str(processed), out=str(work / "models" / name), time_budget=budget,
                       **{k: v for k, v in opts.items() if k in OVERRIDABLE})
-    m = train(s, command=f"python -m bench.accuracy --data {path}", log=log)
+    m = train(s, command=command, log=log)
     report = json.loads((processed / "report.json").read_text())
     keep = ("micro_f1", "macro_f1", "samples_f1")
     results = {k: {x: m[k][x] for x in keep} for k, _ in ROWS if k in m and k != "final"}   # m["final"] names it
@@ -120,7 +123,7 @@ def curve_table(runs: list[dict]) -> str:
 def plot_curves(runs: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    from training.train import draw_valid_curve
+    from training.plots import draw_valid_curve
 
     fig = Figure(figsize=(6.5 * len(runs), 4.5))
     axes = fig.subplots(1, len(runs), squeeze=False)[0]
@@ -159,25 +162,30 @@ def main(argv=None) -> int:
                                    ("head_lr", args.head_lr), ("pos_weight", args.pos_weight),
                                    ("train_layers", args.train_layers), ("seed", args.seed)) if v is not None}
     overrides["min_label_freq"] = args.min_label_freq
-    runs = []
-    for p in paths:
-        print(f"== {p} (budget {args.time_budget:.0f}s)")
-        runs.append(run_one(Path(p), args.work, args.time_budget, overrides))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"runs": runs}, indent=2, default=str))  # keep partial results
-    print("\n" + table(runs))
-    for r in runs:
-        g = r["margins"] = margins(r)
-        print(f"{r['name']}: shipped model {g['final_minus_baseline_micro_f1']:+.4f} micro / "
-              f"{g['final_minus_baseline_macro_f1']:+.4f} macro against the strongest baseline, transformer alone "
-              f"{g['transformer_minus_baseline_micro_f1']:+.4f} micro; goal (+{GOAL:.2f} on both, transformer ties "
-              f"on micro) {'met' if g['goal_met'] else 'NOT met'}; {r['train']['epochs_done']} epochs in "
-              f"{r['train']['train_seconds']:.0f}s, layers trained: {_layers(r['train'])}")
-    args.out.write_text(json.dumps({"runs": runs}, indent=2, default=str))
-    print("\n" + curve_table(runs))
-    plot = args.out.with_name(args.out.stem + "_time_to_accuracy.png")
-    plot_curves(runs, plot)
-    print(f"wrote {args.out} and {plot}")
+
+    def measure(settings: dict) -> dict:
+        runs = []
+        for p in settings["data"]:
+            print(f"== {p} (budget {args.time_budget:.0f}s)")
+            runs.append(run_one(Path(p), args.work, args.time_budget, overrides, command_line("python -m bench.accuracy",
+                                                                                               argv)))
+            write_json(args.out, {"runs": runs})  # keep partial results
+        lines = []
+        for r in runs:
+            g = r["margins"] = margins(r)
+            lines.append(f"{r['name']}: shipped model {g['final_minus_baseline_micro_f1']:+.4f} micro / "
+                         f"{g['final_minus_baseline_macro_f1']:+.4f} macro against the strongest baseline, transformer "
+                         f"alone {g['transformer_minus_baseline_micro_f1']:+.4f} micro; goal (+{GOAL:.2f} on both, "
+                         f"transformer ties on micro) {'met' if g['goal_met'] else 'NOT met'}; "
+                         f"{r['train']['epochs_done']} epochs in {r['train']['train_seconds']:.0f}s, layers trained: "
+                         f"{_layers(r['train'])}")
+        plot = args.out.with_name(args.out.stem + "_time_to_accuracy.png")
+        plot_curves(runs, plot)
+        return {"runs": runs, "plot": str(plot),
+                "table": "\n\n".join([table(runs), "\n".join(lines), curve_table(runs), f"plot: {plot}"])}
+
+    run_and_report("python -m bench.accuracy", measure, {**vars(args), "data": [str(p) for p in paths]}, args.out,
+                   argv)
     return 0
 
 

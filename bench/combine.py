@@ -16,7 +16,7 @@ rule is chosen on valid and scored on test:
   per label shrunk halfway to the global one, per label tuned for the best (micro + macro) / 2 (coordinate ascent
   from the shipped ones);
 - decoding: at least one label per text (the one furthest above its threshold in log-odds when none passes);
-- training's choice of the blend on valid (`training.train.choose_blend_rule`: k-fold cross-fitting, weights and
+- training's choice of the blend on valid (`training.blend.choose_blend_rule`: k-fold cross-fitting, weights and
   thresholds fitted on k-1 folds and scored on the held-out one, over several fold seeds) between the probability
   blend with one weight and the log-odds blend with a weight per label: for a model dir written before training
   made that choice, what it would ship now.
@@ -26,12 +26,12 @@ Prints a table (test micro/macro and the change against the shipped row) and wri
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from bench import run_and_report
 from deployment.cli_types import int_at_least
 
 DEFAULT_OUT = Path("bench/results/combine.json")
@@ -46,13 +46,13 @@ def window_outputs(saved, metrics: dict, progress: bool = True) -> dict:
     from deployment.encoding import Windows
     from training.inference import text_encoder, window_logits
 
-    s = saved.settings
+    s = saved.dir.settings
     w = Windows.from_dict(s.get("windows"))
     encoder = text_encoder(saved.tokenizer, saved.model, s["max_length"], Windows(w.max_windows, w.stride, "mean"))
     autocast = torch.bfloat16 if metrics.get("train", {}).get("eval_precision") == "bf16" else None
     out = {}
     for k in ("valid", "test"):
-        texts = saved.parts[k]["text"].tolist()
+        texts = saved.splits.texts[k]
         enc = encoder.encode(texts)
         bar = (lambda batches, what=f"{k} windows": tqdm(batches, unit="batch", desc=what, file=sys.stderr))
         wl = window_logits(saved.model, encoder, enc, s["eval_batch_size"], autocast=autocast,
@@ -76,47 +76,12 @@ def pooled(outputs: dict, how: str) -> dict:
     return {k: one(o) for k, o in outputs.items()}
 
 
-def mean_f1_thresholds(probs, y, labels, min_support: int, passes: int = 10) -> np.ndarray:
-    """Per-label thresholds for the best (micro-F1 + macro-F1) / 2 on (probs, y): coordinate ascent on the grid from
-    each label's best-F1 threshold; the labels under `min_support` positives move together, as they are tuned."""
-    from training.metrics import THRESHOLD_GRID as grid
-    from training.metrics import _f1_curves, _prf, threshold_vector, tune_thresholds, widest_best
-
-    start = threshold_vector(tune_thresholds(probs, y, labels, min_support), labels)
-    idx = np.array([int(np.argmin(np.abs(grid - t))) for t in start])
-    tp, fp, fn = _f1_curves(np.asarray(probs, dtype=np.float64), y, grid)
-    f1 = _prf(tp, fp, fn)[2]
-    support = np.asarray(y, dtype=bool).sum(0)
-    rare = np.flatnonzero(support < min_support)
-    coords = [[j] for j in np.flatnonzero(support >= min_support)] + ([list(rare)] if len(rare) else [])
-    cols = np.arange(len(labels))
-
-    def score(i):
-        return (_prf(tp[i, cols].sum(), fp[i, cols].sum(), fn[i, cols].sum())[2] + f1[i, cols].mean()) / 2
-
-    best = score(idx)
-    for _ in range(passes):
-        moved = False
-        for js in coords:
-            rest = {a: m[idx, cols].sum() - m[idx[js], js].sum()
-                    for a, m in (("tp", tp), ("fp", fp), ("fn", fn), ("f1", f1))}
-            micro = _prf(rest["tp"] + tp[:, js].sum(1), rest["fp"] + fp[:, js].sum(1),
-                         rest["fn"] + fn[:, js].sum(1))[2]
-            curve = (micro + (rest["f1"] + f1[:, js].sum(1)) / len(labels)) / 2
-            if curve.max() > best + 1e-12:
-                idx[js] = int(np.argmin(np.abs(grid - widest_best(curve, grid))))
-                best, moved = score(idx), True
-        if not moved:
-            break
-    return grid[idx]
-
-
 def at_least_one(probs, thresholds) -> np.ndarray:
     """Labels at or above their thresholds; a text with none gets the one furthest above (least below) its own."""
-    from deployment.scoring import logit
+    from deployment.scoring import decide, logit
 
     th = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), probs.shape)
-    pred = probs >= th
+    pred = decide(probs, th)
     empty = np.flatnonzero(~pred.any(1))
     pred[empty, (logit(probs) - logit(th)).argmax(1)[empty]] = True
     return pred
@@ -130,28 +95,29 @@ def shipped_rule(metrics: dict) -> tuple[str, str]:
 
 def fit_combination(p_model, p_linear, y, labels, min_support: int, space: str, kind: str):
     """The weight (one, or one per label) of the blend (space, kind), chosen on (p_model, p_linear, y)."""
-    from training.train import fit_blend
+    from training.blend import fit_blend
 
     w, per, _ = fit_blend(p_model, p_linear, y, labels, min_support, space, kind)
     return w if per is None else per
 
 
 def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dict:
-    from deployment.scoring import blend
+    from deployment.scoring import blend, decide
+    from training.blend import choose_blend_rule, rule_name
     from training.metrics import multilabel_report, threshold_vector, tune_thresholds
-    from training.train import TrainError, choose_blend_rule, load_saved
-    from training.train import rule_name as _rule_name
+    from training.modeldir import ModelDirError, load_saved, read_model_dir
 
     model_dir = Path(model_dir)
-    metrics_path = model_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise TrainError(f"{metrics_path} is missing: {model_dir} is not a complete model dir (train it first)")
-    metrics = json.loads(metrics_path.read_text())
+    md = read_model_dir(model_dir)
+    if not md.metrics:
+        raise ModelDirError(f"{model_dir / 'metrics.json'} is missing: {model_dir} is not a complete model dir "
+                            "(train it first)")
+    if md.linear is None:
+        raise ModelDirError(f"{model_dir} has no TF-IDF part (linear/): there is nothing to combine")
     saved = load_saved(model_dir)
-    if saved.linear is None:
-        raise TrainError(f"{model_dir} has no TF-IDF part (linear/): there is nothing to combine")
-    labels, ys = saved.labels, saved.ys
-    min_support = int(saved.settings.get("min_support", 5))
+    metrics = md.metrics
+    labels, ys = saved.dir.labels, saved.splits.y
+    min_support = int(saved.dir.settings.get("min_support", 5))
     outputs = window_outputs(saved, metrics, progress)
     pl = {k: o["linear"] for k, o in outputs.items()}
     rows = []
@@ -161,12 +127,12 @@ def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dic
         rows.append({"rule": name, "valid_micro_f1": v["micro_f1"], "valid_macro_f1": v["macro_f1"],
                      "test_micro_f1": t["micro_f1"], "test_macro_f1": t["macro_f1"], **extra})
 
-    def thresholded(pv, pt, how="per-label"):
-        th = tune_thresholds(pv, ys["valid"], labels, min_support)
+    def thresholded(pv, pt, how="per-label", objective="label_f1"):
+        th = tune_thresholds(pv, ys["valid"], labels, min_support, objective=objective)
         t = threshold_vector(th, labels) if how == "per-label" else th["global"]
-        return pv >= t, pt >= t
+        return decide(pv, t), decide(pt, t)
 
-    shipped_pooling = (saved.settings.get("windows") or {}).get("pooling", "mean")
+    shipped_pooling = (saved.dir.settings.get("windows") or {}).get("pooling", "mean")
     shipped = shipped_rule(metrics)
     pt = pooled(outputs, shipped_pooling)
     combined = {}
@@ -174,24 +140,24 @@ def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dic
         ws = fit_combination(pt["valid"], pl["valid"], ys["valid"], labels, min_support, *rule)
         combined[rule] = {k: blend(pt[k], pl[k], ws, rule[0]) for k in ("valid", "test")}
     ship = combined[shipped]
-    add(f"shipped: {_rule_name(shipped)}, per-label thresholds ({shipped_pooling} of windows)",
+    add(f"shipped: {rule_name(shipped)}, per-label thresholds ({shipped_pooling} of windows)",
         *thresholded(ship["valid"], ship["test"]), group="shipped")
     for name, p in (("transformer alone", pt), ("TF-IDF alone", pl)):
         for how in ("per-label", "global"):
             add(f"{name}, {how} thresholds", *thresholded(p["valid"], p["test"], how), group="parts")
     for rule in RULES:
         if rule != shipped:
-            add(f"{_rule_name(rule)}, per-label thresholds",
+            add(f"{rule_name(rule)}, per-label thresholds",
                 *thresholded(combined[rule]["valid"], combined[rule]["test"]), group="combination")
     th = tune_thresholds(ship["valid"], ys["valid"], labels, min_support)
     per, glob = threshold_vector(th, labels), th["global"]
-    add("shipped blend, one global threshold", ship["valid"] >= glob, ship["test"] >= glob, group="thresholds")
+    add("shipped blend, one global threshold", *thresholded(ship["valid"], ship["test"], "global"),
+        group="thresholds")
     half = glob + 0.5 * (per - glob)
     add("shipped blend, per-label thresholds shrunk halfway to the global one",
-        ship["valid"] >= half, ship["test"] >= half, group="thresholds")
-    joint = mean_f1_thresholds(ship["valid"], ys["valid"], labels, min_support)
+        decide(ship["valid"], half), decide(ship["test"], half), group="thresholds")
     add("shipped blend, per-label thresholds for the best (micro + macro) / 2",
-        ship["valid"] >= joint, ship["test"] >= joint, group="thresholds")
+        *thresholded(ship["valid"], ship["test"], objective="mean_f1"), group="thresholds")
     add("shipped blend, at least one label per text", at_least_one(ship["valid"], per),
         at_least_one(ship["test"], per), group="decoding")
     for how in ("mean", "max", "mean+max"):
@@ -204,7 +170,7 @@ def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dic
             group="pooling")
     picked, choice = choose_blend_rule(pt["valid"], pl["valid"], ys["valid"], labels, min_support, folds=folds,
                                        repeats=repeats)
-    add(f"training's cross-fitted choice ({folds} folds x {repeats}): the {_rule_name(picked)}",
+    add(f"training's cross-fitted choice ({folds} folds x {repeats}): the {rule_name(picked)}",
         *thresholded(combined[picked]["valid"], combined[picked]["test"]), group="choice")
     ref = rows[0]
     for r in rows:
@@ -215,7 +181,7 @@ def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dic
             "min_support": min_support, "recorded": recorded, "reproduced": bool(
                 np.isclose(ref["test_micro_f1"], recorded["micro_f1"], atol=1e-9)
                 and np.isclose(ref["test_macro_f1"], recorded["macro_f1"], atol=1e-9)),
-            "shipped_rule": _rule_name(shipped), "cross_fit": choice, "results": rows}
+            "shipped_rule": rule_name(shipped), "cross_fit": choice, "results": rows}
 
 
 def table(result: dict) -> str:
@@ -247,17 +213,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
-    from training.train import TrainError
+    from training.modeldir import ModelDirError
+
+    def measure(settings: dict) -> dict:
+        result = run(settings["model"], settings["folds"], settings["repeats"], progress=not settings["no_progress"])
+        return {**result, "table": table(result)}
 
     try:
-        result = run(a.model, a.folds, a.repeats, progress=not a.no_progress)
-    except TrainError as exc:
+        run_and_report("python -m bench.combine", measure, vars(a), a.out, argv)
+    except ModelDirError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(table(result))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {a.out}")
     return 0
 
 

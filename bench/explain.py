@@ -18,8 +18,6 @@ Data: the test split of the bundle's own data set (bundle.json `source_dataset`,
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import random
 import re
 import statistics
@@ -30,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 import config
+from bench import run_and_report
 from deployment import explain
 from deployment.cli_types import positive_int
-from deployment.files import large_csv_fields
 from deployment.predictor import BundleError, Predictor
+from deployment.scoring import decide
 
 OUT = config.ROOT / "bench" / "results" / "explain.json"
 DEFAULT_BUNDLE = config.MODELS_DIR / "cmu_book_summaries" / "bundle"
@@ -48,7 +47,7 @@ class DataError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------- data
-def dataset_csv(data: Path | None, pred: Predictor) -> Path:
+def dataset_dir(data: Path | None, pred: Predictor) -> Path:
     """`--data` (a training.prepare folder or its dataset.csv), else the folder bundle.json names."""
     source = data or pred.info.get("source_dataset")
     if not source:
@@ -56,18 +55,21 @@ def dataset_csv(data: Path | None, pred: Predictor) -> Path:
     path = Path(source)
     if not path.is_absolute() and not path.exists():   # training records the path it was given
         path = config.ROOT / path
-    path = path / "dataset.csv" if path.is_dir() else path
-    if not path.is_file():
-        raise DataError(f"{path}: not found (pass --data: a training.prepare folder or its dataset.csv)")
-    return path
+    return path.parent if path.name == "dataset.csv" else path
 
 
-def read_split(path: Path, split: str, n: int, seed: int) -> list[str]:
-    """`n` texts of `split` drawn with `seed` (all of them when there are fewer), in file order."""
-    with open(path, newline="", encoding="utf-8") as fh, large_csv_fields():
-        texts = [r["text"] for r in csv.DictReader(fh) if r.get("split") == split and r.get("text", "").strip()]
+def read_split_texts(folder: Path, split: str, n: int, seed: int) -> list[str]:
+    """`n` texts of `split` drawn with `seed` (all of them when there are fewer), in file order, read by the data
+    set's own reader (`training.dataset`)."""
+    from training.data import PrepareError
+    from training.dataset import read_split
+
+    try:
+        texts = read_split(folder, split, []).texts
+    except PrepareError as exc:
+        raise DataError(f"{exc} (pass --data: a training.prepare folder or its dataset.csv)") from exc
     if not texts:
-        raise DataError(f"{path}: no rows with split {split!r}")
+        raise DataError(f"{folder / 'dataset.csv'}: no rows with split {split!r}")
     keep = sorted(random.Random(seed).sample(range(len(texts)), min(n, len(texts))))
     return [texts[i] for i in keep]
 
@@ -135,7 +137,7 @@ def comprehensiveness(pred: Predictor, texts: list[str], probs: np.ndarray, unit
         for i, (text, (spans, weights)) in enumerate(zip(chunk, explained)):
             n_spans.append(len(spans))
             words = [m.span() for m in WORD.finditer(text)]
-            for j in np.flatnonzero(probs[c + i] >= thresholds):
+            for j in np.flatnonzero(decide(probs[c + i], thresholds)):
                 for name, chosen in top_sets(explain.ranked(weights[:, j]), spans, words).items():
                     picked = [spans[s] for s in chosen]
                     lengths = [words_in(words, s) for s in picked]
@@ -182,10 +184,10 @@ def _progress(total: int, what: str):
 def run(bundle: Path, data: Path | None, split: str, rows: int, units: list[str], caps: list[int], draws: int,
         n_latency: int, seed: int, threads: int | None) -> dict:
     pred = Predictor.from_bundle(bundle, num_threads=threads)
-    path = dataset_csv(data, pred)
-    texts = read_split(path, split, rows, seed)
+    folder = dataset_dir(data, pred)
+    texts = read_split_texts(folder, split, rows, seed)
     probs = pred.scores(texts)
-    predicted = probs >= np.asarray(pred.thresholds)
+    predicted = decide(probs, pred.thresholds)
     timed = latency_texts(texts, n_latency)
     pred.scores(timed["short"][:2])   # warm-up: the first runs allocate
     results = []
@@ -199,7 +201,7 @@ def run(bundle: Path, data: Path | None, split: str, rows: int, units: list[str]
             row.update(unit=unit, max_spans=max_spans,
                        latency_ms={kind: added_latency_ms(pred, t, unit, max_spans) for kind, t in timed.items()})
             results.append(row)
-    return {"bundle": str(bundle), "data": str(path), "split": split, "texts": len(texts),
+    return {"bundle": str(bundle), "data": str(folder / "dataset.csv"), "split": split, "texts": len(texts),
             "texts_without_a_predicted_label": int((~predicted.any(axis=1)).sum()),
             "label_instances": int(predicted.sum()), "draws": draws, "seed": seed, "threads": threads,
             "labels": len(pred.labels), "max_length": pred.max_length, "windows": pred.encoder.windows.to_dict(),
@@ -245,19 +247,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=positive_int, default=None, help="onnxruntime intra-op threads")
     ap.add_argument("--out", type=Path, default=OUT, help="JSON output")
     a = ap.parse_args(argv)
-    t0 = time.perf_counter()
+
+    def measure(settings: dict) -> dict:
+        result = run(settings["bundle"], settings["data"], settings["split"], settings["rows"], settings["units"],
+                     sorted(set(settings["max_spans"])), settings["draws"], settings["latency_texts"],
+                     settings["seed"], settings["threads"])
+        return {**result, "table": table(result)}
+
     try:
-        result = run(a.bundle, a.data, a.split, a.rows, a.units, sorted(set(a.max_spans)), a.draws,
-                     a.latency_texts, a.seed, a.threads)
+        run_and_report("python -m bench.explain", measure, vars(a), a.out, argv)
     except (BundleError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    result["command"] = " ".join(["python -m bench.explain", *(argv if argv is not None else sys.argv[1:])])
-    print(table(result))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {a.out} in {result['seconds']:.0f}s")
     return 0
 
 

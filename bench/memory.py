@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -154,7 +153,6 @@ def run(s: MemorySettings, log=print) -> dict:
     for batch_tokens, pattern in settings_iter:
         rows.append(run_setting(s, batch_tokens, pattern, probe, mixed))
     return {"settings": asdict(s), "texts_source": source, "n_mixed_texts": sum(map(len, mixed)),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "rows": rows, "table": format_table(rows)}
 
 
@@ -177,13 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     s = MemorySettings(bundle=a.bundle, texts=a.texts, batch_tokens=a.batch_tokens, memory_pattern=a.memory_pattern,
                        requests=a.requests, rounds=a.rounds, seed=a.seed, ort_threads=a.ort_threads or None,
                        out=a.out)
-    result = run_and_report(run, s, s.out)
-    out = Path(s.out)
+    result = run_and_report("python -m bench.memory", run, s, s.out, argv)
     best = min(result["rows"], key=lambda r: r["peak_rss_mixed_mib"])
     print(f"\nbench.memory: {len(result['rows'])} settings in {result['wall_seconds']} s; lowest mixed-workload peak "
           f"{best['peak_rss_mixed_mib']:.0f} MiB at {best['batch_tokens'] or 'no cap'} tokens/call, memory pattern "
           f"{'on' if best['memory_pattern'] else 'off'} (the predictor's default: {DEFAULT_BATCH_TOKENS} tokens/call, "
-          f"memory pattern {'on' if MEMORY_PATTERN else 'off'}); wrote {out}")
+          f"memory pattern {'on' if MEMORY_PATTERN else 'off'})")
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import config
+from bench import run_and_report
 from deployment.cli_types import positive_int
 from training import prepare
 from training.split import iterative_stratification, label_proportion_error
@@ -74,13 +75,14 @@ def main(argv=None) -> int:
     if missing:
         print(f"error: data file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="bench_prepare_") as work:
-        result = {"prepare": [time_prepare(Path(p), Path(work)) for p in paths],
-                  "split": time_split(args.split_rows, args.split_labels)}
-    print(table(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+
+    def measure(settings: dict) -> dict:
+        with tempfile.TemporaryDirectory(prefix="bench_prepare_") as work:
+            result = {"prepare": [time_prepare(Path(p), Path(work)) for p in settings["data"]],
+                      "split": time_split(settings["split_rows"], settings["split_labels"])}
+        return {**result, "table": table(result)}
+
+    run_and_report("python -m bench.prepare", measure, {**vars(args), "data": paths}, args.out, argv)
     return 0
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import multiprocessing
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ import requests
 from bs4 import BeautifulSoup
 
 import config
+from bench import run_and_report
 from deployment.cli_types import positive_int
 from scraper import details_scraper, url_scraper
 
@@ -117,10 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=config.ROOT / "bench" / "results" / "scrape.json",
                     help="JSON output (default bench/results/scrape.json)")
     args = ap.parse_args(argv)
+    run_and_report("python -m bench.scrape", measure, vars(args), args.out, argv)
+    return 0
 
+
+def measure(settings: dict) -> dict:
+    """Both stages of both sites, ours and naive, on one local server: pages, seconds and the ratio per stage."""
+    items, per_page, workers = settings["items"], settings["per_page"], settings["workers"]
     work = Path(tempfile.mkdtemp(prefix="bench_scrape_"))
     port_file = work / "root.txt"
-    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(args.items, args.per_page,
+    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(items, per_page,
                                                                                 str(port_file)), daemon=True)
     server.start()
     try:
@@ -138,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             n1, u1 = timed(naive_urls, start, site, work / f"naive_{site}_urls.csv")
             with open(urls_csv, encoding="utf-8") as handle:
                 urls = [row["url"] for row in csv.DictReader(handle)]
-            p2, t2 = timed(ours_details, urls_csv, site, work / f"{site}_details.csv", args.workers)
+            p2, t2 = timed(ours_details, urls_csv, site, work / f"{site}_details.csv", workers)
             n2, u2 = timed(naive_details, urls, site, work / f"naive_{site}_details.csv")
             assert p1 == n1 and p2 == n2 == len(urls), (p1, n1, p2, n2, len(urls))
             results += [{"site": site, "stage": "urls (listings)", "pages": p1, "ours_s": t1, "naive_s": u1},
@@ -147,21 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         server.terminate()
         server.join(5)
 
-    print(f"\nScraping throughput, local server, --delay 0, details --workers {args.workers} "
-          f"({platform.processor() or platform.machine()}, {multiprocessing.cpu_count()} CPUs)\n")
-    print("| site | stage | pages | ours pages/s | naive pages/s | ours / naive |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
     for r in results:
         r["ours_pages_per_s"] = r["pages"] / r["ours_s"]
         r["naive_pages_per_s"] = r["pages"] / r["naive_s"]
         r["ratio"] = r["ours_pages_per_s"] / r["naive_pages_per_s"]
-        print(f"| {r['site']} | {r['stage']} | {r['pages']} | {r['ours_pages_per_s']:.1f} | "
-              f"{r['naive_pages_per_s']:.1f} | {r['ratio']:.2f}x |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"items": args.items, "per_page": args.per_page, "workers": args.workers,
-                                    "cpus": multiprocessing.cpu_count(), "results": results}, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
-    return 0
+    lines = [f"Scraping throughput, local server, --delay 0, details --workers {workers}", "",
+             "| site | stage | pages | ours pages/s | naive pages/s | ours / naive |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['site']} | {r['stage']} | {r['pages']} | {r['ours_pages_per_s']:.1f} | "
+              f"{r['naive_pages_per_s']:.1f} | {r['ratio']:.2f}x |" for r in results]
+    return {"items": items, "per_page": per_page, "workers": workers, "results": results, "table": "\n".join(lines)}
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -356,9 +355,7 @@ def run(s: ServeSettings, log=print) -> dict:
     return {"settings": asdict(s), "bundle_info": {k: predictor.info.get(k) for k in ("backbone", "created", "max_length")},
             "n_labels": len(predictor.labels), "texts_source": source, "n_texts": len(texts),
             "process_memory": memory, "bundle_size": sizes,
-            "server": server_cmd, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                              "platform": platform.platform()},
-            "rows": rows, "table": format_table(rows)}
+            "server": server_cmd, "rows": rows, "table": format_table(rows)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,8 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     s = ServeSettings(bundle=a.bundle, texts=a.texts, n_texts=a.n_texts, clients=a.clients, seconds=a.seconds,
                       requests=a.requests, warmup=a.warmup, workers=a.workers, threads=a.threads,
                       ort_threads=a.ort_threads or None, rss_batch=a.rss_batch, rss_tokens=a.rss_tokens, out=a.out)
-    result = run_and_report(run, s, s.out)
-    out = Path(s.out)
+    result = run_and_report("python -m bench.serve", run, s, s.out, argv)
     web = [r for r in result["rows"] if r["mode"] == "gunicorn"]
     best = max(web, key=lambda r: r["throughput_rps"])
     print(f"\nbench.serve: {sum(r['requests'] for r in result['rows'])} requests in {result['wall_seconds']} s; "
@@ -393,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
           f"one serving process peaks at {result['process_memory']['peak_rss_mib']:.0f} MiB, the workers at "
           f"{max(w['peak_rss_mib'] for r in web for w in r['workers_memory']):.0f} MiB; "
           f"bundle {result['bundle_size']['total_bytes'] / MIB:.1f} MiB; "
-          f"{sum(r['errors'] for r in web)} errors; wrote {out}")
+          f"{sum(r['errors'] for r in web)} errors")
     return 0
 
 

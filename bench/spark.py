@@ -18,7 +18,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import config
+from bench import run_and_report
+from deployment.cli_types import int_at_least, positive_int
 
 DEFAULT_BUNDLE = config.MODELS_DIR / "books" / "bundle"
 SOURCES = {"stackoverflow": "stackoverflow_titles.jsonl.gz", "cmu": "cmu_book_summaries.jsonl.gz"}
@@ -200,48 +201,42 @@ def _run(s: SparkBenchSettings, work: Path, log) -> dict:
     return {"settings": asdict(s), "bundle": str(bundle), "tiny_bundle": is_tiny,
             "bundle_info": {k: info.get(k) for k in ("backbone", "max_length", "created")},
             "n_texts": len(rows_in), "sources": dict(Counter(r["source"] for r in rows_in)),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                        "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
-            "rows": rows, "table": format_table(rows), "projection": projection(rows, is_tiny)}
+            "rows": rows, "table": report_text(rows, is_tiny), "projection": projection(rows, is_tiny)}
+
+
+def report_text(rows: list[dict], is_tiny: bool) -> str:
+    """The printed report: the table, then the projection for TARGET texts (a note first with a tiny bundle)."""
+    proj, lines = projection(rows, is_tiny), []
+    if is_tiny:
+        lines += ["NOTE: tiny random bundle (no trained bundle given): model time is a small share here; with MiniLM "
+                  "inference dominates and Spark's fixed costs matter less."]
+    lines += [format_table(rows), "", f"{proj['target_texts']:,} texts on executors of {proj['cores_per_executor']} "
+              f"cores ({proj['formula']}):"]
+    ms = proj["core_ms_per_text"]
+    lines.append(f"  core-ms per text: batch CLI {ms['batch_cli']}, Spark {ms['spark']} ({proj['from']}), "
+                 f"Spark overhead {ms['spark_overhead']}")
+    for name, hours in proj["hours_by_executors"].items():
+        lines.append(f"  {name} ({ms[name]} core-ms/text): "
+                     + ", ".join(f"{e} executors {h:g} h" for e, h in hours.items()))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     d = SparkBenchSettings()
     ap = argparse.ArgumentParser(prog="python -m bench.spark", description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=None, help=f"trained bundle (default {DEFAULT_BUNDLE}, else a tiny random one)")
-    ap.add_argument("--n", type=int, default=d.n, help="texts through every mode")
+    ap.add_argument("--n", type=int_at_least(2), default=d.n, help="texts through every mode")
     ap.add_argument("--texts", choices=("mixed", *SOURCES), default=d.texts,
                     help="StackOverflow titles, CMU book summaries, or half of each")
     ap.add_argument("--masters", nargs="+", default=d.masters, help="Spark masters to time")
-    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="texts per onnxruntime call")
-    ap.add_argument("--timeout", type=int, default=d.timeout, help="seconds allowed per Spark run")
+    ap.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="texts per onnxruntime call")
+    ap.add_argument("--timeout", type=positive_int, default=d.timeout, help="seconds allowed per Spark run")
     ap.add_argument("--out", default=d.out, help="JSON output")
     a = ap.parse_args(argv)
-    if a.n < 2 or a.batch_size < 1 or a.timeout < 1:
-        ap.error("--n must be >= 2, --batch-size and --timeout >= 1")
     s = SparkBenchSettings(bundle=a.bundle, n=a.n, texts=a.texts, masters=a.masters, batch_size=a.batch_size,
                            timeout=a.timeout, out=a.out)
-    t0 = time.time()
-    result = run(s)
-    result["wall_seconds"] = round(time.time() - t0, 1)
-    print()
-    if result["tiny_bundle"]:
-        print("NOTE: tiny random bundle (no trained bundle given): model time is a small share here; with MiniLM "
-              "inference dominates and Spark's fixed costs matter less.")
-    print(result["table"])
-    proj = result["projection"]
-    print(f"\n{proj['target_texts']:,} texts on executors of {proj['cores_per_executor']} cores "
-          f"({proj['formula']}):")
-    ms = proj["core_ms_per_text"]
-    print(f"  core-ms per text: batch CLI {ms['batch_cli']}, Spark {ms['spark']} ({proj['from']}), "
-          f"Spark overhead {ms['spark_overhead']}")
-    for name, hours in proj["hours_by_executors"].items():
-        print(f"  {name} ({ms[name]} core-ms/text): " + ", ".join(f"{e} executors {h:g} h" for e, h in hours.items()))
-    out = Path(s.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nbench.spark: {result['n_texts']} texts x {len(result['rows'])} modes in {result['wall_seconds']} s; "
-          f"wrote {out}")
+    result = run_and_report("python -m bench.spark", run, s, s.out, argv)
+    print(f"\nbench.spark: {result['n_texts']} texts x {len(result['rows'])} modes in {result['wall_seconds']} s")
     return 0
 
 

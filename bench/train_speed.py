@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import config
+from bench import run_and_report
 from deployment.cli_types import int_at_least, non_negative_int, positive_int
 
 
@@ -85,27 +85,69 @@ def time_plain(model, record: list, weight_decay: float, bf16: bool) -> np.ndarr
     return np.diff(plain)
 
 
-def print_table(result: dict) -> None:
-    print(f"\n{result['backbone']}, bf16 autocast {'on' if result['bf16_autocast'] else 'off'} on both paths, batch "
-          f"{result['batch_size']}, ≤{result['max_length']} tokens (mean {result['mean_tokens_per_batch']:.0f} real "
-          f"tokens/batch), {result['batches']} timed batches each\n")
-    print("| path | mean s/batch | median s/batch | p90 s/batch |\n|---|---|---|---|")
-    for k, v in result["paths"].items():
-        print(f"| {k} | {v['mean_s']:.3f} | {v['median_s']:.3f} | {v['p90_s']:.3f} |")
+def table(result: dict) -> str:
+    lines = [f"{result['backbone']}, bf16 autocast {'on' if result['bf16_autocast'] else 'off'} on both paths, batch "
+             f"{result['batch_size']}, ≤{result['max_length']} tokens (mean {result['mean_tokens_per_batch']:.0f} "
+             f"real tokens/batch), {result['batches']} timed batches each", "",
+             "| path | mean s/batch | median s/batch | p90 s/batch |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['mean_s']:.3f} | {v['median_s']:.3f} | {v['p90_s']:.3f} |" for k, v in result["paths"].items()]
     overhead = result["fastai_overhead"]
-    print(f"\nfastai + blurr overhead vs plain PyTorch (median): {overhead:+.1%} "
-          f"({'within' if overhead <= 0.10 else 'OUTSIDE'} the 10% goal)")
+    lines += ["", f"fastai + blurr overhead vs plain PyTorch (median): {overhead:+.1%} "
+              f"({'within' if overhead <= 0.10 else 'OUTSIDE'} the 10% goal)"]
+    return "\n".join(lines)
+
+
+class BenchError(ValueError):
+    """The data cannot feed the benchmark (the message says what to change)."""
+
+
+def measure(settings: dict) -> dict:
+    """Both paths on the same recorded batches, from the same initial weights."""
+    import torch
+
+    from training.backbone import load_model_and_tokenizer, resolve_backbone
+    from training.dataset import read_splits
+    from training.devices import resolve_runtime
+    from training.learner import make_learner
+    from training.loaders import build_dls
+    from training.modeling import backbone_pooling, with_pooling
+    from training.settings import TrainSettings
+
+    data, warmup, batches = Path(settings["data"]), settings["warmup"], settings["batches"]
+    torch.manual_seed(0)
+    # the plain loop below is a CPU loop: time both paths on the CPU, in training.train's CPU precision
+    s = TrainSettings(batch_size=settings["batch_size"], max_length=settings["max_length"], pos_weight=0,
+                      device="cpu")
+    sp = read_splits(data)
+    source, name = resolve_backbone(settings["backbone"])
+    model, tok = load_model_and_tokenizer(source, sp.labels)
+    model = with_pooling(model, backbone_pooling(source))  # the model exactly as training.train builds it
+    bf16 = resolve_runtime(s.device, s.precision).precision == "bf16"
+    initial = copy.deepcopy(model.state_dict())
+    dls = build_dls(sp.frames["train"], sp.frames["valid"], sp.y["train"], sp.y["valid"], sp.labels, tok, model, s)
+    learn, _ = make_learner(dls, model, sp.y["train"], s)
+    n_total = warmup + batches
+    if len(dls.train) < n_total:
+        raise BenchError(f"only {len(dls.train)} training batches; lower --batches")
+
+    fastai_times, record = time_fastai(learn, n_total)
+    model.load_state_dict(initial)   # plain PyTorch on the very same batches, from the same initial weights
+    plain_times = time_plain(model, record, s.weight_decay, bf16)
+
+    tokens = [int(x["attention_mask"].sum()) for x, _ in record[warmup:]]
+    rows = {"fastai + blurr": fastai_times[warmup:], "plain PyTorch loop": plain_times[warmup:]}
+    result = {"backbone": name, "data": str(data), "bf16_autocast": bf16, "batch_size": s.batch_size,
+              "max_length": s.max_length, "batches": batches, "mean_tokens_per_batch": float(np.mean(tokens)),
+              "torch_threads": torch.get_num_threads(),
+              "paths": {k: {"mean_s": float(v.mean()), "median_s": float(statistics.median(v)),
+                            "p90_s": float(np.percentile(v, 90))} for k, v in rows.items()}}
+    result["fastai_overhead"] = (result["paths"]["fastai + blurr"]["median_s"]
+                                 / result["paths"]["plain PyTorch loop"]["median_s"] - 1)
+    return {**result, "table": table(result)}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-
-    from training.devices import resolve_runtime
-    from training.modeling import backbone_pooling, with_pooling
-    from training.train import (TrainSettings, build_dls, load_model_and_tokenizer, load_splits, make_learner,
-                                resolve_backbone)
-
     if not (args.data / "dataset.csv").is_file():
         if args.data == config.PROCESSED_DIR / "books":
             from training import prepare
@@ -114,39 +156,11 @@ def main(argv=None) -> int:
         else:
             print(f"error: {args.data} is not a processed data dir (run python -m training.prepare)", file=sys.stderr)
             return 2
-    torch.manual_seed(0)
-    # the plain loop below is a CPU loop: time both paths on the CPU, in training.train's CPU precision
-    s = TrainSettings(batch_size=args.batch_size, max_length=args.max_length, pos_weight=0, device="cpu")
-    parts, ys, labels = load_splits(args.data, None, 0)
-    source, name = resolve_backbone(args.backbone)
-    model, tok = load_model_and_tokenizer(source, labels)
-    model = with_pooling(model, backbone_pooling(source))  # the model exactly as training.train builds it
-    bf16 = resolve_runtime(s.device, s.precision).precision == "bf16"
-    initial = copy.deepcopy(model.state_dict())
-    dls = build_dls(parts["train"], parts["valid"], ys["train"], ys["valid"], labels, tok, model, s)
-    learn, _ = make_learner(dls, model, ys["train"], s)
-    n_total = args.warmup + args.batches
-    if len(dls.train) < n_total:
-        print(f"error: only {len(dls.train)} training batches; lower --batches", file=sys.stderr)
+    try:
+        run_and_report("python -m bench.train_speed", measure, vars(args), args.out, argv)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    fastai_times, record = time_fastai(learn, n_total)
-    model.load_state_dict(initial)   # plain PyTorch on the very same batches, from the same initial weights
-    plain_times = time_plain(model, record, s.weight_decay, bf16)
-
-    tokens = [int(x["attention_mask"].sum()) for x, _ in record[args.warmup:]]
-    rows = {"fastai + blurr": fastai_times[args.warmup:], "plain PyTorch loop": plain_times[args.warmup:]}
-    result = {"backbone": name, "data": str(args.data), "bf16_autocast": bf16, "batch_size": args.batch_size,
-              "max_length": args.max_length, "batches": args.batches, "mean_tokens_per_batch": float(np.mean(tokens)),
-              "torch_threads": torch.get_num_threads(),
-              "paths": {k: {"mean_s": float(v.mean()), "median_s": float(statistics.median(v)),
-                            "p90_s": float(np.percentile(v, 90))} for k, v in rows.items()}}
-    result["fastai_overhead"] = (result["paths"]["fastai + blurr"]["median_s"]
-                                 / result["paths"]["plain PyTorch loop"]["median_s"] - 1)
-    print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
     return 0
 
 

@@ -26,17 +26,12 @@ from pathlib import Path
 import numpy as np
 
 import config
-from deployment.encoding import TextEncoder, Windows
+from bench import run_and_report
+from deployment.cli_types import positive_int
+from deployment.encoding import TextEncoder, default_stride
 from deployment.predictor import BundleError, Predictor
 
 OUT = config.ROOT / "bench" / "results" / "windows.json"
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
 
 
 def _jsonl(path: Path, n: int) -> list[str]:
@@ -69,7 +64,7 @@ def with_cap(pred: Predictor, cap: int) -> Predictor:
     """The same session, the tokenizer re-configured for `cap` windows, and no linear part: the windows cost
     the transformer, and a bundle whose blend gives the transformer weight 0 would not run it at all."""
     win = pred.encoder.windows
-    windows = replace(win, max_windows=cap, stride=(win.stride or pred.max_length // 4) if cap > 1 else 0)
+    windows = replace(win, max_windows=cap, stride=(win.stride or default_stride(pred.max_length)) if cap > 1 else 0)
     enc = pred.encoder
     encoder = TextEncoder(type(enc.tokenizer).from_str(enc.tokenizer.to_str()), enc.max_length, enc.input_names,
                           enc.pad_id, windows)
@@ -77,7 +72,13 @@ def with_cap(pred: Predictor, cap: int) -> Predictor:
                      batch_tokens=pred.batch_tokens, source=pred.source)
 
 
-def run(bundle: Path, caps: list[int], n_docs: int, rounds: int, threads: int | None) -> dict:
+def run(settings: dict) -> dict:
+    result = measure(Path(settings["bundle"]), sorted(set(settings["caps"])), settings["docs"], settings["rounds"],
+                     settings["threads"])
+    return {**result, "table": table(result)}
+
+
+def measure(bundle: Path, caps: list[int], n_docs: int, rounds: int, threads: int | None) -> dict:
     pred = Predictor.from_bundle(bundle, num_threads=threads)
     texts, source = load_texts(n_docs)
     variants = {cap: with_cap(pred, cap) for cap in caps}
@@ -133,14 +134,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=OUT, help="JSON output")
     a = ap.parse_args(argv)
     try:
-        result = run(a.bundle, sorted(set(a.caps)), a.docs, a.rounds, a.threads)
+        run_and_report("python -m bench.windows", run, vars(a), a.out, argv)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(table(result))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {a.out}")
     return 0
 
 

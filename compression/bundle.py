@@ -16,10 +16,11 @@ from pathlib import Path
 
 import config
 from compression import report as rep
-from compression.export import CompressionError, ModelDir
+from compression.export import CompressionError
 from compression.report import human_bytes
 from deployment.encoding import TextEncoder, Windows
 from deployment.scoring import LinearComponent
+from training.modeldir import ModelDir
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",

@@ -14,9 +14,10 @@ import numpy as np
 
 from compression import report as rep
 from compression.bundle import Staged
-from compression.export import CompressionError, ModelDir
+from compression.export import CompressionError
 from compression.report import file_size
 from compression.variants import PARITY_TOL, Measured
+from training.modeldir import ModelDir
 
 
 SPEED_TIE = 0.10                      # speed differences under 10% count as ties (broken by agreement)

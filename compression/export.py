@@ -1,123 +1,27 @@
 """The three graph steps of compression: export to ONNX, transformer graph optimisation, int8 quantisation
 (dynamic, static with calibrated activation ranges, or weight-only).
 
-Plus `read_model_dir`, which checks a `models/<name>/` folder (docs/CONTRACTS.md) before any work starts, so a
-missing or half-written checkpoint fails with the file's name instead of a stack trace from transformers.
+The model folder they start from is read and checked by its format's owner, `training.modeldir.read_model_dir`
+(a missing or half-written checkpoint fails with the file's name before any work starts).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import config
+from training.modeldir import ModelDir
 
 config.use_offline_hub()   # this module loads Hugging Face models: never wait on an unreachable hub
 
 OPSET = 17                     # >= 17: LayerNormalization is a real op, which the optimizer fuses cleanly
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 class CompressionError(RuntimeError):
     """Bad input or a failed check; the message names the file."""
-
-
-def _json(path: Path):
-    if not path.is_file():
-        raise CompressionError(f"{path}: file is missing")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CompressionError(f"{path}: not valid JSON, the file may be half-written ({exc})") from exc
-
-
-@dataclass
-class ModelDir:
-    """What compression needs from a trained model folder, already validated."""
-    root: Path
-    checkpoint: Path
-    weights: Path
-    config: dict
-    labels: list[str]
-    thresholds: list[float]
-    global_threshold: float
-    settings: dict
-    metrics: dict
-    command: str
-    linear: Path | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def max_length(self) -> int:
-        return int(self.settings["max_length"])
-
-    @property
-    def uses_token_type_ids(self) -> bool:
-        # BERT-family models (MiniLM included) take segment ids; RoBERTa's single-row type table means it doesn't.
-        return int(self.config.get("type_vocab_size", 0) or 0) > 1
-
-
-def read_model_dir(model_dir: str | Path) -> ModelDir:
-    root = Path(model_dir)
-    if not root.is_dir():
-        raise CompressionError(f"{root}: model directory does not exist (train one with `python -m training.train`)")
-    ckpt = root / "checkpoint"
-    if not ckpt.is_dir():
-        raise CompressionError(f"{ckpt}: checkpoint folder is missing")
-    config = _json(ckpt / "config.json")
-    weights = next((ckpt / n for n in WEIGHT_FILES if (ckpt / n).is_file()), None)
-    if weights is None:
-        raise CompressionError(f"{ckpt / WEIGHT_FILES[0]}: model weights are missing (half-written checkpoint?)")
-    if not (ckpt / "tokenizer.json").is_file() and not (ckpt / "tokenizer_config.json").is_file():
-        raise CompressionError(f"{ckpt / 'tokenizer.json'}: the checkpoint has no tokenizer")
-
-    labels_path = root / "labels.json"
-    raw = _json(labels_path)
-    if not isinstance(raw, dict) or not raw:
-        raise CompressionError(f"{labels_path}: expected {{\"label\": index}}")
-    labels = sorted(raw, key=raw.get)
-    if sorted(raw.values()) != list(range(len(raw))):
-        raise CompressionError(f"{labels_path}: indices must be 0..{len(raw) - 1}, got {sorted(raw.values())}")
-    n_model = len(config.get("id2label") or {}) or config.get("num_labels")
-    if n_model is not None and int(n_model) != len(labels):
-        raise CompressionError(f"{labels_path}: {len(labels)} labels, but {ckpt / 'config.json'} has {n_model} outputs")
-    id2label = config.get("id2label") or {}
-    if id2label and [id2label.get(str(i), id2label.get(i)) for i in range(len(labels))] != labels \
-            and not all(str(v).startswith("LABEL_") for v in id2label.values()):
-        raise CompressionError(f"{labels_path}: label order differs from id2label in {ckpt / 'config.json'}")
-
-    th_path = root / "thresholds.json"
-    th = _json(th_path)
-    per_label = th.get("per_label") if isinstance(th, dict) else None
-    if not isinstance(per_label, dict) or set(per_label) != set(labels):
-        missing = sorted(set(labels) - set(per_label or {}))
-        raise CompressionError(f"{th_path}: 'per_label' must have one threshold per label (missing {missing[:5]})")
-    thresholds = [float(per_label[lab]) for lab in labels]
-    if not all(0.0 <= t <= 1.0 for t in thresholds):
-        raise CompressionError(f"{th_path}: thresholds must lie in [0, 1]")
-
-    settings = _json(root / "settings.json")
-    if not isinstance(settings.get("max_length"), int):
-        raise CompressionError(f"{root / 'settings.json'}: 'max_length' (an integer) is required")
-    warnings = []
-    metrics_path = root / "metrics.json"
-    metrics = _json(metrics_path) if metrics_path.is_file() else {}
-    if not metrics:
-        warnings.append(f"{metrics_path} missing: the bundle carries no training metrics")
-    cmd_path = root / "command.txt"
-    command = cmd_path.read_text(encoding="utf-8").strip() if cmd_path.is_file() else ""
-    linear = root / "linear"
-    if linear.exists():
-        for name in ("linear.json", "linear.npz"):
-            if not (linear / name).is_file():
-                raise CompressionError(f"{linear / name}: file is missing (linear/ needs linear.json + linear.npz)")
-    return ModelDir(root=root, checkpoint=ckpt, weights=weights, config=config, labels=labels,
-                    thresholds=thresholds, global_threshold=float(th.get("global", 0.5)), settings=settings,
-                    metrics=metrics, command=command, linear=linear if linear.exists() else None, warnings=warnings)
 
 
 def load_torch_model(md: ModelDir):

@@ -14,11 +14,12 @@ import numpy as np
 from compression import report as rep
 from compression.bundle import Staged
 from compression.choice import F1_TOL
-from compression.export import CompressionError, ModelDir
+from compression.export import CompressionError
 from compression.report import Progress, file_size, human_bytes, split_texts
 from compression.variants import Measured
 from deployment.predictor import Predictor, load_session
-from deployment.scoring import LinearComponent, sigmoid
+from deployment.scoring import LinearComponent, decide, sigmoid
+from training.modeldir import ModelDir
 
 
 LINEAR_F1_TOL = 0.005                 # a linear variant may lose at most 0.5 point of served micro/macro-F1 on valid
@@ -93,7 +94,7 @@ def _served_decisions(linear: LinearComponent, counts, vocab_of, p_model, thresh
     `counts`; `vocab_of` maps the dense vocabulary onto the variant's."""
     sub = counts.select(vocab_of) if vocab_of is not None else counts
     p_lin = sigmoid(_dense_twin(linear).logits_from_counts(sub)) if linear.sparse else sigmoid(linear.logits_from_counts(sub))
-    return p_lin, linear.blend(p_model, p_lin) >= thresholds
+    return p_lin, decide(linear.blend(p_model, p_lin), thresholds)
 
 
 def compress_linear(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m: Measured, ev: dict,
@@ -116,7 +117,7 @@ def compress_linear(md: ModelDir, staged: Staged, ev_texts: "rep.EvalTexts", m: 
     served = {"transformer": chosen_name, "linear": choice["chosen"] if choice else None}
     if ev_texts.y_true is not None:
         p = staged.linear.blend(m.probs[chosen_name], m.linear_p) if staged.linear is not None else m.probs[chosen_name]
-        served.update(rep.f1_scores(ev_texts.y_true, p >= thresholds))
+        served.update(rep.f1_scores(ev_texts.y_true, decide(p, thresholds)))
         pt = ev["variants"]["pytorch"]
         served.update(delta_micro_f1=served["micro_f1"] - pt["micro_f1"],
                       delta_macro_f1=served["macro_f1"] - pt["macro_f1"])

@@ -12,24 +12,24 @@ The fp32 ONNX export must match PyTorch within 1e-4 in probability or the run fa
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import config
 from compression import report as rep
 from compression.bundle import stage, write_bundle
 from compression.choice import evaluation_report
-from compression.export import OPSET, CompressionError, load_torch_model, read_model_dir
+from compression.export import OPSET, CompressionError, load_torch_model
 from compression.linear import compress_linear
 from compression.report import Progress
 from compression.variants import (CANDIDATES, DEFAULT_CANDIDATES, export_variants, make_runners, measure,
                                   quantization_info, served, timing_windows, verify_bundle)
 from deployment.cli_types import int_at_least
+from deployment.commands import command_line, print_settings
 from deployment.files import OutputError, replace_dir
+from training.modeldir import ModelDirError, read_model_dir
 
 
 @dataclass
@@ -58,9 +58,12 @@ def build_bundle(model_dir: str | Path, out: str | Path | None = None, *, bench_
     if unknown:
         raise CompressionError(f"unknown candidates {unknown}; choose from {list(CANDIDATES)} (or all)")
     progress = Progress(quiet, total=7)
-    command = command or "python -m compression.quantize " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = command or command_line("python -m compression.quantize")
     progress.step(f"checking {model_dir}")
-    md = read_model_dir(model_dir)
+    try:
+        md = read_model_dir(model_dir)
+    except ModelDirError as exc:
+        raise CompressionError(str(exc)) from exc
     out = Path(out) if out else md.root / "bundle"
     try:
         with replace_dir(out, owned_by="bundle.json", what="bundle") as tmp:
@@ -128,7 +131,7 @@ def parse_args(argv=None) -> Settings:
 
 def main(argv=None) -> int:
     s = parse_args(argv)
-    print("settings:", json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()}), flush=True)
+    print_settings(s)
     try:
         build_bundle(s.model, s.out, bench_rounds=s.bench_rounds, max_eval_texts=s.max_eval_texts,
                      num_threads=s.num_threads, candidates=s.candidates, opset=s.opset)

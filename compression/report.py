@@ -2,7 +2,7 @@
 
 Every variant is fed the same token ids, produced by the bundle's own tokenizer through the shared
 `deployment.encoding.TextEncoder`, so differences in the report are differences in the graph, not in tokenisation.
-The test split is read by `training.data.load_prepared` and scored by `training.metrics`: one reader, one F1.
+The test split is read by `training.dataset.read_split` and scored by `training.metrics`: one reader, one F1.
 """
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 import config
-from compression.export import CompressionError, ModelDir
+from compression.export import CompressionError
+
+if TYPE_CHECKING:
+    from training.modeldir import ModelDir
 
 # Used only when the processed data set is gone; eval.json then says so and the F1 part is skipped.
 PROBE_TEXTS = [
@@ -50,12 +53,13 @@ class EvalTexts:
 
 
 def load_eval_texts(data_dir: Path | None, labels: Sequence[str], limit: int | None = None) -> EvalTexts:
-    """The test split of the model's prepared data, read and checked by `training.data.load_prepared`.
+    """The test split of the model's prepared data, read and checked by `training.dataset.read_split`.
 
     A missing data folder is a warning (a model dir copied without its data can still be compressed; the report
     then measures parity on probe texts); a corrupt one is an error. Test labels the model does not have (the
     data was re-prepared since training) are ignored with a warning."""
-    from training.data import PrepareError, encode_labels, load_prepared
+    from training.data import PrepareError
+    from training.dataset import read_split
 
     def probe(reason: str) -> EvalTexts:
         return EvalTexts(list(PROBE_TEXTS), None, "built-in probe texts (no test split available)",
@@ -67,22 +71,14 @@ def load_eval_texts(data_dir: Path | None, labels: Sequence[str], limit: int | N
     if not (data_dir / "dataset.csv").is_file():
         return probe(f"{data_dir / 'dataset.csv'} not found")
     try:
-        df, _ = load_prepared(data_dir)
+        test = read_split(data_dir, "test", labels, limit)
     except PrepareError as exc:
         raise CompressionError(f"the model's test data cannot be read: {exc}") from exc
-    test = df[df["split"] == "test"]
-    if test.empty:
+    if not test.texts:
         return probe(f"{data_dir / 'dataset.csv'} has no rows with split=test")
-    if limit:
-        test = test.iloc[:limit]
-    known = set(labels)
-    targets = [[t for t in row if t in known] for row in test["labels"]]
-    unknown = sum(len(row) for row in test["labels"]) - sum(len(t) for t in targets)
-    texts = test["text"].tolist()
-    return EvalTexts(texts, encode_labels(targets, labels).astype(bool),
-                     f"{data_dir / 'dataset.csv'} (split=test, {len(texts)} texts)",
-                     f"{unknown} test labels not in labels.json were ignored" if unknown else None,
-                     [{"text": t, "labels": y} for t, y in zip(texts[:5], targets[:5])])
+    return EvalTexts(test.texts, test.y, test.source,
+                     f"{test.unknown} test labels not in labels.json were ignored" if test.unknown else None,
+                     [{"text": t, "labels": y} for t, y in zip(test.texts[:5], test.label_lists[:5])])
 
 
 def f1_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -211,26 +207,21 @@ def file_size(path: Path) -> int | None:
     return path.stat().st_size if path.is_file() else None
 
 
-def split_texts(md: ModelDir, split: str, limit: int | None) -> "EvalTexts | None":
+def split_texts(md: "ModelDir", split: str, limit: int | None) -> "EvalTexts | None":
     """A split of the model's prepared data with its label matrix, or None when the data is not there."""
-    from training.data import PrepareError, encode_labels, load_prepared
+    from training.data import PrepareError
+    from training.dataset import read_split
 
     data_dir = resolve_data_dir(md.settings.get("data"))
     if data_dir is None or not (data_dir / "dataset.csv").is_file():
         return None
     try:
-        df, _ = load_prepared(data_dir)
+        part = read_split(data_dir, split, md.labels, limit)
     except PrepareError as exc:
         raise CompressionError(f"the model's {split} data cannot be read: {exc}") from exc
-    part = df[df["split"] == split]
-    if limit:
-        part = part.iloc[:limit]
-    if part.empty:
+    if not part.texts:
         return None
-    known = set(md.labels)
-    targets = [[t for t in row if t in known] for row in part["labels"]]
-    return EvalTexts(part["text"].tolist(), encode_labels(targets, md.labels).astype(bool),
-                         f"{data_dir / 'dataset.csv'} (split={split}, {len(part)} texts)")
+    return EvalTexts(part.texts, part.y, part.source)
 
 
 def human_bytes(n: int) -> str:

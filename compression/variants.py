@@ -18,13 +18,14 @@ import numpy as np
 
 from compression import report as rep
 from compression.bundle import Staged
-from compression.export import (CompressionError, ModelDir, export_onnx, optimize_onnx, quantize_int8,
+from compression.export import (CompressionError, export_onnx, optimize_onnx, quantize_int8,
                                 quantize_static_int8, quantize_weight_only_int8)
 from compression.report import Progress, file_size, split_texts
 from deployment.encoding import Encoded, TextEncoder
 from deployment.predictor import (DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, PER_CALL_SCALES, Predictor,
                                   session_options)
-from deployment.scoring import sigmoid
+from deployment.scoring import decide, sigmoid
+from training.modeldir import ModelDir
 
 
 PARITY_TOL = 1e-4                     # max |p_onnx_fp32 - p_pytorch| allowed
@@ -186,7 +187,7 @@ def measure(staged: Staged, ev_texts: "rep.EvalTexts", runners: dict, paths: dic
             errors[name] = f"{type(exc).__name__}: {exc}"
             continue
         probs[name] = p
-        decided = blended(p, linear_p) >= thresholds
+        decided = decide(blended(p, linear_p), thresholds)
         v = {"size_bytes": file_size(md.weights) if name == "pytorch" else file_size(paths[name]),
              "windows_per_call": call if call < DEFAULT_BATCH_SIZE else None}
         if name == "pytorch":
@@ -197,12 +198,12 @@ def measure(staged: Staged, ev_texts: "rep.EvalTexts", runners: dict, paths: dic
                      label_agreement=float((decided == pt_decided).mean()),
                      set_agreement=float((decided == pt_decided).all(1).mean()))
             if linear_p is not None:  # the blend can hide the transformer's changes (weight 1 hides them all)
-                v["transformer_label_agreement"] = float(((p >= thresholds) == (probs["pytorch"] >= thresholds)).mean())
+                v["transformer_label_agreement"] = float((decide(p, thresholds) == decide(probs["pytorch"], thresholds)).mean())
             # PyTorch is the reference, not a served variant: it is not checked (its padded batches agree with
             # one text alone to ~1e-6, far inside the tolerance, but it would cost minutes on long texts).
             score = (lambda r, c: lambda ts: sigmoid(staged.encoder.run(
                 r, staged.encoder.encode(ts), c, sort=True, max_tokens=DEFAULT_BATCH_TOKENS)))(run, call)
-            v["consistency"] = rep.consistency(score, probe, lambda q: blended(q, probe_linear) >= thresholds)
+            v["consistency"] = rep.consistency(score, probe, lambda q: decide(blended(q, probe_linear), thresholds))
         if ev_texts.y_true is not None:
             v.update(rep.f1_scores(ev_texts.y_true, decided))
         variants[name] = v
@@ -214,8 +215,7 @@ def measure(staged: Staged, ev_texts: "rep.EvalTexts", runners: dict, paths: dic
 def timing_windows(encoded: Encoded) -> tuple[list[Encoded], Encoded]:
     """16 single windows, and one batch of 32 (the evaluation texts' windows, repeated when there are fewer)."""
     n = len(encoded.windows)
-    single = [Encoded.of_windows([encoded.windows[i]]) for i in range(min(16, n))]
-    return single, Encoded.of_windows([encoded.windows[i % n] for i in range(32)])
+    return [encoded.subset([i]) for i in range(min(16, n))], encoded.subset([i % n for i in range(32)])
 
 
 def quantization_info(ev: dict, opset: int) -> dict:

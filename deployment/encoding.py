@@ -32,6 +32,12 @@ KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 POOLINGS = ("mean", "max")
 
 
+def default_stride(max_length: int) -> int:
+    """Tokens consecutive windows share when no stride is given: a quarter of a window. Its bound (below the
+    window's text tokens) is checked by `TextEncoder`, which knows the tokenizer's special tokens."""
+    return max_length // 4
+
+
 @dataclass(frozen=True)
 class Windows:
     """How a text longer than max_length is read (recorded in bundle.json as `windows`)."""
@@ -73,11 +79,15 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.n_tokens)
 
-    @classmethod
-    def of_windows(cls, windows: Sequence[Encoding]) -> "Encoded":
-        """Windows read as texts of one window each (timing and tests feed windows directly)."""
-        n = len(windows)
-        return cls(list(windows), np.arange(n, dtype=np.int64), [len(w.ids) for w in windows], [1] * n, [False] * n)
+    def first_windows(self) -> np.ndarray:
+        """Index into `windows` of each text's first window (windows are stored text by text, each text has one)."""
+        return np.r_[0, np.cumsum(self.n_windows)[:-1]].astype(np.int64)[:len(self)]
+
+    def subset(self, window_indices) -> "Encoded":
+        """The windows at `window_indices` as texts of one window each (what a pass over single windows reads)."""
+        picked = [self.windows[int(i)] for i in window_indices]
+        return Encoded(picked, np.arange(len(picked)), [len(w.ids) for w in picked], [1] * len(picked),
+                       [False] * len(picked))
 
 
 class TextEncoder:

@@ -28,12 +28,12 @@ from tokenizers import Tokenizer
 if __package__:   # `deployment.predictor` in the repo
     from . import explain as explaining
     from .encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows
-    from .scoring import BundleError, LinearComponent, read_json, sigmoid
+    from .scoring import BundleError, LinearComponent, decide, read_json, sigmoid
     from .version import bundle_version
 else:             # the Space: this folder is the root, modules are top-level
     import explain as explaining  # type: ignore[no-redef]
     from encoding import KNOWN_INPUTS, Encoded, TextEncoder, Windows  # type: ignore[no-redef]
-    from scoring import BundleError, LinearComponent, read_json, sigmoid  # type: ignore[no-redef]
+    from scoring import BundleError, LinearComponent, decide, read_json, sigmoid  # type: ignore[no-redef]
     from version import bundle_version  # type: ignore[no-redef]
 
 __all__ = ["BundleError", "InputError", "LinearComponent", "Predictor", "session_options", "windows_per_call"]
@@ -275,11 +275,12 @@ class Predictor:
         top_k = None if top_k is None else int(top_k)
         thresholds = self.thresholds if threshold is None else [float(threshold)] * len(self.labels)
         probs, encoded = self.probabilities(texts)
+        decided = decide(probs, thresholds)
         results = []
         for row, p in enumerate(probs):
             ranked = sorted(range(len(self.labels)), key=lambda j: (-p[j], j))
             scored = [{"label": self.labels[j], "score": float(p[j]), "threshold": thresholds[j],
-                       "predicted": bool(p[j] >= thresholds[j])} for j in ranked]
+                       "predicted": bool(decided[row, j])} for j in ranked]
             results.append({
                 "labels": scored[:top_k] if top_k else scored,
                 "predicted": [s["label"] for s in scored if s["predicted"]],

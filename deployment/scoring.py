@@ -4,8 +4,9 @@ One home for each formula, so that the probabilities training tunes thresholds o
 report measures and the ones every server returns are computed by the same lines. It needs only numpy (never
 torch or scikit-learn), so the Space and any server can ship it beside `predictor.py`.
 
-    from deployment.scoring import LinearComponent, sigmoid
+    from deployment.scoring import LinearComponent, decide, sigmoid
     p = linear.blend(sigmoid(transformer_logits), linear.probabilities(texts))
+    predicted = decide(p, thresholds)      # bool [n, L]
 
 Formats (`linear.json`, `linear.npz`): docs/CONTRACTS.md.
 """
@@ -64,6 +65,13 @@ def blend(p_model: np.ndarray, p_linear: np.ndarray | None, weight, space: str =
     if space != "logit":
         raise ValueError(f"blend space must be one of {BLEND_SPACES}, got {space!r}")
     return sigmoid(w * logit(p_linear) + (1.0 - w) * logit(p_model))
+
+
+def decide(probs, thresholds) -> np.ndarray:
+    """The predicted labels: True where a score reaches its label's threshold (`thresholds` one number, or one per
+    label [L] aligned with the scores' columns). Every consumer decides with this: training's tuning and metrics,
+    the compression report, the predictor, the benchmarks."""
+    return np.asarray(probs) >= np.asarray(thresholds, dtype=np.float64)
 
 
 COEF_STORAGES = ("dense", "csr")           # linear.json "coef_storage"; absent means "dense" (every bundle before it)

@@ -10,22 +10,21 @@ import os
 import sys
 from pathlib import Path
 
-from training import train
+from training import finetune, train
 
-_fine_tune = train._fine_tune
+_fine_tune = finetune.fine_tune
 
 
 def _probed(run, *args, **kwargs):
-    result = _fine_tune(run, *args, **kwargs)
-    sched = result[0]
+    tuned = _fine_tune(run, *args, **kwargs)
     sums = {name: float(t.double().sum()) for name, t in run.model.state_dict().items() if t.is_floating_point()}
     rank = os.environ.get("RANK", "0")
     Path(os.environ["DDP_PROBE_DIR"], f"rank{rank}.json").write_text(
-        json.dumps({"steps": sched.step, "total": sched.total, "weights": sums}))
-    return result
+        json.dumps({"steps": tuned.fitted.steps, "total": tuned.fitted.total_steps, "weights": sums}))
+    return tuned
 
 
-train._fine_tune = _probed
+finetune.fine_tune = _probed
 
 if __name__ == "__main__":
     sys.exit(train.main(sys.argv[1:]))

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,18 +32,28 @@ def test_a_missing_required_tool_skips_locally_and_fails_under_ci(tmp_path, ci, 
     assert ("CI=true: a missing required tool is a failure" in proc.stdout) == (outcome == "1 failed")
 
 
-def run_installer_without_root(ci: str) -> subprocess.CompletedProcess:
+def run_installer_without_root(script: Path, ci: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CI": ci, "CHROMIUM": "/nonexistent/chromium"}
-    cmd = ["bash", str(ROOT / "scripts" / "install-system.sh")]
+    cmd = ["bash", str(script)]
     if os.geteuid() == 0:   # drop root, as on a CI runner without it
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, cwd=script.parent)
 
 
 def test_the_system_installer_fails_under_ci_when_it_cannot_install_chromium():
     if os.geteuid() == 0 and not shutil.which("setpriv"):
         pytest.skip("running as root without setpriv: cannot drop root to try the no-root path")
-    local, ci = run_installer_without_root(""), run_installer_without_root("true")
+    # A copy the unprivileged user can read: the clone may live under a 0700 directory (/root, a mktemp -d
+    # folder), which uid 65534 cannot enter; pytest's own tmp_path is 0700 too.
+    folder = Path(tempfile.mkdtemp(prefix="install-system-"))
+    try:
+        folder.chmod(0o755)
+        script = folder / "install-system.sh"
+        shutil.copyfile(ROOT / "scripts" / "install-system.sh", script)
+        script.chmod(0o644)
+        local, ci = run_installer_without_root(script, ""), run_installer_without_root(script, "true")
+    finally:
+        shutil.rmtree(folder)
     assert local.returncode == 0 and "the browser tests will skip" in local.stdout
     assert ci.returncode == 1 and "this CI job has no root or passwordless sudo" in ci.stderr
 

@@ -110,8 +110,8 @@ def test_report_has_sizes_parity_agreement_f1_and_speed_for_every_variant(evalua
     for name, v in variants.items():
         assert "error" not in v, (name, v)
         assert {"latency_b1_ms", "throughput_b32", "micro_f1", "macro_f1", "size_bytes"} <= set(v)
-        if name != "pytorch":
-            assert 0.0 <= v["label_agreement"] <= 1.0 and v["max_abs_prob_diff"] >= 0
+        if name != "pytorch":   # a text's whole label set agreeing needs each of its labels to agree
+            assert v["set_agreement"] <= v["label_agreement"] and v["mean_abs_prob_diff"] <= v["max_abs_prob_diff"]
     # the consistency check ran on every ONNX variant; the padded-batch twin of a dynamic model fails it, which
     # is why every other int8 variant is served one window per call
     checks = {name: v["consistency"] for name, v in variants.items() if name != "pytorch"}
@@ -228,7 +228,14 @@ def test_a_log_odds_blend_with_label_weights_is_carried_into_the_bundle_and_serv
     w = np.array(per_label)
     want = 1 / (1 + np.exp(-(w * np.log(p_lin / (1 - p_lin)) + (1 - w) * z)))
     assert np.abs(pred.probabilities(texts)[0] - want).max() < 1e-6
-    assert 0.0 <= json.loads((bundle / "eval.json").read_text())["served"]["micro_f1"] <= 1.0
+    # what eval.json says the bundle serves is what the bundle serves, by scikit-learn's F1 (a few decisions at a
+    # threshold may flip with the company a text keeps in an int8 batch)
+    from sklearn.metrics import f1_score
+
+    rows = [r for r in csv_rows(md.parent / "model-data" / "dataset.csv") if r["split"] == "test"]
+    y = np.array([[lab in json.loads(r["labels"]) for lab in pred.labels] for r in rows])
+    served = f1_score(y, pred.probabilities(texts)[0] >= np.array(pred.thresholds), average="micro", zero_division=0)
+    assert json.loads((bundle / "eval.json").read_text())["served"]["micro_f1"] == pytest.approx(served, abs=0.02)
 
 
 def csv_rows(path: Path) -> list[dict]:
@@ -445,14 +452,19 @@ def test_out_folder_that_is_not_a_bundle_is_never_replaced(tmp_path):
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--bench-rounds", "-1"], "--bench-rounds: must be an integer from 0 to 1000"),
-    (["--max-eval-texts", "-1"], "--max-eval-texts: must be an integer >= 0"),
-    (["--threads", "0"], "--threads/--num-threads: must be an integer from 1 to 1024"),
-    (["--num-threads", "two"], "--threads/--num-threads: must be an integer from 1 to 1024"),
-    (["--opset", "16"], "--opset: must be an integer from 17 to 25"),
-])
-def test_bad_numbers_are_refused_by_the_parser_before_any_work(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "-m", "compression.quantize", "--model", str(tmp_path / "none"), *args],
-                          capture_output=True, text=True, cwd=config.ROOT, timeout=120)
-    assert proc.returncode == 2 and message in proc.stderr and "settings:" not in proc.stdout
+def test_a_bad_number_stops_the_command_at_the_parser_before_any_work(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "compression.quantize", "--model", str(tmp_path / "none"),
+                           "--opset", "16"], capture_output=True, text=True, cwd=config.ROOT, timeout=120)
+    assert proc.returncode == 2 and "--opset: must be an integer from 17 to 25" in proc.stderr
+    assert "settings:" not in proc.stdout
+
+
+def test_every_numeric_option_is_checked_at_the_parser(tmp_path, capsys):
+    from compression.quantize import main
+    from tests.cases import parser_refuses
+
+    for args, message in [(["--bench-rounds", "-1"], "--bench-rounds: must be an integer from 0 to 1000"),
+                          (["--max-eval-texts", "-1"], "--max-eval-texts: must be an integer >= 0"),
+                          (["--threads", "0"], "--threads/--num-threads: must be an integer from 1 to 1024"),
+                          (["--num-threads", "two"], "--threads/--num-threads: must be an integer from 1 to 1024")]:
+        parser_refuses(main, ["--model", str(tmp_path / "none"), *args], message, capsys)

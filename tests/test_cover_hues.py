@@ -382,8 +382,8 @@ def test_sample_hues_to_prepared_data_to_bundle_to_flask_swatches(sample_hues, t
 
 
 def test_genre_models_are_not_turned_into_swatches_by_a_palette_nearby(tmp_path):
-    from compression.export import read_model_dir
     from compression.bundle import label_display
+    from training.modeldir import read_model_dir
     from tests.tiny_bundle import make_tiny_model_dir
 
     model = make_tiny_model_dir(tmp_path / "model", ["Fantasy", "red"], with_data=False)

@@ -410,16 +410,21 @@ def test_python_m_flask_app_serves_the_site_as_a_user_starts_it(tiny_bundle):
     assert f"serving {tiny_bundle} at http://127.0.0.1:{port}/" in output and "Traceback" not in output
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--port", "70000"], "argument --port: must be an integer from 1 to 65535, got '70000'"),
-    (["--port", "http"], "argument --port: must be an integer from 1 to 65535, got 'http'"),
-    (["--threads", "0"], "argument --threads: must be an integer >= 1, got '0'"),
-])
-def test_bad_numbers_for_the_site_stop_it_at_the_parser(tmp_path, args, message):
-    r = subprocess.run([sys.executable, "-m", "flask_app", "--bundle", str(tmp_path / "no-bundle"), *args], cwd=ROOT,
-                       capture_output=True, text=True, timeout=60)
+def test_a_bad_number_for_the_site_stops_it_at_the_parser(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "flask_app", "--bundle", str(tmp_path / "no-bundle"), "--port", "70000"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert message in r.stderr and "no-bundle" not in r.stderr and "Traceback" not in r.stderr
+    assert "argument --port: must be an integer from 1 to 65535, got '70000'" in r.stderr
+    assert "no-bundle" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_every_numeric_option_of_the_site_is_checked_at_the_parser(tmp_path, capsys):
+    from flask_app.__main__ import main
+    from tests.cases import parser_refuses
+
+    for args, message in [(["--port", "http"], "argument --port: must be an integer from 1 to 65535, got 'http'"),
+                          (["--threads", "0"], "argument --threads: must be an integer >= 1, got '0'")]:
+        parser_refuses(main, ["--bundle", str(tmp_path / "no-bundle"), *args], message, capsys)
 
 
 @pytest.mark.parametrize("env,fragment", [

@@ -251,21 +251,37 @@ def test_python_m_deployment_app_serves_the_ui_as_a_user_starts_it(tiny_bundle):
     assert "Traceback" not in output
 
 
-@pytest.mark.parametrize("args,env,message", [
-    (["--port", "0"], {}, "argument --port: must be an integer from 1 to 65535, got '0'"),
-    (["--threads", "0"], {}, "argument --threads: must be an integer >= 1, got '0'"),
-    ([], {"GRADIO_SERVER_PORT": "http"}, "$GRADIO_SERVER_PORT must be an integer from 1 to 65535, got 'http'"),
-])
-def test_bad_numbers_for_the_gradio_app_stop_it_at_the_parser(tmp_path, args, env, message):
+def test_a_bad_number_for_the_gradio_app_stops_it_at_the_parser(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "deployment.app", "--bundle", str(tmp_path / "no-bundle"), "--port",
+                           "0"], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "argument --port: must be an integer from 1 to 65535, got '0'" in proc.stderr
+    assert "no-bundle" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_thread_count_of_the_gradio_app_is_checked_at_the_parser(tmp_path, capsys):
+    from deployment.app import main
+    from tests.cases import parser_refuses
+
+    parser_refuses(main, ["--bundle", str(tmp_path / "no-bundle"), "--threads", "0"],
+                   "argument --threads: must be an integer >= 1, got '0'", capsys)
+
+
+def test_a_bad_port_in_the_environment_is_one_line_not_gradios_traceback(tmp_path):
+    """Gradio reads $GRADIO_SERVER_PORT when it is imported: only a fresh process shows the check before it."""
     import os
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "deployment.app", "--bundle", str(tmp_path / "no-bundle"), *args],
-                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "deployment.app", "--bundle", str(tmp_path / "no-bundle")],
+                          cwd=Path(__file__).resolve().parents[1], env={**os.environ, "GRADIO_SERVER_PORT": "http"},
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert message in proc.stderr and "no-bundle" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "$GRADIO_SERVER_PORT must be an integer from 1 to 65535, got 'http'" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_the_deployment_folder_runs_as_a_space(tiny_bundle, tmp_path):

@@ -15,6 +15,7 @@ import torch
 
 import config
 from tests.test_train import LABELS, tiny_backbone, tiny_data  # noqa: F401  (fixtures)
+from tests.cases import check_each
 
 
 def _model(backbone: Path, pooling: str):
@@ -58,7 +59,8 @@ def test_top_layers_over_the_lower_output_compute_the_whole_models_logits(tiny_b
 
 
 def test_the_cache_keeps_each_picked_window_unpadded_and_reproduces_the_logits(tiny_backbone):
-    from training.layercache import CachedRows, TopLayers, build_cache, collate, lower_hidden, pick_windows
+    from training.layercache import TopLayers, build_cache, lower_hidden, pick_windows
+    from training.loaders import CachedRows, collate
 
     model = _model(tiny_backbone, "mean")
     encoder = _encoder(tiny_backbone, model)
@@ -109,7 +111,8 @@ def test_a_cache_extended_by_later_windows_reads_like_one_built_in_a_single_pass
 
 
 def test_random_rows_read_every_cached_window_of_a_long_document_over_the_epochs(tiny_backbone):
-    from training.layercache import CachedRows, build_cache, pick_windows
+    from training.layercache import build_cache, pick_windows
+    from training.loaders import CachedRows
 
     model = _model(tiny_backbone, "mean")
     encoder = _encoder(tiny_backbone, model)
@@ -150,11 +153,14 @@ def _varied_cache(n_rows: int, seed: int = 0):
     return Cache(hidden, rows)
 
 
-@pytest.mark.parametrize("seed", range(60))
-def test_bucketing_keeps_every_row_once_in_full_batches_and_the_partial_one_last(seed):
+def test_bucketing_keeps_every_row_once_in_full_batches_and_the_partial_one_last():
+    check_each(range(60), _bucketing_keeps_every_row_once_in_full_batches_and_the_partial_one_last_case)
+
+
+def _bucketing_keeps_every_row_once_in_full_batches_and_the_partial_one_last_case(seed):
     import random
 
-    from training.layercache import bucketed
+    from training.loaders import bucketed
 
     rng = random.Random(seed)   # random sizes and lengths, a fixed seed each: a failure names its case
     lengths = [rng.randint(1, 300) for _ in range(rng.choice([0, 1, 15, 16, 17, rng.randint(0, 2000)]))]
@@ -177,7 +183,7 @@ def test_bucketing_keeps_every_row_once_in_full_batches_and_the_partial_one_last
 def test_the_training_batches_read_each_row_once_an_epoch_and_pad_far_less_than_random_ones():
     from fastai.data.load import DataLoader
 
-    from training.layercache import CachedRows, cached_dls, collate
+    from training.loaders import CachedRows, cached_dls, collate
 
     cache = _varied_cache(1000)
     y = np.arange(1000, dtype=np.float32)[:, None]
@@ -219,9 +225,12 @@ def test_windows_are_picked_from_first_to_last_within_the_budget():
     assert windows_per_row(encoded, 0, 8) == 1                     # always at least the first window
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_a_window_cycle_reads_every_window_once_a_round_in_a_fresh_order(seed):
-    from training.layercache import WindowCycle
+def test_a_window_cycle_reads_every_window_once_a_round_in_a_fresh_order():
+    check_each(range(20), _a_window_cycle_reads_every_window_once_a_round_in_a_fresh_order_case)
+
+
+def _a_window_cycle_reads_every_window_once_a_round_in_a_fresh_order_case(seed):
+    from training.loaders import WindowCycle
 
     rng = np.random.default_rng(seed)
     sizes = {key: int(rng.integers(1, 9)) for key in range(12)}
@@ -258,8 +267,11 @@ def test_the_windows_worth_caching_are_those_the_epochs_left_will_read():
     assert windows_for_epochs(counts, -5.0, 1.0, 20.0, 8, 10) == (1, 0.0)
 
 
-@pytest.mark.parametrize("seed", range(30))
-def test_the_windows_worth_caching_read_the_most_distinct_windows_of_any_choice(seed):
+def test_the_windows_worth_caching_read_the_most_distinct_windows_of_any_choice():
+    check_each(range(30), _the_windows_worth_caching_read_the_most_distinct_windows_of_any_choice_case)
+
+
+def _the_windows_worth_caching_read_the_most_distinct_windows_of_any_choice_case(seed):
     from training.layercache import windows_for_epochs
 
     rng = np.random.default_rng(seed)
@@ -289,8 +301,11 @@ def test_a_timed_top_layer_step_leaves_the_weights_and_gradients_as_they_were(ti
                         device=torch.device("cpu"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     net = TopLayers(model, 1).eval()
+    # a forward made 0.2 s slower must time at least 0.2 s: the timing holds the step, not something beside it
+    slow = net.register_forward_hook(lambda *_: __import__("time").sleep(0.2))
     took = top_step_seconds(net, cache, 4, len(LABELS), torch.device("cpu"))
-    assert 0 < took < 60
+    slow.remove()
+    assert took >= 0.2
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters()) and not net.training
 
@@ -325,7 +340,7 @@ def test_training_the_top_layer_leaves_the_frozen_weights_untouched(top_trained,
 
 
 def test_a_top_layers_model_dir_records_the_cache_and_evaluates_like_any_other(top_trained):
-    from training.train import evaluate_saved
+    from training.evaluate import evaluate_saved
 
     m = json.loads((top_trained / "metrics.json").read_text())
     layers = m["train"]["layers"]
@@ -337,7 +352,8 @@ def test_a_top_layers_model_dir_records_the_cache_and_evaluates_like_any_other(t
     assert json.loads((top_trained / "settings.json").read_text())["train_layers"] == "1"
     again = evaluate_saved(top_trained, log=lambda *a: None)
     assert again["micro_f1"] == pytest.approx(m["model"]["micro_f1"], abs=1e-6)
-    assert m["transformer"]["micro_f1"] > m["most_frequent"]["micro_f1"] - 0.05
+    # the top layer learns the synthetic genres from the cache: 0.448 against the most frequent labels' 0.352
+    assert m["transformer"]["micro_f1"] > m["most_frequent"]["micro_f1"] + 0.05, (m["transformer"], m["most_frequent"])
 
 
 def csv_rows(model_dir: Path) -> list[str]:
@@ -348,29 +364,36 @@ def csv_rows(model_dir: Path) -> list[str]:
 
 
 def _auto_inputs(tiny_data, tiny_backbone):
-    """Settings, loaded run and serving encoder for deciding `--train-layers auto` on the tiny data."""
-    from training import train
-    from training.inference import text_encoder
+    """Settings and the loaded run (its serving encoder included) for deciding `--train-layers auto`."""
+    from training.backbone import load_run
+    from training.settings import TrainSettings
 
-    s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=32, pooling="mean",
-                            quiet=True)
-    run = train._load(s, Path("."), lambda *a: None)
-    return s, run, text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s))
+    s = TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=32, pooling="mean",
+                      quiet=True)
+    return s, load_run(s, Path("."), lambda *a: None)
+
+
+def _plan(run, s, rt, seconds_left):
+    from training.layerplan import plan_layers
+    from training.schedule import Budget
+
+    deadline = None if seconds_left is None else __import__("time").time() + seconds_left
+    return plan_layers(run, s, rt, Budget(deadline), 0.0, lambda *a: None)
 
 
 def test_auto_trains_every_layer_when_a_full_epoch_fits_and_the_top_third_when_not(tiny_backbone, tiny_data):  # noqa: F811
     import time
 
-    from training import devices, layercache, train
+    from training import devices, layercache
 
-    s, run, encoder = _auto_inputs(tiny_data, tiny_backbone)
+    s, run = _auto_inputs(tiny_data, tiny_backbone)
     rt = devices.resolve_runtime("cpu", "fp32")
-    roomy = train._plan_layers(run, s, rt, encoder, 0.0, time.time() + 3600, lambda *a: None)
+    roomy = _plan(run, s, rt, 3600)
     assert roomy.n_frozen is None and roomy.why.startswith("auto: a full fine-tune fits")
-    tight = train._plan_layers(run, s, rt, encoder, 0.0, time.time() + 0.05, lambda *a: None)
+    tight = _plan(run, s, rt, 0.05)
     assert (tight.n_frozen, tight.n_layers) == (1, 2) and "top 1 of 2 layers" in tight.why
     assert tight.cache_seconds is not None and tight.cache_seconds < 0.05 * layercache.CACHE_SHARE
-    assert train._plan_layers(run, s, rt, encoder, 0.0, None, lambda *a: None).why == "auto: no time budget"
+    assert _plan(run, s, rt, None).why == "auto: no time budget"
 
 
 @pytest.mark.parametrize("epochs_that_fit,cached", [(1.5, True), (2.5, False)])
@@ -378,13 +401,12 @@ def test_auto_wants_two_full_epochs_before_it_fine_tunes_every_layer(tiny_backbo
                                                                      epochs_that_fit, cached):
     import time
 
-    from training import devices, layercache, train
+    from training import devices, layercache
 
-    s, run, encoder = _auto_inputs(tiny_data, tiny_backbone)
+    s, run = _auto_inputs(tiny_data, tiny_backbone)
     monkeypatch.setattr(layercache, "train_step_seconds", lambda *a, **k: 10.0)   # a slow machine, made exact
     steps = len(run.texts["train"]) // s.batch_size
-    plan = train._plan_layers(run, s, devices.resolve_runtime("cpu", "fp32"), encoder, 0.0,
-                              time.time() + epochs_that_fit * 10.0 * steps, lambda *a: None)
+    plan = _plan(run, s, devices.resolve_runtime("cpu", "fp32"), epochs_that_fit * 10.0 * steps)
     assert (plan.n_frozen is not None) == cached, plan.why
     assert f"{epochs_that_fit:.2f} epoch" in plan.why      # the timing the decision was made on, for metrics.json
 
@@ -397,15 +419,15 @@ def test_the_full_step_is_timed_where_and_in_the_precision_training_will_run_it(
     import time
     from dataclasses import replace
 
-    from training import devices, layercache, train
+    from training import devices, layercache
 
-    s, run, encoder = _auto_inputs(tiny_data, tiny_backbone)
+    s, run = _auto_inputs(tiny_data, tiny_backbone)
     seen = []
     monkeypatch.setattr(layercache, "train_step_seconds",
                         lambda *a, **k: seen.append(a[5:] + tuple(k.values())) or 0.001)
     fp32 = devices.resolve_runtime("cpu", "fp32")
     for rt in (fp32, replace(fp32, precision="bf16")):
-        train._plan_layers(run, s, rt, encoder, 0.0, time.time() + 3600, lambda *a: None)
+        _plan(run, s, rt, 3600)
     assert seen == [("cpu", None), ("cpu", torch.bfloat16)]
 
 
@@ -416,12 +438,15 @@ def test_timing_a_step_runs_it_under_autocast_and_leaves_the_model_as_it_found_i
     encoder = _encoder(tiny_backbone, model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     autocast = []
-    hook = model.register_forward_hook(
-        lambda m, i, o: autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))))
+    def seen_and_slowed(m, i, o):   # records the autocast state; 0.2 s more a forward, which the timing must hold
+        autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        __import__("time").sleep(0.2)
+
+    hook = model.register_forward_hook(seen_and_slowed)
     seconds = {dtype: layercache.train_step_seconds(model, encoder, encoder.encode(TEXTS), 4, len(LABELS), "cpu",
                                                     dtype) for dtype in (None, torch.bfloat16)}
     hook.remove()
-    assert all(0 < t < 60 for t in seconds.values()), seconds
+    assert all(t >= 0.2 for t in seconds.values()), seconds
     assert [on for on, _ in autocast] == [False, False, True, True], autocast   # untimed + timed step each
     assert [dtype for on, dtype in autocast if on] == [torch.bfloat16] * 2
     assert not model.training and next(model.parameters()).device.type == "cpu"
@@ -431,12 +456,6 @@ def test_timing_a_step_runs_it_under_autocast_and_leaves_the_model_as_it_found_i
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "training.train", *args], capture_output=True, text=True,
                           cwd=config.ROOT, timeout=300)
-
-
-@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
-def test_bad_train_layers_are_refused_by_the_parser(tmp_path, value):
-    proc = _cli("--data", str(tmp_path), "--train-layers", value)
-    assert proc.returncode == 2 and "--train-layers: must be all, auto or a number of layers from 1" in proc.stderr
 
 
 def test_training_as_many_layers_as_the_backbone_has_from_a_cache_is_a_clear_error(tiny_data, tiny_backbone,  # noqa: F811
@@ -471,46 +490,46 @@ def test_the_trained_layers_drop_no_attention_probabilities_but_keep_hidden_drop
     assert model.config.attention_probs_dropout_prob > 0                                   # what config.json saves
 
 
-def test_a_cache_short_of_memory_keeps_fewer_windows_per_document(tiny_data, tiny_backbone, monkeypatch):  # noqa: F811
-    from training import devices, layercache, train
-    from training.inference import text_encoder
+def _cache_inputs(tiny_data, tiny_backbone, **settings):
+    from training import devices
+    from training.backbone import load_run
+    from training.settings import TrainSettings
 
-    s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=16, max_windows=4,
-                            train_layers="1", quiet=True)
-    run = train._load(s, Path("."), lambda *a: None)
-    rt = devices.resolve_runtime("cpu", "fp32")
-    encoder = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s))
-    train_enc, valid_enc = encoder.encode(run.texts["train"]), encoder.encode(run.texts["valid"])
+    s = TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=16, max_windows=4,
+                      train_layers="1", quiet=True, **settings)
+    run = load_run(s, Path("."), lambda *a: None)
+    return s, run, devices.resolve_runtime("cpu", "fp32")
+
+
+def test_a_cache_short_of_memory_keeps_fewer_windows_per_document(tiny_data, tiny_backbone, monkeypatch):  # noqa: F811
+    from training import layercache
+    from training.layerplan import LayerPlan, build_cached_dls
+
+    s, run, rt = _cache_inputs(tiny_data, tiny_backbone)
+    train_enc, valid_enc = run.encoder.encode(run.texts["train"]), run.encoder.encode(run.texts["valid"])
     per_window = layercache.bytes_per_window(train_enc, run.model.config.hidden_size)
     valid_bytes = layercache.bytes_per_window(valid_enc, run.model.config.hidden_size) * len(run.texts["valid"])
     need = {k: per_window * np.minimum(train_enc.n_windows, k).sum() + valid_bytes for k in (1, 2, 4)}
     assert need[1] < need[2] < need[4], "the data must have documents of several windows"
     for memory, expected in ((need[4] * 10, 4), ((need[1] + need[2]) / 2, 1)):
         monkeypatch.setattr(layercache, "memory_available", lambda m=memory: int(m / layercache.MEMORY_SHARE))
-        plan = train._LayerPlan(1, 2, 4, "test")
-        dls = train._cached_dls(run, s, rt, plan, lambda *a: None)
-        assert plan.per_row == expected and plan.info["windows_per_document"] == expected
-        assert plan.info["train_windows"] == np.minimum(train_enc.n_windows, expected).sum()
+        dls, info = build_cached_dls(run, s, rt, LayerPlan(1, 2, 4, "test"), lambda *a: None)
+        assert info["windows_per_document"] == expected
+        assert info["train_windows"] == np.minimum(train_enc.n_windows, expected).sum()
         assert len(dls.train.dataset) == len(run.texts["train"])
 
 
 def test_the_cache_keeps_more_windows_only_as_far_as_the_timed_first_ones_say_they_fit(tiny_data, tiny_backbone):  # noqa: F811
-    from training import devices, train
-    from training.inference import text_encoder
+    from training.layerplan import LayerPlan, build_cached_dls
 
-    s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=16, max_windows=4,
-                            train_layers="1", quiet=True)
-    run = train._load(s, Path("."), lambda *a: None)
-    rt = devices.resolve_runtime("cpu", "fp32")
-    n_windows = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s)).encode(
-        run.texts["train"]).n_windows
+    s, run, rt = _cache_inputs(tiny_data, tiny_backbone)
+    n_windows = run.encoder.encode(run.texts["train"]).n_windows
     assert max(n_windows) >= 4, "the data must have documents of several windows"
     for cache_seconds, expected in ((None, 4), (3600.0, 4), (0.0, 1)):
-        plan = train._LayerPlan(1, 2, 4, "test", cache_seconds)
         lines = []
-        dls = train._cached_dls(run, s, rt, plan, lines.append)
-        assert plan.per_row == expected and plan.info["windows_per_document"] == expected, lines
-        assert plan.info["train_windows"] == np.minimum(n_windows, expected).sum()
+        dls, info = build_cached_dls(run, s, rt, LayerPlan(1, 2, 4, "test", cache_seconds), lines.append)
+        assert info["windows_per_document"] == expected, lines
+        assert info["train_windows"] == np.minimum(n_windows, expected).sum()
         assert sorted(len(r) for r in dls.train.dataset.cache.rows) == sorted(np.minimum(n_windows, expected))
         assert f"(up to {expected} a training document)" in lines[-1]
 
@@ -518,22 +537,18 @@ def test_the_cache_keeps_more_windows_only_as_far_as_the_timed_first_ones_say_th
 def test_the_cache_keeps_only_the_windows_the_epochs_will_read(tiny_data, tiny_backbone):  # noqa: F811
     import time
 
-    from training import devices, train
-    from training.inference import text_encoder
+    from training.layerplan import LayerPlan, build_cached_dls
 
-    rt = devices.resolve_runtime("cpu", "fp32")
     for epochs, until, expected in ((2.0, None, 2), (3.0, None, 3), (2.0, 3600.0, 2), (10.0, -1.0, 1)):
-        s = train.TrainSettings(data=str(tiny_data), out="", backbone=str(tiny_backbone), max_length=16,
-                                max_windows=4, train_layers="1", epochs=epochs, quiet=True)
-        run = train._load(s, Path("."), lambda *a: None)
-        n_windows = text_encoder(run.tokenizer, run.model, s.max_length, train._windows(s)).encode(
-            run.texts["train"]).n_windows
+        s, run, rt = _cache_inputs(tiny_data, tiny_backbone, epochs=epochs)
+        n_windows = run.encoder.encode(run.texts["train"]).n_windows
         assert max(n_windows) >= 4, "the data must have documents of several windows"
-        plan = train._LayerPlan(1, 2, 4, "test", None, None if until is None else time.time() + until)
+        plan = LayerPlan(1, 2, 4, "test", None, None if until is None else time.time() + until)
         lines = []
-        train._cached_dls(run, s, rt, plan, lines.append)
-        assert plan.per_row == expected and plan.info["train_windows"] == np.minimum(n_windows, expected).sum(), lines
+        _, info = build_cached_dls(run, s, rt, plan, lines.append)
+        assert info["windows_per_document"] == expected and info["train_windows"] == np.minimum(n_windows, expected).sum(), lines
         timed = [line for line in lines if "a top-layer step" in line]
         assert len(timed) == (until is not None), lines   # the step is timed only when a budget needs it
         if until is not None:
             assert f"{expected} windows a document leave" in timed[0]
+            assert set(info) >= {"step_seconds", "epoch_seconds", "epochs_expected"}

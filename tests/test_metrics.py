@@ -1,9 +1,12 @@
-"""Threshold tuning and multilabel metrics, checked against scikit-learn on hand-made arrays."""
+"""Threshold tuning and multilabel metrics, checked against scikit-learn and brute force on generated arrays."""
 import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from training.metrics import binarize, evaluate, multilabel_report, top_frequency_baseline, tune_thresholds
+from deployment.scoring import decide
+from tests.cases import check_each
+from training.metrics import (THRESHOLD_GRID, evaluate, multilabel_report, threshold_vector, top_frequency_baseline,
+                              tune_thresholds)
 
 LABELS = ["a", "b", "c", "d"]
 
@@ -16,8 +19,11 @@ def _random_case(seed=0, n=60):
     return y, pred
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_report_matches_sklearn_for_micro_macro_samples(seed):
+def test_report_matches_sklearn_for_micro_macro_samples():
+    check_each([0, 1, 2], _report_matches_sklearn_for_micro_macro_samples_case)
+
+
+def _report_matches_sklearn_for_micro_macro_samples_case(seed):
     y, pred = _random_case(seed)
     rep = multilabel_report(y, pred, LABELS)
     for avg in ("micro", "macro", "samples"):
@@ -39,7 +45,7 @@ def test_global_threshold_separates_perfectly_separable_scores():
     probs = np.array([[0.8, 0.1], [0.7, 0.2], [0.2, 0.6], [0.1, 0.9], [0.3, 0.25]])
     th = tune_thresholds(probs, y, ["x", "y"], min_support=1)
     assert 0.3 < th["global"] <= 0.6
-    assert f1_score(y, binarize(probs, th["global"]), average="micro") == 1.0
+    assert f1_score(y, decide(probs, th["global"]), average="micro") == 1.0
     # per-label thresholds each separate their own label
     assert 0.3 < th["per_label"]["x"] <= 0.7 and 0.25 < th["per_label"]["y"] <= 0.6
 
@@ -53,6 +59,13 @@ def test_per_label_threshold_falls_back_to_global_for_rare_labels():
     th = tune_thresholds(probs, y, ["common", "rare"], min_support=5)
     assert th["per_label"]["rare"] == th["global"] == th["rare"]   # 1 positive: too few to tune even pooled
     assert th["valid_support"] == {"common": 20, "rare": 1}
+
+
+def _f1(y, pred) -> float:
+    """F1 written out (the brute-force oracle over the grid; scikit-learn checks the chosen point)."""
+    y, pred = np.asarray(y, dtype=bool), np.asarray(pred, dtype=bool)
+    tp = (y & pred).sum()
+    return 2 * tp / (y.sum() + pred.sum()) if y.sum() + pred.sum() else 0.0
 
 
 def test_rare_labels_share_a_threshold_tuned_on_them_pooled():
@@ -72,7 +85,7 @@ def test_rare_labels_share_a_threshold_tuned_on_them_pooled():
         th = tune_thresholds(probs, y, labels, min_support=5)
         rare = y.sum(0) < 5
         grid = np.round(np.arange(0.02, 0.981, 0.01), 4)
-        pooled = [f1_score(y[:, rare].ravel(), (probs[:, rare] >= t).ravel(), zero_division=0) for t in grid]
+        pooled = [_f1(y[:, rare].ravel(), probs[:, rare].ravel() >= t) for t in grid]
         if y[:, rare].sum() >= 5:
             got = f1_score(y[:, rare].ravel(), (probs[:, rare] >= th["rare"]).ravel(), zero_division=0)
             assert got == pytest.approx(max(pooled)), case
@@ -80,7 +93,7 @@ def test_rare_labels_share_a_threshold_tuned_on_them_pooled():
             assert th["rare"] == th["global"], case
         assert all(th["per_label"][labels[j]] == th["rare"] for j in np.flatnonzero(rare))
         for j in np.flatnonzero(~rare):
-            best = max(f1_score(y[:, j], probs[:, j] >= t, zero_division=0) for t in grid)
+            best = max(_f1(y[:, j], probs[:, j] >= t) for t in grid)
             assert f1_score(y[:, j], probs[:, j] >= th["per_label"][labels[j]], zero_division=0) == pytest.approx(best)
     none_rare = tune_thresholds(np.array([[0.9], [0.1]] * 5), np.array([[1], [0]] * 5), ["a"], min_support=5)
     assert none_rare["rare"] is None
@@ -109,3 +122,39 @@ def test_most_frequent_baseline_predicts_the_top_training_labels():
     y_train = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 0], [0, 1, 1]])
     pred = top_frequency_baseline(y_train, 3)
     assert pred.tolist() == [[1, 1, 0]] * 3  # mean of 1.75 labels -> the two most frequent
+
+
+def _mean_f1(probs, y, th, labels):
+    m = multilabel_report(y, decide(probs, th), labels)
+    return (m["micro_f1"] + m["macro_f1"]) / 2
+
+
+def test_the_mean_f1_objective_is_a_coordinate_optimum_no_worse_than_label_f1():
+    """tune_thresholds(objective="mean_f1"): per-label thresholds on the grid, the rare labels still sharing one, no
+    worse than the label-F1 thresholds it starts from on (micro + macro) / 2, and no single label's move (the rare
+    ones together) on the grid improves it (brute force)."""
+    def check(seed):
+        rng = np.random.default_rng(seed)
+        n, n_labels = int(rng.integers(80, 200)), int(rng.integers(2, 6))
+        y = (rng.random((n, n_labels)) < rng.uniform(0.02, 0.4, n_labels)).astype(int)
+        probs = np.clip(y * rng.uniform(0.1, 0.5, n_labels) + rng.random(y.shape) * 0.6, 0, 1)
+        labels = [f"l{j}" for j in range(n_labels)]
+        start = threshold_vector(tune_thresholds(probs, y, labels, 5), labels)
+        tuned = tune_thresholds(probs, y, labels, 5, objective="mean_f1")
+        got = threshold_vector(tuned, labels)
+        assert set(np.round(got, 4)) <= set(THRESHOLD_GRID)
+        assert tuned["global"] == tune_thresholds(probs, y, labels, 5)["global"]
+        best = _mean_f1(probs, y, got, labels)
+        assert best >= _mean_f1(probs, y, start, labels) - 1e-12
+        rare = np.flatnonzero(y.sum(0) < 5)
+        assert len(set(got[rare])) <= 1 and (tuned["rare"] is None) == (len(rare) == 0)
+        coords = [[j] for j in range(n_labels) if j not in rare] + ([list(rare)] if len(rare) else [])
+        for js in coords:
+            for t in THRESHOLD_GRID:
+                moved = got.copy()
+                moved[js] = t
+                assert _mean_f1(probs, y, moved, labels) <= best + 1e-12, (js, t)
+
+    check_each(range(8), check)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        tune_thresholds(np.zeros((2, 1)), np.zeros((2, 1)), ["a"], objective="accuracy")

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import data
+from training import data, dataset
 from training.data import PrepareError
 from training import prepare as prepare_module
 from training.prepare import PrepareSettings, main, run
@@ -252,7 +252,7 @@ def prepared(tmp_path_factory):
     out = folder / "out"
     settings = PrepareSettings(input=source, out=out, min_label_freq=5, seed=3, text_cols=("text",))
     report = run(settings, progress=False, log=lambda *a: None)
-    df, labels = data.load_prepared(out)
+    df, labels = dataset.load_prepared(out)
     return out, df, labels, report
 
 
@@ -358,7 +358,7 @@ def test_several_text_columns_are_joined_by_a_blank_line(tmp_path):
     out = tmp_path / "out"
     assert main(["--input", str(write_csv(tmp_path / "q.csv", rows)), "--out", str(out), "--text-col", "title,text",
                  "--min-label-freq", "1", "--quiet"]) == 0
-    df, _ = data.load_prepared(out)
+    df, _ = dataset.load_prepared(out)
     assert "Title 0\n\nBody of 0" in set(df["text"])
     assert "title" in df.columns                      # the raw column still passes through
 
@@ -374,7 +374,7 @@ def test_jsonl_input_with_label_map_and_expanded_hierarchy(tmp_path):
     out = tmp_path / "out"
     assert main(["--input", str(source), "--out", str(out), "--label-map", str(label_map), "--hierarchy", "expand",
                  "--min-label-freq", "1", "--quiet"]) == 0
-    df, labels = data.load_prepared(out)
+    df, labels = dataset.load_prepared(out)
     assert labels == ["Fiction", "Science Fiction", "Fiction » Fantasy", "Fiction » Horror"]
     assert df["id"].tolist() == [str(i) for i in range(30)]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -391,12 +391,12 @@ def test_load_prepared_refuses_a_label_missing_from_labels_json(prepared, tmp_pa
     del labels[next(iter(labels))]
     (broken / "labels.json").write_text(json.dumps({x: i for i, x in enumerate(labels)}))
     with pytest.raises(PrepareError, match=r"dataset.csv line \d+: label .* is not in labels.json"):
-        data.load_prepared(broken)
+        dataset.load_prepared(broken)
     with pytest.raises(PrepareError, match="prepared data folder not found"):
-        data.load_prepared(tmp_path / "nowhere")
+        dataset.load_prepared(tmp_path / "nowhere")
     (broken / "labels.json").unlink()
     with pytest.raises(PrepareError, match="labels.json: missing"):
-        data.load_prepared(broken)
+        dataset.load_prepared(broken)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -439,10 +439,6 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "split not summing to one": ([*g, "--split", "0.8", "0.3", "0.1"], ["--split 0.8 0.3 0.1", "sum to 1"]),
         "split with two numbers": ([*g, "--split", "0.8", "0.2"], ["--split", "3 argument"]),
         "split not a number": ([*g, "--split", "0.8", "x", "0.1"], ["--split", "must be a number >= 0 and <= 1, got 'x'"]),
-        "negative split": ([*g, "--split", "1.1", "-0.1", "0"], ["--split", "must be a number >= 0 and <= 1, got '1.1'"]),
-        "negative label frequency": ([*g, "--min-label-freq", "-1"], ["--min-label-freq", "must be a number >= 0"]),
-        "negative seed": ([*g, "--seed", "-1"], ["--seed", "must be an integer >= 0, got '-1'"]),
-        "zero min words": ([*g, "--min-words", "0"], ["--min-words", "must be an integer >= 1, got '0'"]),
         "lone surrogate": (["--input", str(tmp / "surrogate.jsonl")],
                            ["surrogate.jsonl line 2", "field 'title' holds a lone surrogate (U+DFFF", "UTF-8"]),
         "repeated csv column": (["--input", str(tmp / "repeated.csv")],
@@ -458,8 +454,22 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
 BAD_CASES = ["missing file", "missing text column", "missing labels column", "malformed labels cell",
              "extra csv field", "malformed jsonl line", "not utf-8", "empty file", "empty after pruning", "too few rows to split",
              "split not summing to one", "split with two numbers", "split not a number", "fractional count",
-             "bad label map", "missing label map", "negative split", "negative label frequency", "negative seed",
-             "zero min words", "lone surrogate", "repeated csv column", "repeated jsonl key"]
+             "bad label map", "missing label map", "lone surrogate", "repeated csv column", "repeated jsonl key"]
+# One bad number through the real process ("split not a number"); the other numeric options' wiring is checked in
+# process below, and their rules in tests/test_cli_types.py.
+
+
+def test_every_numeric_option_is_checked_at_the_parser(tmp_path, capsys):
+    from tests.cases import parser_refuses
+    from training import prepare
+
+    g = ["--input", str(tmp_path / "in.csv"), "--out", str(tmp_path / "out")]
+    for args, message in [(["--split", "1.1", "-0.1", "0"], "must be a number >= 0 and <= 1, got '1.1'"),
+                          (["--min-label-freq=-1"], "--min-label-freq: must be a number >= 0"),
+                          (["--seed=-1"], "--seed: must be an integer >= 0, got '-1'"),
+                          (["--min-words", "0"], "--min-words: must be an integer >= 1, got '0'")]:
+        parser_refuses(prepare.main, [*g, *args], message, capsys)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -524,7 +534,7 @@ def run_real(source: Path, out: Path, *extra: str) -> tuple[dict, pd.DataFrame, 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith("prepared ")
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    df, labels = data.load_prepared(out)
+    df, labels = dataset.load_prepared(out)
     return report, df, labels
 
 
@@ -611,7 +621,7 @@ def test_every_file_prepare_writes_reads_back_exactly_whatever_the_content(tmp_p
 
     expected = {r["url"]: {"title": r["title"], "text": data.normalise_text(r["text"]),
                            "labels": data.parse_labels_cell(r["labels"], "test")} for r in rows}
-    df, labels = data.load_prepared(out)                      # the project's own reader
+    df, labels = dataset.load_prepared(out)                      # the project's own reader
     with (out / "dataset.csv").open(newline="", encoding="utf-8") as f:
         plain = list(csv.DictReader(f))                       # the csv module
     frame = pd.read_csv(out / "dataset.csv", dtype=str, keep_default_na=False)   # pandas

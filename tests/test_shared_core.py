@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployment.encoding import TextEncoder
-from deployment.scoring import blend, sigmoid
+from deployment.encoding import TextEncoder, Windows, default_stride
 from deployment.files import OutputError, clean_stale, replace_dir, replace_file, write_text
+from deployment.scoring import blend, decide, sigmoid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,6 +159,31 @@ def test_encoder_run_returns_rows_in_input_order_whatever_the_batching(encoder):
             assert out[:, 0].tolist() == [min(n, 16) for n in encoded.n_tokens]
     feeds = encoder.feeds(encoded.windows[:2])
     assert set(feeds) == {"input_ids", "attention_mask"} and feeds["input_ids"].shape == (2, 11)
+
+
+def test_each_texts_first_window_and_a_subset_of_windows(tiny_bundle):
+    texts = [" ".join(["dragon"] * n) for n in (40, 3, 0, 90, 14)]
+    encoded = TextEncoder.from_file(tiny_bundle / "tokenizer.json", 16, ["input_ids", "attention_mask"],
+                                    windows=Windows(max_windows=5, stride=4)).encode(texts)
+    assert max(encoded.n_windows) > 1, "the texts must have several windows"
+    first = encoded.first_windows()
+    assert first.tolist() == [int(np.flatnonzero(encoded.owner == t)[0]) for t in range(len(texts))]   # brute force
+    assert encoded.first_windows().tolist() == np.searchsorted(encoded.owner, np.arange(len(texts))).tolist()
+    sub = encoded.subset(first)
+    assert [w.ids for w in sub.windows] == [encoded.windows[i].ids for i in first]
+    assert sub.owner.tolist() == list(range(len(texts))) and sub.n_windows == [1] * len(texts)
+    assert sub.n_tokens == [len(w.ids) for w in sub.windows] and not any(sub.truncated)
+    assert default_stride(256) == 64 and default_stride(9) == 2
+
+
+def test_decide_predicts_a_label_where_its_score_reaches_its_threshold():
+    rng = np.random.default_rng(0)
+    probs = rng.random((50, 4))
+    per_label = np.array([0.2, 0.5, 0.5, 0.9])
+    want = np.array([[p >= t for p, t in zip(row, per_label)] for row in probs])   # written out per cell
+    assert decide(probs, per_label).tolist() == want.tolist()
+    assert decide(probs, 0.5).tolist() == (probs >= 0.5).tolist() and decide(probs, 0.5).dtype == bool
+    assert decide(np.array([[0.5]]), [0.5]).tolist() == [[True]]                     # reaching it is enough
 
 
 # ---------------------------------------------------------------- config

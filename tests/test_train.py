@@ -17,6 +17,12 @@ import config
 from tests.tiny_bundle import TOKENIZER_FILES, backbone_path, sample_texts
 
 LABELS = ["Fantasy", "Romance", "Mystery", "Science Fiction", "Horror"]
+# Floors over the most-frequent-labels reference (test micro-F1 0.352) on the synthetic genres, where 40% of a
+# text's words name its genres. Measured with the seeded tiny backbone, bf16 and fp32 alike: TF-IDF 0.932 (0.92 on
+# the valid curve's rows), the transformer 0.494-0.497 after its two epochs (0.448 for the top layer alone, three
+# epochs from the cache: tests/test_layercache.py).
+BASELINE_MARGIN = 0.4
+TRANSFORMER_MARGIN = 0.1
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +38,9 @@ def tiny_backbone(tmp_path_factory) -> Path:
     vocab = sum(1 for _ in open(src / "vocab.txt", encoding="utf-8"))
     cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)  # the same backbone every session: the F1 floors below were measured on it
     BertModel(cfg).save_pretrained(out)
     return out
 
@@ -85,53 +94,66 @@ def test_labels_thresholds_and_checkpoint_agree(trained):
     assert [cfg.id2label[i] for i in range(len(labels))] == list(labels)
     th = json.loads((trained / "thresholds.json").read_text())
     assert set(th["per_label"]) == set(labels)
-    assert 0 < th["global"] < 1 and all(0 < t < 1 for t in th["per_label"].values())
+    from training.metrics import THRESHOLD_GRID   # tuned on the tuner's grid, every one of them
+
+    assert th["global"] in THRESHOLD_GRID and set(th["per_label"].values()) <= set(THRESHOLD_GRID.tolist())
 
 
 def test_metrics_cover_model_baseline_and_reference(trained):
+    from training.dataset import read_splits
+
     m = json.loads((trained / "metrics.json").read_text())
     for key in ("transformer", "baseline", "most_frequent", "model"):
-        assert 0.0 <= m[key]["micro_f1"] <= 1.0 and "macro_f1" in m[key] and "samples_f1" in m[key]
+        assert {"micro_f1", "macro_f1", "samples_f1", "per_label"} <= set(m[key])
+    assert m["final"] in ("transformer", "blend") and m["model"] == m[m["final"]]   # the shipped row is its own
     assert set(m["model"]["per_label"]) == set(json.loads((trained / "labels.json").read_text()))
-    assert m["train"]["steps"] == m["train"]["planned_steps"] > 0
-    assert m["final"] in ("transformer", "blend")
-    # the synthetic words make the labels learnable: the TF-IDF baseline must find them
-    assert m["baseline"]["micro_f1"] > m["most_frequent"]["micro_f1"]
+    n_train = len(read_splits(m["data"]).texts["train"])
+    assert m["train"]["steps"] == m["train"]["planned_steps"] == 2 * (n_train // 16)   # 2 epochs of full batches
+    # the synthetic words make the labels learnable: floors well above guessing the most frequent labels
+    floor = m["most_frequent"]["micro_f1"]
+    assert m["baseline"]["micro_f1"] > floor + BASELINE_MARGIN, (m["baseline"]["micro_f1"], floor)
+    assert m["transformer"]["micro_f1"] > floor + TRANSFORMER_MARGIN, (m["transformer"]["micro_f1"], floor)
     table = (trained / "metrics.md").read_text()
     assert "tf-idf + logreg baseline" in table and "| Fantasy |" in table
 
 
 def test_valid_curve_follows_training_to_its_last_step(trained):
-    """Eight points evenly over the steps and one at the end: steps rise, minutes never fall, every F1 is a
-    probability, and the blend's point is never below the transformer's (weight 0 is on its grid)."""
+    """Eight points evenly over the steps and one at the end: steps rise, minutes never fall; a blend point is never
+    below either part alone (weights 0 and 1 are on its grid), its choices are on the grids, and the TF-IDF model
+    finds the synthetic genres on the curve's rows too."""
+    from training.blend import BLEND_WEIGHTS
+    from training.metrics import THRESHOLD_GRID
+
     m = json.loads((trained / "metrics.json").read_text())
     curve = m["train"]["valid_curve"]
     steps = [p["step"] for p in curve]
     assert 2 <= len(curve) <= 9 and steps == sorted(set(steps)) and steps[-1] == m["train"]["steps"]
     assert all(a["minutes"] <= b["minutes"] for a, b in zip(curve, curve[1:]))
     for p in curve:
-        assert 0.0 <= p["transformer_micro_f1"] <= 1.0 and 0.0 <= p["blend_micro_f1"] <= 1.0
-        assert p["blend_micro_f1"] >= p["transformer_micro_f1"] - 1e-12 and 0.0 <= p["blend_weight"] <= 1.0
-        assert p["seconds"] >= 0
+        assert p["blend_micro_f1"] >= max(p["transformer_micro_f1"], p["linear_micro_f1"]) - 1e-12, p
+        assert p["blend_weight"] in BLEND_WEIGHTS
+        assert p["transformer_threshold"] in THRESHOLD_GRID and p["blend_threshold"] in THRESHOLD_GRID
+    assert curve[0]["linear_micro_f1"] > m["most_frequent"]["micro_f1"] + BASELINE_MARGIN
 
 
 def test_micro_f1_at_the_best_threshold_matches_scikit_learn():
     from sklearn.metrics import f1_score
 
-    from training.train import CURVE_THRESHOLDS, micro_f1_best_threshold
+    from training.metrics import THRESHOLD_GRID, micro_f1_at_best_threshold, tune_thresholds
 
     rng = np.random.default_rng(0)
     for _ in range(20):
         y = rng.random((int(rng.integers(1, 40)), int(rng.integers(2, 6)))) < 0.3   # 1 column: sklearn says binary
         p = rng.random(y.shape)
-        f1, t = micro_f1_best_threshold(p, y)
-        theirs = [f1_score(y, p >= th, average="micro", zero_division=0) for th in CURVE_THRESHOLDS]
-        assert abs(f1 - max(theirs)) < 1e-12 and t in CURVE_THRESHOLDS
+        f1, t = micro_f1_at_best_threshold(p, y)
+        theirs = [f1_score(y, p >= th, average="micro", zero_division=0) for th in THRESHOLD_GRID]
+        assert abs(f1 - max(theirs)) < 1e-12 and t in THRESHOLD_GRID
+        assert t == tune_thresholds(p, y, [str(j) for j in range(y.shape[1])])["global"]   # one tuner
         assert abs(f1_score(y, p >= t, average="micro", zero_division=0) - f1) < 1e-12
 
 
 def test_blend_component_is_written_when_chosen(trained):
-    from training.train import BLEND_RULES, rule_name
+    from training.blend import BLEND_RULES, BLEND_WEIGHTS, rule_name
 
     m = json.loads((trained / "metrics.json").read_text())
     search = m["blend_rule"]
@@ -143,7 +165,7 @@ def test_blend_component_is_written_when_chosen(trained):
     space, kind = next(r for r in BLEND_RULES if rule_name(r) == search["chosen"])
     assert m["blend_space"] == space and (per_label is None) == (kind == "one")
     if per_label is not None:
-        assert list(per_label) == m["labels"] and all(0.0 <= w <= 1.0 for w in per_label.values())
+        assert list(per_label) == m["labels"] and set(per_label.values()) <= set(BLEND_WEIGHTS.tolist())
     weights = list(per_label.values()) if per_label is not None else [m["blend_weight"]]
     if m["final"] == "blend":
         spec = json.loads((trained / "linear" / "linear.json").read_text())
@@ -159,7 +181,7 @@ def test_the_blend_rule_is_chosen_on_held_out_folds_of_valid():
     """Labels each known by only one of the two models: a weight per label is worth it and the cross-fitted
     choice sees so; the scores are each rule's held-out (micro + macro) / 2, the same for the same folds; too few
     valid rows are not cross-fitted, and say why."""
-    from training.train import choose_blend_rule, rule_name
+    from training.blend import choose_blend_rule, rule_name
 
     rng = np.random.default_rng(4)
     n, n_labels = 300, 6
@@ -172,7 +194,7 @@ def test_the_blend_rule_is_chosen_on_held_out_folds_of_valid():
     rule, search = choose_blend_rule(p_model, p_linear, y, labels, 5)
     assert rule == ("logit", "per") and search["chosen"] == rule_name(rule)
     assert search["mean"][rule_name(rule)] > search["mean"][rule_name(("probability", "one"))] + 0.02
-    assert all(0 < v <= 1 for vs in search["scores"].values() for v in vs) and search["folds"] == 5
+    assert search["folds"] == 5 and search["mean"][rule_name(rule)] == pytest.approx(np.mean(search["scores"][rule_name(rule)]))
     again = choose_blend_rule(p_model, p_linear, y, labels, 5)[1]
     assert again == search
     one = choose_blend_rule(p_model, p_linear, y, labels, 5, rules=(("probability", "one"),), repeats=2)
@@ -185,7 +207,7 @@ def test_each_label_gets_the_blend_weight_of_the_model_that_knows_it():
     """Label 0 is read only by the linear model, label 1 only by the transformer, label 2 by both halves (each
     sees half its positives), label 3 is too rare in valid to choose for: it keeps the global weight."""
     from training.metrics import best_label_f1
-    from training.train import BLEND_SPACE, BLEND_WEIGHTS, choose_label_weights
+    from training.blend import BLEND_SPACE, BLEND_WEIGHTS, choose_label_weights
     from deployment.scoring import blend
 
     rng = np.random.default_rng(3)
@@ -248,12 +270,44 @@ def test_sentence_transformers_backbone_declares_mean_pooling(tiny_backbone):
 
 
 def test_evaluate_saved_model_reproduces_its_test_metrics(trained):
-    from training.train import evaluate_saved
+    from training.evaluate import evaluate_saved
 
     m = json.loads((trained / "metrics.json").read_text())
     again = evaluate_saved(trained, log=lambda *_: None)
     assert again["micro_f1"] == pytest.approx(m["model"]["micro_f1"], abs=1e-6)
     assert again["macro_f1"] == pytest.approx(m["model"]["macro_f1"], abs=1e-6)
+
+
+def test_one_reader_gives_evaluate_and_compression_the_same_error_for_a_damaged_model_dir(trained, tmp_path, capsys):
+    """training.modeldir.read_model_dir is the model dir's one reader: `--evaluate` and compression.quantize refuse a
+    thresholds.json missing a label with the same one line, before any model is loaded."""
+    from compression.export import CompressionError
+    from compression.quantize import build_bundle
+    from training import train
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained, broken)
+    th = json.loads((broken / "thresholds.json").read_text())
+    th["per_label"].pop("Horror")
+    (broken / "thresholds.json").write_text(json.dumps(th))
+    message = f"{broken / 'thresholds.json'}: 'per_label' must have one threshold per label (missing ['Horror'])"
+    assert train.main(["--evaluate", str(broken)]) == 2
+    assert f"error: {message}" in capsys.readouterr().err
+    with pytest.raises(CompressionError) as err:
+        build_bundle(broken, tmp_path / "bundle", bench_rounds=0, quiet=True)
+    assert str(err.value) == message and not (tmp_path / "bundle").exists()
+
+
+def test_a_window_stride_the_windows_cannot_hold_is_one_line_before_training(tiny_backbone, tiny_data, tmp_path, capsys):
+    from training import train
+
+    out = tmp_path / "m"
+    assert train.main(["--data", str(tiny_data), "--out", str(out), "--backbone", str(tiny_backbone), "--max-length",
+                       "32", "--window-stride", "30", "--no-blend", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert ("error: --window-stride 30: windows.stride must be below the 30 text tokens of a window (max_length 32 "
+            "minus 2 special tokens), got 30") in err
+    assert not out.exists()
 
 
 def test_training_tokenises_and_windows_exactly_as_hugging_face_does(tiny_backbone):
@@ -278,7 +332,7 @@ def test_training_tokenises_and_windows_exactly_as_hugging_face_does(tiny_backbo
 def test_layer_groups_give_lower_layers_smaller_rates(tiny_backbone):
     from transformers import AutoModelForSequenceClassification
 
-    from training.train import group_lrs, layer_groups
+    from training.learner import group_lrs, layer_groups
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_backbone, num_labels=3)
     groups = layer_groups(model)
@@ -291,7 +345,7 @@ def test_layer_groups_give_lower_layers_smaller_rates(tiny_backbone):
 
 
 def test_one_cycle_schedule_shape():
-    from training.train import one_cycle, plan_steps
+    from training.schedule import one_cycle, plan_steps
 
     assert one_cycle(0, 0.25) == pytest.approx(1 / 25)
     assert one_cycle(0.25, 0.25) == pytest.approx(1.0)
@@ -322,7 +376,7 @@ def test_out_that_is_not_a_model_dir_is_never_replaced(tiny_data, tiny_backbone,
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
     r = _run("--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m"))
-    assert r.returncode == 2 and "does not exist" in r.stderr and "training.prepare" in r.stderr
+    assert r.returncode == 2 and "prepared data folder not found" in r.stderr and "training.prepare" in r.stderr
 
 
 def test_labels_json_not_matching_the_data_is_a_clear_error(tiny_data, tmp_path):
@@ -340,12 +394,16 @@ def test_compat_imports_blurr_offline_and_show_batch_works(tiny_backbone, tiny_d
     import fastcore.all
 
     from training.compat import blurr_text
-    from training.train import TrainSettings, build_dls, load_model_and_tokenizer, load_splits
+    from training.backbone import load_model_and_tokenizer
+    from training.dataset import read_splits
+    from training.loaders import build_dls
+    from training.settings import TrainSettings
 
     assert callable(fastcore.all.typedispatch)
-    parts, ys, labels = load_splits(tiny_data, 64, 0)
+    sp = read_splits(tiny_data, 64, 0)
+    labels = sp.labels
     model, tok = load_model_and_tokenizer(str(tiny_backbone), labels)
-    dls = build_dls(parts["train"], parts["valid"], ys["train"], ys["valid"], labels, tok, model,
+    dls = build_dls(sp.frames["train"], sp.frames["valid"], sp.y["train"], sp.y["valid"], labels, tok, model,
                     TrainSettings(max_length=24, batch_size=8))
     batch = dls.one_batch()
     assert set(batch[0]) >= {"input_ids", "attention_mask"}
@@ -379,7 +437,7 @@ def test_real_backbone_on_sample_books_beats_most_frequent_labels(sample_books_m
 
 
 def test_time_budget_shrinks_the_schedule_and_still_anneals(tiny_backbone, tiny_data, tmp_path):
-    from training import train
+    from training import schedule, train
 
     out = tmp_path / "budget"
     assert train.main(["--data", str(tiny_data), "--out", str(out), "--backbone", str(tiny_backbone),
@@ -388,14 +446,13 @@ def test_time_budget_shrinks_the_schedule_and_still_anneals(tiny_backbone, tiny_
     assert m["train"]["stopped_by_budget"] and m["train"]["steps"] < m["train"]["planned_steps"]
     assert m["train"]["total_seconds"] < 20 * 1.5, m["train"]
     # the evaluation's time is reserved from a timed forward pass (plus saving) and reported beside what it took
-    assert m["train"]["eval_seconds_reserved"] >= train.POST_EVAL_SECONDS and m["train"]["eval_seconds"] > 0, m["train"]
+    assert m["train"]["eval_seconds_reserved"] >= schedule.POST_EVAL_SECONDS and m["train"]["eval_seconds"] > 0, m["train"]
     lrs = [h["lr"] for h in json.loads((out / "history.json").read_text())]
     head_lr = json.loads((out / "settings.json").read_text())["head_lr"]
     assert lrs[-1] < 0.05 * head_lr, "the shortened schedule must still anneal"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--epochs", "0"], "--epochs: must be a number > 0"),
+BAD_NUMBERS = [
     (["--lr", "nan"], "--lr: must be a number > 0 and <= 1"),
     (["--seed", "-1"], "--seed: must be an integer from 0"),
     (["--max-windows", "0"], "--max-windows: must be an integer from 1 to 1024"),
@@ -403,8 +460,24 @@ def test_time_budget_shrinks_the_schedule_and_still_anneals(tiny_backbone, tiny_
     (["--threads", "0"], "--threads: must be an integer from 1 to 1024"),
     (["--batch-size", "-1"], "--batch-size: must be an integer from 1"),
     (["--time-budget", "0"], "--time-budget: must be a duration above zero"),
-])
-def test_bad_numbers_are_refused_by_the_parser(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "-m", "training.train", "--data", str(tmp_path), *args],
+    (["--time-budget", "25x"], "--time-budget: not a duration: '25x'"),
+    (["--train-layers", "0"], "--train-layers: must be all, auto or a number of layers from 1"),
+    (["--train-layers", "two"], "--train-layers: must be all, auto or a number of layers from 1"),
+    (["--train-layers", "1.5"], "--train-layers: must be all, auto or a number of layers from 1"),
+]
+
+
+def test_a_bad_number_stops_the_command_at_the_parser(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "training.train", "--data", str(tmp_path), "--epochs", "0"],
                           capture_output=True, text=True, cwd=config.ROOT, timeout=120)
-    assert proc.returncode == 2 and message in proc.stderr and "settings:" not in proc.stdout
+    assert proc.returncode == 2 and "--epochs: must be a number > 0" in proc.stderr and "settings:" not in proc.stdout
+
+
+def test_every_numeric_option_is_checked_at_the_parser(tmp_path, capsys):
+    from tests.cases import parser_refuses
+    from training import train
+
+    for args, message in BAD_NUMBERS:
+        parser_refuses(train.main, ["--data", str(tmp_path), *args], message, capsys)
+    assert train.parse_duration("1.5h") == 5400 and train.parse_duration("25m") == 1500
+    assert train.train_layers_arg("auto") == "auto" and train.train_layers_arg("3") == "3"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,7 +17,8 @@ from pathlib import Path
 import pytest
 
 import config
-from tests.tiny_bundle import TOKENIZER_FILES, backbone_path, sample_texts
+from tests.test_train import tiny_backbone  # noqa: F401  (the seeded tiny BERT the F1 tolerance was measured on)
+from tests.tiny_bundle import sample_texts
 from training import devices
 from training.devices import DeviceError, Machine, Runtime, World
 
@@ -167,14 +167,14 @@ def test_budget_replan_adopts_the_total_every_process_agreed_on():
 
     import numpy as np
 
-    from training.train import budgeted_one_cycle
+    from training.schedule import budgeted_one_cycle
 
     def replanned(agree):
         now = time.time()
         sched = budgeted_one_cycle(np.array([1e-3]), 1000, 0.1, now + 100, lambda per_step, ends: 0.0,
                                    steps_per_epoch=100, log=lambda *_: None, agree=agree)
         sched.step, sched.durations = 12, [0.5] * 11
-        sched._replan(now)
+        sched.replan(now)
         return sched
 
     alone = replanned(None)
@@ -190,15 +190,19 @@ def test_make_learner_uses_fastai_mixed_precision_on_cuda_and_autocast_wrapper_o
     import torch
     from fastai.callback.fp16 import AMPMode, MixedPrecision
 
-    from training.train import TrainSettings, build_dls, load_model_and_tokenizer, load_splits, make_learner
+    from training.backbone import load_model_and_tokenizer
+    from training.dataset import read_splits
+    from training.learner import make_learner
+    from training.loaders import build_dls
+    from training.settings import TrainSettings
 
-    parts, ys, labels = load_splits(tiny_data, 32, 0)
+    sp = read_splits(tiny_data, 32, 0)
     s = TrainSettings(max_length=24, batch_size=8)
     built = {}
     for rt in (Runtime("cuda", "fp16", device_name="test"), Runtime("cpu", "bf16"), Runtime("cpu", "fp32")):
-        model, tok = load_model_and_tokenizer(str(tiny_backbone), labels)
-        dls = build_dls(parts["train"], parts["valid"], ys["train"], ys["valid"], labels, tok, model, s)
-        built[rt.device, rt.precision] = make_learner(dls, model, ys["train"], s, rt)[0]
+        model, tok = load_model_and_tokenizer(str(tiny_backbone), sp.labels)
+        dls = build_dls(sp.frames["train"], sp.frames["valid"], sp.y["train"], sp.y["valid"], sp.labels, tok, model, s)
+        built[rt.device, rt.precision] = make_learner(dls, model, sp.y["train"], s, rt)[0]
     cuda = built["cuda", "fp16"]
     mp = [cb for cb in cuda.cbs if isinstance(cb, MixedPrecision)]
     assert len(mp) == 1 and mp[0].amp_mode == AMPMode.FP16
@@ -211,26 +215,6 @@ def test_make_learner_uses_fastai_mixed_precision_on_cuda_and_autocast_wrapper_o
 
 
 # --------------------------------------------------------------------------------------------- the command
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory) -> Path:
-    """A 2-layer BERT with random weights and the real MiniLM tokenizer, saved as a local HF folder."""
-    from transformers import BertConfig, BertModel
-
-    out = tmp_path_factory.mktemp("tiny_backbone")
-    src = backbone_path()
-    for name in TOKENIZER_FILES:
-        if (src / name).exists():
-            shutil.copy(src / name, out / name)
-    vocab = sum(1 for _ in open(src / "vocab.txt", encoding="utf-8"))
-    cfg = BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    import torch
-
-    torch.manual_seed(0)  # the same backbone every session: the F1 tolerance below was measured on it
-    BertModel(cfg).save_pretrained(out)
-    return out
-
-
 def _prepared(tmp: Path, n: int) -> Path:
     texts, targets = sample_texts(LABELS, n, seed=1)
     raw = tmp / "raw.csv"
@@ -315,12 +299,11 @@ def test_deprecated_bf16_flag_still_works_and_says_so(tmp_path, tiny_data, capsy
     assert "--bf16 on (deprecated: means --precision bf16) contradicts --precision fp32" in capsys.readouterr().err
     args = train.build_parser().parse_args(["--data", "d", "--bf16", "off"])
     assert devices.fold_bf16_alias(args.precision, args.bf16) == "fp32"
-    # the alias alone is accepted with a deprecation warning (a window stride longer than the window stops the
-    # run right after it, before any loading)
-    assert train.main(["--data", str(tiny_data), "--out", str(tmp_path / "m"), "--bf16", "off",
-                       "--window-stride", "1000"]) == 2
+    # the alias alone is accepted with a deprecation warning (a data dir that is not there stops the run right
+    # after it, before any model is loaded)
+    assert train.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m"), "--bf16", "off"]) == 2
     err = capsys.readouterr().err
-    assert "warning: --bf16 is deprecated; use --precision fp32" in err and "--window-stride < --max-length" in err
+    assert "warning: --bf16 is deprecated; use --precision fp32" in err and "prepared data folder not found" in err
     assert not (tmp_path / "m").exists()
 
 
@@ -399,7 +382,7 @@ def test_two_cpu_processes_reach_the_f1_of_one(two_runs):
 @pytest.mark.slow
 def test_a_data_parallel_model_evaluates_and_exports_like_any_other(two_runs, tmp_path):
     from compression.quantize import build_bundle
-    from training.train import evaluate_saved
+    from training.evaluate import evaluate_saved
 
     _, model, _ = two_runs
     m = json.loads((model / "metrics.json").read_text())
@@ -477,14 +460,14 @@ def test_a_run_that_slows_down_late_is_shortened_never_lengthened():
 
     import numpy as np
 
-    from training.train import budgeted_one_cycle
+    from training.schedule import budgeted_one_cycle
 
     def late(durations, total=1000, step=500):
         now = time.time()
         sched = budgeted_one_cycle(np.array([1e-3]), total, 0.1, now + 200, lambda per_step, ends: 0.0,
                                    steps_per_epoch=100, log=lambda *_: None)
         sched.planned, sched.total, sched.step, sched.durations = 5000, total, step, durations
-        sched._replan(now, late=True)
+        sched.replan(now, late=True)
         return sched
 
     slowed = late([0.5] * 400 + [1.0] * 100)

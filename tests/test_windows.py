@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 from deployment.encoding import TextEncoder, Windows, pool_windows
 from deployment.predictor import BundleError, Predictor
 from tests.tiny_bundle import TINY_LABELS, TINY_MAX_LENGTH, make_tiny_bundle
+from tests.cases import check_each
 
 WINDOWS = {"max_windows": 4, "stride": 8, "pooling": "mean"}
 SHORT = "A young wizard must find the dragon's sword."
@@ -46,10 +47,13 @@ def _untruncated(pred: Predictor) -> Tokenizer:
     return tok
 
 
-@pytest.mark.parametrize("max_windows,stride", [(1, 0), (2, 0), (4, 8), (100, 8), (100, 25)])
-def test_the_token_count_of_any_text_is_its_untruncated_length(pred, max_windows, stride):
+def test_the_token_count_of_any_text_is_its_untruncated_length(pred):
     """n_tokens is computed from the windows (no second tokenisation): it must equal an untruncated count for any
     text, whatever the windows and the cap, including random Unicode, control characters and empty text."""
+    check_each([(1, 0), (2, 0), (4, 8), (100, 8), (100, 25)], lambda case: _token_count_case(pred, *case))
+
+
+def _token_count_case(pred, max_windows, stride):
     rng = np.random.default_rng(max_windows * 100 + stride)
     alphabet = list("ab cd ef.,;!?\n\t\x00\x1fé漢字😀") + ["ghost", " dragon ", "starship", "\u2028", "-"]
     texts = ["", " ", SHORT, LONG, LONG * 7] + ["".join(rng.choice(alphabet, size=int(rng.integers(0, 400))))
@@ -115,8 +119,11 @@ def test_a_document_gets_the_same_answer_alone_and_in_a_batch(pred):
     assert set(alone["predicted"]) - near == set(batched["predicted"]) - near
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_batches_hold_every_window_once_within_the_window_and_token_caps(pred, seed):
+def test_batches_hold_every_window_once_within_the_window_and_token_caps(pred):
+    check_each(range(6), lambda seed: _batches_case(pred, seed))
+
+
+def _batches_case(pred, seed):
     rng = np.random.default_rng(seed)
     words = ["ghost", "dragon", "starship", "crypt", "galaxy", "a"]
     texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 200)))) for _ in range(int(rng.integers(1, 60)))]

@@ -107,16 +107,14 @@ def fit_linear(train_texts, y_train, valid_texts, y_valid, labels, settings: Lin
 
 def run_baseline(data_dir: Path, settings: LinearSettings | None = None, log=print) -> dict:
     """Baseline metrics on `test` of a processed data set (thresholds tuned on `valid`)."""
-    from training.data import encode_labels, load_prepared
+    from training.dataset import read_splits
 
-    df, labels = load_prepared(data_dir)
-    parts = {s: df[df["split"] == s] for s in ("train", "valid", "test")}
-    ys = {s: encode_labels(p["labels"].tolist(), labels) for s, p in parts.items()}
+    sp = read_splits(data_dir)
+    texts, ys, labels = sp.texts, sp.y, sp.labels
     t0 = time.time()
-    model = fit_linear(parts["train"]["text"].tolist(), ys["train"], parts["valid"]["text"].tolist(), ys["valid"],
-                       labels, settings, log=log)
-    th = tune_thresholds(model.predict_proba(parts["valid"]["text"].tolist()), ys["valid"], labels)
-    metrics = evaluate(model.predict_proba(parts["test"]["text"].tolist()), ys["test"], labels, th)
+    model = fit_linear(texts["train"], ys["train"], texts["valid"], ys["valid"], labels, settings, log=log)
+    th = tune_thresholds(model.predict_proba(texts["valid"]), ys["valid"], labels)
+    metrics = evaluate(model.predict_proba(texts["test"]), ys["test"], labels, th)
     metrics["C"] = model.c
     metrics["seconds"] = round(time.time() - t0, 1)
     return metrics

@@ -5,12 +5,11 @@ Two kinds of caller use this module:
 * `training.prepare` (the data-preparation stage) reads a raw file with `read_records`, then runs the pure
   frame-to-frame steps below in order: `normalise_texts`, `drop_empty_text`, `deduplicate`,
   `apply_label_map`, `apply_hierarchy`, `prune_rare_labels`, `drop_unlabelled`.
-* later stages (training, the baseline, notebooks) read a prepared folder with `load_prepared` and turn label
-  lists into a matrix with `encode_labels`:
+* later stages read a prepared folder through `training.dataset` (the folder's writer and reader), which turns
+  label lists into a matrix with `encode_labels`:
 
-    >>> from training.data import load_prepared, encode_labels
-    >>> df, labels = load_prepared("data/processed/cmu")      # df.labels holds Python lists
-    >>> y = encode_labels(df.labels, labels)                   # uint8 [n_rows, n_labels]
+    >>> from training.data import encode_labels
+    >>> y = encode_labels([["Fantasy"], []], ["Fantasy", "Horror"])   # uint8 [n_rows, n_labels]
 
 A "frame" here is a DataFrame with a `text` column (str), a `labels` column (list[str]) and any passthrough
 columns; `_line` (the 1-based source line of each row) travels with it so errors and the report can point at
@@ -166,7 +165,7 @@ def read_text_file(path: Path) -> tuple[str, bytes]:
         ) from None
 
 
-def _read_csv_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, str]], list[int]]:
+def read_csv_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, str]], list[int]]:
     """Header, rows as dicts and the 1-based line on which each row starts (texts may span lines)."""
     with large_csv_fields():   # long descriptions are normal; the default 128 KiB cap is not a format rule
         return _csv_rows(path, text)
@@ -307,7 +306,7 @@ def read_records(
     fmt = detect_format(path) if fmt == "auto" else fmt
     content, raw = read_text_file(path)
     if fmt == "csv":
-        columns, rows, lines = _read_csv_rows(path, content)
+        columns, rows, lines = read_csv_rows(path, content)
     else:
         columns, rows, lines = _read_jsonl_rows(path, content)
     if not rows:
@@ -558,54 +557,3 @@ def encode_labels(label_lists: Iterable[Sequence[str]], labels: Sequence[str]) -
                 raise PrepareError(f"row {i}: label {label!r} is not in the label list; re-run training.prepare")
             y[i, j] = 1
     return y
-
-
-# --------------------------------------------------------------------------------------------------------
-# loading a prepared folder (used by training and the baseline)
-# --------------------------------------------------------------------------------------------------------
-def load_prepared(processed_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """Read `dataset.csv` + `labels.json` written by `training.prepare` and check they agree.
-
-    Returns the frame (`text`, `labels` as Python lists, `split`, passthrough columns) and the labels in index
-    order. Raises PrepareError when the folder or a file is missing, a labels cell is malformed, a split name is
-    unknown, a row has no labels, or a row carries a label that labels.json lacks.
-    """
-    folder = Path(processed_dir)
-    fix = f"run `python -m training.prepare --out {folder}` first"
-    if not folder.is_dir():
-        raise PrepareError(f"{folder}: prepared data folder not found; {fix}")
-    dataset_path, labels_path = folder / "dataset.csv", folder / "labels.json"
-    for p in (dataset_path, labels_path):
-        if not p.is_file():
-            raise PrepareError(f"{p}: missing; {fix}")
-    try:
-        mapping = json.loads(labels_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PrepareError(f"{labels_path}: not valid JSON ({e}); {fix}") from None
-    if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
-        raise PrepareError(f'{labels_path}: expected {{"label": index, ...}}; {fix}')
-    if sorted(mapping.values()) != list(range(len(mapping))):
-        raise PrepareError(f"{labels_path}: indices must be 0..{len(mapping) - 1} without gaps or repeats; {fix}")
-    labels = sorted(mapping, key=mapping.__getitem__)
-
-    content, _ = read_text_file(dataset_path)
-    header, rows, lines = _read_csv_rows(dataset_path, content)
-    missing = [c for c in ("text", "labels", "split") if c not in header]
-    if missing:
-        raise PrepareError(f"{dataset_path} line 1 (header): no column {', '.join(missing)}; {fix}")
-    known = set(labels)
-    parsed = []
-    for row, line in zip(rows, lines):
-        where = f"{dataset_path} line {line}"
-        row_labels = parse_labels_cell(row["labels"], where)
-        if not row_labels:
-            raise PrepareError(f"{where}: row has no labels; {fix}")
-        unknown = [x for x in row_labels if x not in known]
-        if unknown:
-            raise PrepareError(f"{where}: label {unknown[0]!r} is not in {labels_path.name}; {fix}")
-        if row["split"] not in SPLITS:
-            raise PrepareError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}; {fix}")
-        parsed.append(row_labels)
-    df = pd.DataFrame(rows, columns=header)
-    df["labels"] = pd.Series(parsed, dtype=object)
-    return df, labels

@@ -40,6 +40,23 @@ def cpu_has_native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+def autocast_dtype(precision: str):
+    """The torch autocast dtype of a resolved precision (None: fp32)."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
+def eval_autocast(precision: str):
+    """The autocast dtype of the CPU forward passes that measure the model (the final evaluation on valid and
+    test, the valid curve, their timing) for a --precision setting: bfloat16 where the CPU has native bf16, unless
+    fp32. On CMU's windows it ran 1.9x faster than fp32 with test F1 within 0.3 points (AVX512-BF16); the served
+    bundle is int8 either way, and `compression.quantize` checks it against the fp32 model."""
+    import torch
+
+    return torch.bfloat16 if precision != "fp32" and cpu_has_native_bf16() else None
+
+
 @dataclass(frozen=True)
 class Machine:
     """What this process can use (probed once, or given by a test)."""

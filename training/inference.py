@@ -30,16 +30,39 @@ def text_encoder(tokenizer, model, max_length: int, windows: Windows | None = No
 @torch.no_grad()
 def window_logits(model, encoder: TextEncoder, encoded: Encoded, batch_size: int = 32, progress=None,
                   autocast: torch.dtype | None = None) -> np.ndarray:
-    """Logits [n_windows, L] for every window of `encoded`, in window order (length-sorted batches inside), on
-    the CPU; under CPU autocast to `autocast` (bfloat16) when given, else in the model's fp32."""
+    """Logits [n_windows, L] for every window of `encoded`, in window order, through the encoder's own batches
+    (`TextEncoder.run_windows`, length-sorted) on the model's device, in eval mode; CPU forward passes run under
+    autocast to `autocast` (bfloat16) when given, else in the model's fp32. `progress` wraps an iterable (tqdm,
+    fastprogress) and is stepped once a batch."""
     model.eval()
-    batches = encoder.batches(encoded, batch_size, sort=True)
-    out = np.zeros((len(encoded.windows), model.config.num_labels), dtype=np.float32)
+    if not encoded.windows:
+        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+    device = next(model.parameters()).device
+
+    def forward(feeds: dict) -> np.ndarray:
+        return model(**{k: torch.from_numpy(v).to(device) for k, v in feeds.items()}).logits.float().cpu().numpy()
+
+    forward, done = stepped(forward, progress, lambda: len(encoder.batches(encoded, batch_size, sort=True)))
     with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-        for idx in (progress(batches) if progress else batches):
-            feeds = encoder.feeds([encoded.windows[i] for i in idx])
-            out[idx] = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.float().numpy()
+        out = encoder.run_windows(forward, encoded, batch_size, sort=True)
+    done()
     return out
+
+
+def stepped(forward, progress, n_batches):
+    """(`forward` stepping the progress display `progress(range(n_batches()))` once a call, a function that closes
+    it); `progress` None: `forward` unchanged (and the batches are not counted)."""
+    if progress is None:
+        return forward, lambda: None
+    ticks = iter(progress(range(n_batches())))
+    next(ticks, None)
+
+    def counted(feeds):
+        out = forward(feeds)
+        next(ticks, None)
+        return out
+
+    return counted, lambda: next(ticks, None)
 
 
 def predict_logits(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 32,

@@ -10,13 +10,13 @@ their output (fp16, in memory), and train the top layers and the head for epochs
 top layers' forward and backward only. The frozen weights are the backbone's own, so the checkpoint, the ONNX
 export and the predictor are exactly those of a full fine-tune: nothing downstream knows the difference.
 
-What is cached is chosen to fit: the windows of a training document that the epochs will read, up to
---max-windows (each epoch reads the next of a document's cached windows in a shuffled order, as `--train-windows
-random` does without the cache), fewer when a time budget or the memory cannot afford them, spread over the
-document; and the first window of each valid row, for fastai's epoch-end loss. With a time budget the first
-windows are cached and timed, one step of the top layers is timed on them, and the number kept per document is
-the one under which the epochs left read the most distinct windows (`windows_for_epochs`): a window the budget
-would never reach is not worth its forward pass.
+What is cached is chosen to fit (`training.layerplan` decides, this module computes): the windows of a training
+document that the epochs will read, up to --max-windows (each epoch reads the next of a document's cached windows in
+a shuffled order, as `--train-windows random` does without the cache: `loaders.cached_dls`), fewer when a time
+budget or the memory cannot afford them, spread over the document; and the first window of each valid row, for
+fastai's epoch-end loss. With a time budget the first windows are cached and timed, one step of the top layers is
+timed on them, and the number kept per document is the one under which the epochs left read the most distinct
+windows (`windows_for_epochs`): a window the budget would never reach is not worth its forward pass.
 
 Supported backbones: BERT-like encoders (embeddings, a list of layers taking an additive attention mask, a
 linear classifier over the pooled vector), the models `layer_groups` splits by layer. Others are refused with a
@@ -228,6 +228,8 @@ def top_step_seconds(net: "TopLayers", cache: Cache, batch_size: int, n_labels: 
     order = np.argsort([h.shape[0] for h in cache.hidden], kind="stable")
     mid = max(0, min(len(order) - batch_size, len(order) // 2 - batch_size // 2))
     picked = order[mid:mid + batch_size]
+    from training.loaders import collate
+
     (hidden, mask), _ = collate([(cache.hidden[i], np.zeros(n_labels, np.float32)) for i in picked])
     hidden, mask = hidden.to(device), mask.to(device)
     target = torch.zeros(len(picked), n_labels, device=device)
@@ -252,127 +254,39 @@ def top_step_seconds(net: "TopLayers", cache: Cache, batch_size: int, n_labels: 
 
 def build_cache(model, n_frozen: int, encoder, encoded, picked: list[list[int]], batch_size: int,
                 device: torch.device, autocast_dtype=None, progress=None) -> Cache:
-    """Run the frozen part once over the picked windows of every row (length-sorted batches on `device`)."""
-    from deployment.encoding import Encoded
+    """Run the frozen part once over the picked windows of every row, through the encoder's own batches
+    (`TextEncoder.run_windows`, length-sorted) on `device`. `progress` wraps an iterable and is stepped a batch."""
+    from training.inference import stepped
 
     t = time.perf_counter()
-    first = np.r_[0, np.cumsum(encoded.n_windows)[:-1]].astype(int)     # each row's first window in `encoded`
-    keep = [int(first[r] + w) for r, ws in enumerate(picked) for w in ws]
-    sub = Encoded([encoded.windows[i] for i in keep], np.arange(len(keep)), [], [], [])
-    hidden: list = [None] * len(keep)
+    first = encoded.first_windows()                                     # each row's first window in `encoded`
+    sub = encoded.subset([int(first[r] + w) for r, ws in enumerate(picked) for w in ws])
+    stored: list = []
     model.eval()
-    batches = encoder.batches(sub, batch_size, sort=True)
-    for idx in (progress(batches) if progress else batches):
-        feeds = {k: torch.from_numpy(v).to(device) for k, v in encoder.feeds([sub.windows[i] for i in idx]).items()}
+
+    def forward(feeds: dict) -> np.ndarray:
+        """The batch's hidden states, padding dropped, appended to `stored`; returns where each window's went
+        (run_windows puts them in window order)."""
+        feeds = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             h = lower_hidden(model, n_frozen, feeds)
         h = h.to("cpu", CACHE_DTYPE)
         if not torch.isfinite(h).all():
             raise CacheError(f"the lower layers' output overflows {CACHE_DTYPE} in the cache: use --train-layers all")
         lengths = feeds["attention_mask"].sum(1).tolist()
-        for j, i in enumerate(idx):
-            hidden[i] = h[j, :int(lengths[j])].clone()
+        start = len(stored)
+        stored.extend(h[j, :int(n)].clone() for j, n in enumerate(lengths))
+        return np.arange(start, len(stored))[:, None]
+
+    forward, done = stepped(forward, progress, lambda: len(encoder.batches(sub, batch_size, sort=True)))
+    slots = encoder.run_windows(forward, sub, batch_size, sort=True)[:, 0] if sub.windows else []
+    done()
+    hidden = [stored[int(k)] for k in slots]
     rows, k = [], 0
     for ws in picked:
         rows.append(list(range(k, k + len(ws))))
         k += len(ws)
     return Cache(hidden, rows, time.perf_counter() - t)
-
-
-class WindowCycle:
-    """Which of a row's `n` windows to read each time the row is asked for one: every window once, in a random
-    order, before any is read again (a fresh order each round). Drawing with replacement instead, a CMU summary
-    of 3 windows read for 2.6 epochs sees 2.0 of them on average; cycling, 2.6."""
-
-    def __init__(self, seed: int):
-        self.rng = np.random.default_rng(seed)
-        self.order: dict = {}
-        self.asked: dict = {}
-
-    def __call__(self, key, n: int) -> int:
-        if n <= 1:
-            return 0
-        k = self.asked.get(key, 0)
-        if k % n == 0 or len(self.order[key]) != n:
-            self.order[key] = self.rng.permutation(n)
-        self.asked[key] = k + 1
-        return int(self.order[key][k % n])
-
-
-class CachedRows:
-    """A training (or valid) set over the cache: row i gives (its window this epoch, its label vector). `draw()`
-    picks the epoch's windows: the next of each row's cached windows in a shuffled order when `random`
-    (`WindowCycle`), else its first."""
-
-    def __init__(self, cache: Cache, y: np.ndarray, random: bool, seed: int):
-        self.cache, self.y, self.random = cache, np.asarray(y, dtype=np.float32), random
-        self.cycle = WindowCycle(seed)
-        self.picked = [ws[0] for ws in cache.rows]
-
-    def draw(self) -> None:
-        """New windows for the next epoch (the bucketing DataLoader calls it before it orders the rows)."""
-        if self.random:
-            self.picked = [ws[self.cycle(i, len(ws))] for i, ws in enumerate(self.cache.rows)]
-
-    def length(self, i: int) -> int:
-        """Tokens in row i's window this epoch."""
-        return int(self.cache.hidden[self.picked[i]].shape[0])
-
-    def __len__(self) -> int:
-        return len(self.cache.rows)
-
-    def __getitem__(self, i):
-        return self.cache.hidden[self.picked[i]], self.y[i]
-
-
-def collate(items) -> tuple:
-    """((hidden [B, T, H], mask [B, T]), y [B, L]): windows right-padded to the longest in the batch."""
-    lengths = [h.shape[0] for h, _ in items]
-    t, width = max(lengths), items[0][0].shape[1]
-    hidden = torch.zeros(len(items), t, width, dtype=items[0][0].dtype)
-    mask = torch.zeros(len(items), t, dtype=torch.long)
-    for b, ((h, _), n) in enumerate(zip(items, lengths)):
-        hidden[b, :n] = h
-        mask[b, :n] = 1
-    return (hidden, mask), torch.from_numpy(np.stack([y for _, y in items]))
-
-
-BUCKET_BATCHES = 50   # batches whose rows are sorted by window length together (fastai's SortedDL uses 50 too)
-
-
-def bucketed(idxs: list, length, batch_size: int, shuffle) -> list:
-    """`idxs` (already shuffled) reordered into batches of similar lengths: each run of BUCKET_BATCHES batches'
-    rows sorted by `length`, cut into batches, the full batches shuffled by `shuffle` and the one partial batch
-    (if any) kept last, where `drop_last` finds it. The same rows, each once."""
-    n = batch_size * BUCKET_BATCHES
-    batches = []
-    for c in range(0, len(idxs), n):
-        part = sorted(idxs[c:c + n], key=length)
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
-    full = [b for b in batches if len(b) == batch_size]
-    shuffle(full)
-    return [i for b in full + [b for b in batches if len(b) < batch_size] for i in b]
-
-
-def cached_dls(train: CachedRows, valid: CachedRows, batch_size: int, eval_batch_size: int, seed: int):
-    """fastai DataLoaders over the cached rows: training batches shuffled and length-bucketed (each epoch draws
-    its windows, then batches windows of similar length: a random batch pads to its longest window, and one
-    random window per CMU summary left 25% of the padded tokens padding; bucketed batches pad ~25% fewer),
-    the last partial batch dropped (as blurr's are); valid in order."""
-    from fastai.data.core import DataLoaders
-    from fastai.data.load import DataLoader
-
-    class BucketedDL(DataLoader):
-        def get_idxs(self):
-            self.dataset.draw()
-            idxs = super().get_idxs()
-            return bucketed(list(idxs), self.dataset.length, self.bs, self.rng.shuffle) if self.shuffle else idxs
-
-    dl_train = BucketedDL(train, bs=batch_size, shuffle=True, drop_last=True, create_batch=collate, num_workers=0)
-    dl_valid = DataLoader(valid, bs=eval_batch_size, shuffle=False, drop_last=False, create_batch=collate,
-                          num_workers=0)
-    torch.manual_seed(seed)
-    return DataLoaders(dl_train, dl_valid)
 
 
 def memory_available() -> int:

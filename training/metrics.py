@@ -1,9 +1,14 @@
-"""Multilabel metrics and threshold tuning: pure functions over numpy arrays.
+"""Multilabel metrics and the one threshold tuner: pure functions over numpy arrays.
 
     probs: float [n, L] in [0, 1]      y: {0,1} [n, L]      thresholds: float or float [L]
 
-Thresholds are tuned on `valid` only (`tune_thresholds`) and every metric is reported on `test`
-(`multilabel_report`). Precision/recall/F1 follow scikit-learn's definitions with `zero_division=0`.
+Thresholds are tuned on `valid` only (`tune_thresholds`, on THRESHOLD_GRID) and every metric is reported on `test`
+(`multilabel_report`). A label is predicted where its score reaches its threshold (`deployment.scoring.decide`,
+what every server does). Precision/recall/F1 follow scikit-learn's definitions with `zero_division=0`.
+
+The tuner's objectives (`objective=`): "label_f1" (each label its own best F1: what training ships) and "mean_f1"
+(the per-label thresholds moved together for the best (micro-F1 + macro-F1) / 2: compared by `bench.combine`). Its
+global threshold, the best micro-F1 over all labels, is also `micro_f1_at_best_threshold` (the valid curve's).
 """
 from __future__ import annotations
 
@@ -11,12 +16,10 @@ from typing import Sequence
 
 import numpy as np
 
+from deployment.scoring import decide
+
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.981, 0.01), 4)  # candidate thresholds, inclusive of both ends
-
-
-def binarize(probs: np.ndarray, thresholds) -> np.ndarray:
-    """1 where a score reaches its label's threshold (a scalar or one value per label)."""
-    return (np.asarray(probs) >= np.asarray(thresholds, dtype=np.float64)).astype(np.uint8)
+OBJECTIVES = ("label_f1", "mean_f1")
 
 
 def _prf(tp, fp, fn):
@@ -64,7 +67,7 @@ def _f1_curves(probs: np.ndarray, y: np.ndarray, grid: np.ndarray):
     fp = np.empty_like(tp)
     pos = y.sum(0)
     for i, t in enumerate(grid):
-        pred = probs >= t
+        pred = decide(probs, t)
         tp[i] = (pred & y).sum(0)
         fp[i] = (pred & ~y).sum(0)
     return tp, fp, pos - tp
@@ -85,15 +88,28 @@ def best_label_f1(probs: np.ndarray, y: np.ndarray, grid: np.ndarray = THRESHOLD
     return _prf(tp, fp, fn)[2].max(0)
 
 
+def micro_f1_at_best_threshold(probs: np.ndarray, y: np.ndarray, grid: np.ndarray = THRESHOLD_GRID
+                               ) -> tuple[float, float]:
+    """(micro-F1, threshold): the one global threshold on the grid with the best micro-F1 on (probs, y), chosen
+    on the rows it is scored on: `tune_thresholds`'s "global"."""
+    tp, fp, fn = _f1_curves(np.asarray(probs, dtype=np.float64), y, grid)
+    micro = _prf(tp.sum(1), fp.sum(1), fn.sum(1))[2]
+    return float(micro.max()), widest_best(micro, grid)
+
+
 def tune_thresholds(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], min_support: int = 5,
-                    grid: np.ndarray = THRESHOLD_GRID) -> dict:
+                    grid: np.ndarray = THRESHOLD_GRID, objective: str = "label_f1") -> dict:
     """A global threshold (best micro-F1) and per-label ones: the best label F1 on labels with ≥ min_support
     positives in `y`; the labels with fewer share one threshold, the best micro-F1 over them pooled ("rare"), when
     they have ≥ min_support positives together, else the global one. Returns the thresholds.json structure.
+    With `objective="mean_f1"` the per-label thresholds then move, one label at a time (the rare ones together),
+    while that raises (micro-F1 + macro-F1) / 2 on (probs, y): coordinate ascent on the grid from the F1 ones.
 
     Why the rare labels get their own: the global threshold is set by the common labels, and the probabilities of
     a label seen a handful of times sit lower. On a 150-label set (108 labels under 5 valid positives) the shared
     threshold tuned on the rare labels raised test macro-F1 by 1.6 points for TF-IDF and 2.2 for the blend."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y, dtype=bool)
     tp, fp, fn = _f1_curves(probs, y, grid)
@@ -108,11 +124,40 @@ def tune_thresholds(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], min
         if support[rare].sum() >= min_support:
             _, _, pooled = _prf(tp[:, rare].sum(1), fp[:, rare].sum(1), fn[:, rare].sum(1))
             rare_t = widest_best(pooled, grid)
-    per_label = {}
-    for j, lab in enumerate(labels):
-        per_label[lab] = rare_t if rare[j] else widest_best(per_f1[:, j], grid)
-    return {"global": global_t, "per_label": per_label, "rare": rare_t, "min_support": int(min_support),
-            "valid_support": {lab: int(s) for lab, s in zip(labels, support)}}
+    per = np.array([rare_t if rare[j] else widest_best(per_f1[:, j], grid) for j in range(len(labels))])
+    if objective == "mean_f1":
+        per = _mean_f1_ascent(tp, fp, fn, per_f1, per, rare, grid)
+        rare_t = float(per[rare][0]) if rare.any() else None
+    return {"global": global_t, "per_label": {lab: float(t) for lab, t in zip(labels, per)}, "rare": rare_t,
+            "min_support": int(min_support), "valid_support": {lab: int(s) for lab, s in zip(labels, support)}}
+
+
+def _mean_f1_ascent(tp, fp, fn, f1, start: np.ndarray, rare: np.ndarray, grid: np.ndarray,
+                    passes: int = 10) -> np.ndarray:
+    """Per-label thresholds for the best (micro-F1 + macro-F1) / 2 from the tp/fp/fn/F1 curves [grid, L]: coordinate
+    ascent on the grid from `start`, the labels in `rare` moving together, at most `passes` sweeps."""
+    idx = np.array([int(np.argmin(np.abs(grid - t))) for t in start])
+    coords = [[j] for j in np.flatnonzero(~rare)] + ([list(np.flatnonzero(rare))] if rare.any() else [])
+    cols = np.arange(len(start))
+
+    def score(i):
+        return (_prf(tp[i, cols].sum(), fp[i, cols].sum(), fn[i, cols].sum())[2] + f1[i, cols].mean()) / 2
+
+    best = score(idx)
+    for _ in range(passes):
+        moved = False
+        for js in coords:
+            rest = {a: m[idx, cols].sum() - m[idx[js], js].sum()
+                    for a, m in (("tp", tp), ("fp", fp), ("fn", fn), ("f1", f1))}
+            micro = _prf(rest["tp"] + tp[:, js].sum(1), rest["fp"] + fp[:, js].sum(1),
+                         rest["fn"] + fn[:, js].sum(1))[2]
+            curve = (micro + (rest["f1"] + f1[:, js].sum(1)) / len(start)) / 2
+            if curve.max() > best + 1e-12:
+                idx[js] = int(np.argmin(np.abs(grid - widest_best(curve, grid))))
+                best, moved = score(idx), True
+        if not moved:
+            break
+    return grid[idx]
 
 
 def threshold_vector(thresholds: dict, labels: Sequence[str]) -> np.ndarray:
@@ -125,8 +170,8 @@ def threshold_vector(thresholds: dict, labels: Sequence[str]) -> np.ndarray:
 
 def evaluate(probs: np.ndarray, y: np.ndarray, labels: Sequence[str], thresholds: dict) -> dict:
     """Test-split report with the tuned per-label thresholds, plus the headline numbers at the global one."""
-    per = multilabel_report(y, binarize(probs, threshold_vector(thresholds, labels)), labels)
-    glob = multilabel_report(y, binarize(probs, thresholds["global"]), labels)
+    per = multilabel_report(y, decide(probs, threshold_vector(thresholds, labels)), labels)
+    glob = multilabel_report(y, decide(probs, thresholds["global"]), labels)
     per["global_threshold"] = {k: glob[k] for k in ("micro_f1", "macro_f1", "samples_f1")}
     return per
 

@@ -26,7 +26,6 @@ into place, so a failed run leaves nothing behind. Bad input exits with code 2 a
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import json
@@ -45,7 +44,8 @@ import config
 from deployment.cli_types import non_negative_float, non_negative_int, positive_int, probability
 from deployment.files import OutputError, replace_dir
 from training import data
-from training.data import LINE_COL, SPLITS, PrepareError
+from training.data import SPLITS, PrepareError
+from training.dataset import write_dataset
 from training.split import ensure_labels_in_fold, iterative_stratification
 
 OUTPUT_FILES = ("dataset.csv", "labels.json", "report.json", "label_frequencies.png")
@@ -229,19 +229,6 @@ def _report(settings: PrepareSettings, raw, df: pd.DataFrame, labels: list[str],
 # --------------------------------------------------------------------------------------------------------
 # writing
 # --------------------------------------------------------------------------------------------------------
-def dataset_frame(df: pd.DataFrame, passthrough: Sequence[str]) -> pd.DataFrame:
-    """The dataset.csv columns: text, labels (JSON lists), split, then the passthrough columns."""
-    out = pd.DataFrame({
-        "text": df["text"],
-        "labels": [json.dumps(x, ensure_ascii=False) for x in df["labels"]],
-        "split": df["split"],
-    })
-    for col in passthrough:
-        if col in df and col != LINE_COL:
-            out[col] = df[col]
-    return out
-
-
 def plot_label_frequencies(frequencies: dict, title: str, path: Path) -> None:
     """Horizontal bars, one per label, stacked by split, commonest at the top; tall enough for 200+ labels."""
     import matplotlib.ticker
@@ -286,12 +273,7 @@ def write_outputs(
     """
     try:
         with replace_dir(out, owned_by="report.json", what="training.prepare output") as tmp:
-            # Every cell quoted: with "\n" line ends the csv module leaves a cell holding a bare "\r" unquoted, and
-            # every reader then cuts the row there (passthrough columns such as a title keep what the source had).
-            dataset_frame(df, passthrough).to_csv(tmp / "dataset.csv", index=False, lineterminator="\n",
-                                                  quoting=csv.QUOTE_ALL)
-            (tmp / "labels.json").write_text(
-                json.dumps({x: i for i, x in enumerate(labels)}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            write_dataset(tmp, df, labels, passthrough)
             plot_label_frequencies(
                 report["label_frequencies"],
                 f"{report['name']}: {len(labels)} labels on {report['rows_out']} rows",

@@ -18,6 +18,7 @@ import math
 import numbers
 import re
 import reprlib
+import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,6 +43,17 @@ DEFAULT_BATCH_TOKENS = 1024         # padded tokens per onnxruntime call at most
 MAX_TOKENS = 32_768                 # largest max_length a bundle may declare (the load-time check runs one such text)
 REQUIRED_KEYS = ("format_version", "labels", "thresholds", "max_length", "inputs")
 MEMORY_PATTERN = False              # onnxruntime's memory-pattern planning (see session_options; bench/memory.py)
+
+
+# "Empty" is what no reader would see: a text whose every character is whitespace (Z*), a control (Cc) or format
+# character (Cf: zero-width space and joiners, word joiner, soft hyphen, BOM, direction marks), a combining mark
+# (M*: with nothing else there, it has no letter to sit on) or a Hangul filler is refused like "" (docs/CONTRACTS.md).
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Mc", "Me"})
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")   # Hangul fillers: letters (Lo) that draw nothing
+
+
+def _visible(char: str) -> bool:
+    return unicodedata.category(char) not in _INVISIBLE_CATEGORIES and char not in _FILLERS
 
 
 class InputError(ValueError, TypeError):
@@ -203,6 +215,11 @@ class Predictor:
             return f"is {type(text).__name__}, expected str"
         if not text.strip():
             return "is empty or whitespace only; there is nothing to classify"
+        if not any(map(_visible, text)):
+            first = text.lstrip()[0]
+            name = " ".join([f"U+{ord(first):04X}", unicodedata.name(first, "")]).strip()
+            return (f"has no visible character, only invisible ones such as {name} (whitespace, control and format "
+                    "characters, combining marks without a letter); there is nothing to classify")
         surrogate = cls._LONE_SURROGATE.search(text)
         if surrogate:   # the tokenizer cannot take it (its Rust strings are UTF-8): say so instead of a TypeError
             return (f"holds a lone surrogate (U+{ord(surrogate.group()):04X} at character {surrogate.start()}), "

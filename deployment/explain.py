@@ -37,7 +37,7 @@ DEFAULT_UNIT = "sentence"          # the unit served (chosen with bench/explain.
 MAX_SPANS = 16                     # spans per text at most = extra texts scored per explained text
 WORDS_PER_CHUNK = 6                # words per span for the "words" unit
 EVIDENCE_PER_LABEL = 5             # spans listed per label in a prediction (the largest |weight|)
-CHARS_PER_CALL = 262_144           # characters of variants per `score` call (~8 MiB of tokens; a longer one alone)
+CHARS_PER_CALL = 262_144           # characters of variants per `score` call (~15 MiB of tokens; a longer one alone)
 METHOD = "occlusion"
 
 # A sentence ends after . ! ? … (and closing quotes or brackets) followed by whitespace, after CJK full stops

@@ -6,7 +6,9 @@
 Every input row comes out, in order, with `predicted_labels` (JSON list), `scores` (JSON object, label → score,
 best first), `truncated`, `n_tokens` and `error` (empty unless the row could not be predicted: empty text, a
 non-string value, a lone surrogate, a malformed JSON line, a CSV row with the wrong number of fields). A bad row
-never stops the run. Thresholds are the bundle's tuned ones unless `--threshold` is given.
+never stops the run; broken CSV quoting (a quote never closed, which would swallow every later row, or text
+after a closing quote) is a broken file: exit code 2 naming the line, as `training.prepare` says for the same
+file (one reader, deployment/formats.py). Thresholds are the bundle's tuned ones unless `--threshold` is given.
 
 `--explain` adds an `evidence` column: for each predicted label, the (up to 3) spans of the text whose removal
 lowers its score most, as JSON `{"label": [{"start", "end", "weight", "text"}, ...]}` (offsets into the text
@@ -15,10 +17,12 @@ more scoring pass over at most 16 variants of each text (deployment/explain.py).
 
 CSV output has the union of the input rows' fields, in first-seen order (JSONL objects need not share keys),
 then the five prediction columns; cells of a CSV row with more fields than its header go to `_overflow` (a
-JSON list). A lone surrogate (JSON "\\ud800", which UTF-8 cannot encode) is written as its `\\ud800` escape.
+JSON list). A lone surrogate (JSON "\\ud800", which UTF-8 cannot encode) is written as its `\\ud800` escape;
+every JSON written is strict RFC 8259 (a number no double holds, `1e999`, comes back as the string "1e999").
 The output is written to a hidden `.<out>.partial-<pid>` file and renamed into place when complete; the
 input is never the output. Ctrl-C or SIGTERM stops the run and leaves no output and no temporary file; the
-temporary files of runs that died harder (kill -9) are removed by the next run writing the same output.
+temporary files of runs that died harder (kill -9) are removed by the next run writing the same output. A
+closed stdout or stderr (`... 2>&1 | head`) stops the progress bar and messages, never the run.
 """
 from __future__ import annotations
 

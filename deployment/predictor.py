@@ -261,8 +261,8 @@ class Predictor:
         cap on windows (or, with one window, `max_length`) cut the text, so the model did not read all of it.
 
         `explain=True` adds each listed label's `evidence` (spans of the text whose removal lowers or raises
-        its score, deployment/explain.py) and each text's `explanation` (how the spans were made); it costs one
-        more scoring call over at most `explain.MAX_SPANS` variants of each text.
+        its score, deployment/explain.py) and each text's `explanation` (how the spans were made); it costs
+        scoring at most `explain.MAX_SPANS` variants of each text, in groups of bounded size (bounded memory).
         """
         if isinstance(texts, (str, bytes)):
             raise InputError("predict() takes a list of texts; wrap a single text as [text]")
@@ -296,7 +296,7 @@ class Predictor:
         return results
 
     def _add_evidence(self, texts: list[str], probs: np.ndarray, results: list[dict]) -> None:
-        """Evidence for every label listed in `results`, from one scoring call over every text's variants."""
+        """Evidence for every label listed in `results`, from scoring every text's variants (in bounded groups)."""
         index = {label: j for j, label in enumerate(self.labels)}
         explained = explaining.explain_texts(self.scores, texts, probs)
         for text, result, (spans, weights) in zip(texts, results, explained):

@@ -649,6 +649,19 @@ def test_stackoverflow_titles_counts_match_an_independent_recount(shared_dir, tm
     assert_contract(df, labels, report)
 
 
+def test_a_closed_stdout_and_stderr_pipe_keeps_the_prepared_output(tmp_path):
+    """`python -m training.prepare ... 2>&1 | head -c 1`: the reader goes away after one byte; the settings, the
+    progress and the summary have nowhere to go, and the prepared folder is still written and exit is 0."""
+    src, out = write_csv(tmp_path / "in.csv", books(240)), tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "training.prepare", "--input", str(src), "--out", str(out)],
+                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc.stdout.read(1)
+    proc.stdout.close()
+    assert proc.wait(timeout=180) == 0
+    df, labels = data.load_prepared(out)
+    assert len(df) > 100 and labels and json.loads((out / "report.json").read_text())["rows_out"] == len(df)
+
+
 def test_min_words_drops_placeholder_texts_before_they_merge(tmp_path):
     import pandas as pd
 

@@ -16,7 +16,7 @@ from deployment.predictor import Predictor
 FEW, MANY = 16, 256
 CHARS = 1_500                   # ~18 sentences: every text is cut into the full 16 spans
 WORDS = "dragon wizard love murder ghost planet kingdom the a of night letters detective crypt".split()
-MARGIN_MIB = 15                 # RSS noise between two runs; unbounded, 240 more texts cost ~150 MiB more
+MARGIN_MIB = 15                 # RSS noise between two runs; unbounded, the 240 more texts cost ~175 MiB more
 
 
 def long_texts(n: int, seed: int = 0) -> list[str]:

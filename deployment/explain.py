@@ -5,9 +5,14 @@ in turn and the text is scored again by the caller's `score(texts) -> probabilit
 `Predictor.probabilities`: the same tokenizer, windows, ONNX session and blend with the linear part that
 served the prediction, so the evidence explains what was served and nothing else. A span's weight for a label
 is the drop in that label's blended score when the span is gone (positive: the span pushes the label up).
-Every label gets its weights from the same re-scored texts, and every text of a request is re-scored in one
-call, so explaining costs one extra `score` call over at most `max_spans` variants per text, whatever the
-number of labels.
+Every label gets its weights from the same re-scored texts, so explaining costs at most `max_spans` variants
+scored per text, whatever the number of labels.
+
+Memory is bounded by construction: the variants are built and scored in groups of at most CHARS_PER_CALL
+characters (one longer variant alone), so only one group is ever tokenised at a time, each call going through
+the predictor's own token-capped onnxruntime batches. What explaining adds to a process's peak is one group's
+tokens, whatever the number of texts in the request or file; a text longer than the budget costs what plain
+prediction of that one text costs. A request whose variants fit in one group is scored in one call.
 
     from deployment.explain import explain_texts, evidence
     spans, weights = explain_texts(score, texts, probs)[0]          # weights: [n_spans, n_labels]
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -32,6 +37,7 @@ DEFAULT_UNIT = "sentence"          # the unit served (chosen with bench/explain.
 MAX_SPANS = 16                     # spans per text at most = extra texts scored per explained text
 WORDS_PER_CHUNK = 6                # words per span for the "words" unit
 EVIDENCE_PER_LABEL = 5             # spans listed per label in a prediction (the largest |weight|)
+CHARS_PER_CALL = 262_144           # characters of variants per `score` call (~15 MiB of tokens; a longer one alone)
 METHOD = "occlusion"
 
 # A sentence ends after . ! ? … (and closing quotes or brackets) followed by whitespace, after CJK full stops
@@ -129,18 +135,41 @@ def delete(text: str, spans: Sequence[Span]) -> str:
     return "".join(out)
 
 
+def variant_batches(texts: Sequence[str], spans: Sequence[Sequence[Span]],
+                    chars_per_call: int) -> Iterator[list[tuple[int, int, str]]]:
+    """The texts' variants (each text without one of its spans) as `(text index, span index, variant)`, in
+    order, grouped so that one group holds at most `chars_per_call` characters (a longer variant alone). Built
+    lazily: only the group being scored exists, whatever the number or length of the texts."""
+    if chars_per_call < 1:
+        raise ValueError(f"chars_per_call must be >= 1, got {chars_per_call}")
+    group, size = [], 0
+    for i, (text, own) in enumerate(zip(texts, spans)):
+        for k, span in enumerate(own):
+            variant = delete(text, [span])
+            if group and size + len(variant) > chars_per_call:
+                yield group
+                group, size = [], 0
+            group.append((i, k, variant))
+            size += len(variant)
+    if group:
+        yield group
+
+
 def explain_texts(score: Score, texts: Sequence[str], probs: np.ndarray, unit: str = DEFAULT_UNIT,
-                  max_spans: int = MAX_SPANS) -> list[tuple[list[Span], np.ndarray]]:
+                  max_spans: int = MAX_SPANS,
+                  chars_per_call: int | None = None) -> list[tuple[list[Span], np.ndarray]]:
     """For each text, its spans and their weights [n_spans, n_labels]: `probs` (the text's served scores)
-    minus the scores of the text without the span. One `score` call for every span of every text."""
+    minus the scores of the text without the span. The variants are scored `chars_per_call` characters at a
+    time (None: CHARS_PER_CALL; `variant_batches`), so memory stays bounded however many texts are explained."""
+    chars_per_call = CHARS_PER_CALL if chars_per_call is None else chars_per_call
+    probs = np.asarray(probs, dtype=np.float64)
     spans = [spans_of(text, unit, max_spans) for text in texts]
-    variants = [delete(text, [span]) for text, own in zip(texts, spans) for span in own]
-    scored = np.asarray(score(variants), dtype=np.float64)
-    out, row = [], 0
-    for i, own in enumerate(spans):
-        out.append((own, np.asarray(probs[i], dtype=np.float64)[None, :] - scored[row:row + len(own)]))
-        row += len(own)
-    return out
+    weights = [np.empty((len(own), probs.shape[1]), dtype=np.float64) for own in spans]
+    for group in variant_batches(texts, spans, chars_per_call):
+        scored = np.asarray(score([variant for _, _, variant in group]), dtype=np.float64)
+        for (i, k, _), row in zip(group, scored):
+            weights[i][k] = probs[i] - row
+    return list(zip(spans, weights))
 
 
 def ranked(weights: np.ndarray) -> list[int]:

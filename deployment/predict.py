@@ -6,7 +6,9 @@
 Every input row comes out, in order, with `predicted_labels` (JSON list), `scores` (JSON object, label → score,
 best first), `truncated`, `n_tokens` and `error` (empty unless the row could not be predicted: empty text, a
 non-string value, a lone surrogate, a malformed JSON line, a CSV row with the wrong number of fields). A bad row
-never stops the run. Thresholds are the bundle's tuned ones unless `--threshold` is given.
+never stops the run; broken CSV quoting (a quote never closed, which would swallow every later row, or text
+after a closing quote) is a broken file: exit code 2 naming the line, as `training.prepare` says for the same
+file (one reader, deployment/formats.py). Thresholds are the bundle's tuned ones unless `--threshold` is given.
 
 `--explain` adds an `evidence` column: for each predicted label, the (up to 3) spans of the text whose removal
 lowers its score most, as JSON `{"label": [{"start", "end", "weight", "text"}, ...]}` (offsets into the text
@@ -15,10 +17,12 @@ more scoring pass over at most 16 variants of each text (deployment/explain.py).
 
 CSV output has the union of the input rows' fields, in first-seen order (JSONL objects need not share keys),
 then the five prediction columns; cells of a CSV row with more fields than its header go to `_overflow` (a
-JSON list). A lone surrogate (JSON "\\ud800", which UTF-8 cannot encode) is written as its `\\ud800` escape.
+JSON list). A lone surrogate (JSON "\\ud800", which UTF-8 cannot encode) is written as its `\\ud800` escape;
+every JSON written is strict RFC 8259 (a number no double holds, `1e999`, comes back as the string "1e999").
 The output is written to a hidden `.<out>.partial-<pid>` file and renamed into place when complete; the
 input is never the output. Ctrl-C or SIGTERM stops the run and leaves no output and no temporary file; the
-temporary files of runs that died harder (kill -9) are removed by the next run writing the same output.
+temporary files of runs that died harder (kill -9) are removed by the next run writing the same output. A
+closed stdout or stderr (`... 2>&1 | head`) stops the progress bar and messages, never the run.
 """
 from __future__ import annotations
 
@@ -36,11 +40,15 @@ from typing import Callable, Iterable, Iterator
 
 try:  # run as `python -m deployment.predict` or from inside the deployment/ folder (a Space)
     from deployment.cli_types import non_negative_int, positive_int, probability
-    from deployment.files import clean_stale, large_csv_fields, replace_file
+    from deployment.console import SafeStream, unbreakable_output
+    from deployment.files import clean_stale, replace_file
+    from deployment.formats import CsvError, csv_records, dumps, finite, json_number
     from deployment.predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, BundleError, Predictor
 except ImportError:  # pragma: no cover
     from cli_types import non_negative_int, positive_int, probability
-    from files import clean_stale, large_csv_fields, replace_file
+    from console import SafeStream, unbreakable_output
+    from files import clean_stale, replace_file
+    from formats import CsvError, csv_records, dumps, finite, json_number
     from predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, BundleError, Predictor
 
 CHUNK = 256                       # rows read, predicted and written at a time (bounded memory on big files)
@@ -97,21 +105,16 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _csv_rows(fh, path: Path, text_column: str) -> Iterator[Row]:
-    with large_csv_fields():
-        yield from _csv_records(fh, path, text_column)
-
-
-def _csv_records(fh, path: Path, text_column: str) -> Iterator[Row]:
-    reader = csv.reader(fh)
-    header = next(reader, None)
+    # Strict quoting (deployment/formats.py, training.prepare's reader too): an unclosed quote is an error naming
+    # its line, never every later row merged into one cell.
+    records = csv_records(fh)
+    _, header = next(records, (1, None))
     if not header or text_column not in header:
         raise InputError(f"{path}: no {text_column!r} column (columns: {header})", hint="pick one with --text-col")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:   # a dict per row would keep one of them and lose the others' cells
         raise InputError(f"{path}: the header repeats column name(s) {', '.join(map(repr, dupes))}; rename them")
-    start = reader.line_num + 1
-    for values in reader:
-        line, start = start, reader.line_num + 1
+    for line, values in records:
         if not values:   # a blank line is not a row
             continue
         row = dict(zip(header, values))
@@ -129,7 +132,9 @@ def _jsonl_rows(fh, text_column: str) -> Iterator[Row]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
+            # parse_float: a number no double holds (1e999) keeps its spelling, written back as that string
+            obj = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constants,
+                             parse_float=json_number)
         except json.JSONDecodeError as exc:
             yield {"line": n, "raw": line.rstrip("\r\n")}, None, f"invalid JSON on line {n}: {exc.msg}"
             continue
@@ -155,8 +160,8 @@ def read_rows(path: Path, text_column: str) -> Iterator[Row]:
             yield from _csv_rows(fh, path, text_column) if fmt == "csv" else _jsonl_rows(fh, text_column)
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-save it as UTF-8") from exc
-    except csv.Error as exc:
-        raise InputError(f"{path}: malformed CSV ({exc})") from exc
+    except CsvError as exc:
+        raise InputError(f"{path} {exc}") from exc
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
 
@@ -179,8 +184,8 @@ def check_text(text) -> str | None:
     problem = Predictor.text_problem(text)
     if problem is None:
         return None
-    if not isinstance(text, str):
-        return f"text is {type(text).__name__}, not a string"
+    if not isinstance(text, str):   # a number too big for a double (1e999) is still a float
+        return f"text is {'float' if isinstance(text, float) else type(text).__name__}, not a string"
     if not text.strip():
         return "empty text"
     return f"text {problem}"
@@ -240,8 +245,9 @@ def _escape_surrogates(text: str) -> str:
 
 
 def _csv_cell(value) -> object:
+    value = finite(value)   # 1e999 from a JSONL input: its spelling, never "inf"
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
+        return dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return str(value).lower()   # JSON's true/false, like the `truncated` column
     return "" if value is None else value
@@ -259,15 +265,15 @@ class _Writer:
 
     def write(self, row: dict, extra: dict) -> None:
         if self.fmt == "jsonl":
-            self.fh.write(_escape_surrogates(json.dumps({**row, **extra}, ensure_ascii=False)) + "\n")
+            self.fh.write(_escape_surrogates(dumps({**row, **extra}, ensure_ascii=False)) + "\n")
             return
         self.csv.writerow({**{k: _csv_cell(v) for k, v in row.items()},
-                           "predicted_labels": json.dumps(extra["predicted_labels"], ensure_ascii=False),
-                           "scores": json.dumps(extra["scores"], ensure_ascii=False),
+                           "predicted_labels": dumps(extra["predicted_labels"], ensure_ascii=False),
+                           "scores": dumps(extra["scores"], ensure_ascii=False),
                            "truncated": "" if extra["truncated"] is None else str(extra["truncated"]).lower(),
                            "n_tokens": "" if extra["n_tokens"] is None else extra["n_tokens"],
                            "error": extra["error"] or "",
-                           **({EVIDENCE_FIELD: json.dumps(extra[EVIDENCE_FIELD], ensure_ascii=False)}
+                           **({EVIDENCE_FIELD: dumps(extra[EVIDENCE_FIELD], ensure_ascii=False)}
                               if EVIDENCE_FIELD in extra else {})})
 
 
@@ -276,7 +282,9 @@ def _progress_bar(total: int, enabled: bool):
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is tiny but optional for a Space
         return None
-    return tqdm(total=total, unit="doc", disable=not enabled, file=sys.stderr)
+    # A SafeStream: a closed stderr stops the bar, never the run (deployment/console.py).
+    stream = sys.stderr if isinstance(sys.stderr, SafeStream) else SafeStream(sys.stderr)
+    return tqdm(total=total, unit="doc", disable=not enabled, file=stream)
 
 
 def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column: str = "text",
@@ -377,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
+    with unbreakable_output():   # a closed stdout/stderr (`... 2>&1 | head`) never costs the results
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
     try:
         with interrupts_as_keyboard_interrupt():
             check_paths(a.input, a.out)   # before the bundle loads: a wrong path fails in milliseconds

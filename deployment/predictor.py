@@ -18,6 +18,7 @@ import math
 import numbers
 import re
 import reprlib
+import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,6 +47,17 @@ REQUIRED_KEYS = ("format_version", "labels", "thresholds", "max_length", "inputs
 MEMORY_PATTERN = False              # onnxruntime's memory-pattern planning (see session_options; bench/memory.py)
 PER_CALL_SCALES = "per-call"        # bundle.json quantization.activation_scales of dynamic int8 (see windows_per_call)
 ACTIVATION_SCALES = (PER_CALL_SCALES, "fixed", "none")   # per call (dynamic), calibrated once (static), float
+
+
+# "Empty" is what no reader would see: a text whose every character is whitespace (Z*), a control (Cc) or format
+# character (Cf: zero-width space and joiners, word joiner, soft hyphen, BOM, direction marks), a combining mark
+# (M*: with nothing else there, it has no letter to sit on) or a Hangul filler is refused like "" (docs/CONTRACTS.md).
+_INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Mc", "Me"})
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")   # Hangul fillers: letters (Lo) that draw nothing
+
+
+def _visible(char: str) -> bool:
+    return unicodedata.category(char) not in _INVISIBLE_CATEGORIES and char not in _FILLERS
 
 
 class InputError(ValueError, TypeError):
@@ -216,6 +228,11 @@ class Predictor:
             return f"is {type(text).__name__}, expected str"
         if not text.strip():
             return "is empty or whitespace only; there is nothing to classify"
+        if not any(map(_visible, text)):
+            first = text.lstrip()[0]
+            name = " ".join([f"U+{ord(first):04X}", unicodedata.name(first, "")]).strip()
+            return (f"has no visible character, only invisible ones such as {name} (whitespace, control and format "
+                    "characters, combining marks without a letter); there is nothing to classify")
         surrogate = cls._LONE_SURROGATE.search(text)
         if surrogate:   # the tokenizer cannot take it (its Rust strings are UTF-8): say so instead of a TypeError
             return (f"holds a lone surrogate (U+{ord(surrogate.group()):04X} at character {surrogate.start()}), "
@@ -257,8 +274,8 @@ class Predictor:
         cap on windows (or, with one window, `max_length`) cut the text, so the model did not read all of it.
 
         `explain=True` adds each listed label's `evidence` (spans of the text whose removal lowers or raises
-        its score, deployment/explain.py) and each text's `explanation` (how the spans were made); it costs one
-        more scoring call over at most `explain.MAX_SPANS` variants of each text.
+        its score, deployment/explain.py) and each text's `explanation` (how the spans were made); it costs
+        scoring at most `explain.MAX_SPANS` variants of each text, in groups of bounded size (bounded memory).
         """
         if isinstance(texts, (str, bytes)):
             raise InputError("predict() takes a list of texts; wrap a single text as [text]")
@@ -293,7 +310,7 @@ class Predictor:
         return results
 
     def _add_evidence(self, texts: list[str], probs: np.ndarray, results: list[dict]) -> None:
-        """Evidence for every label listed in `results`, from one scoring call over every text's variants."""
+        """Evidence for every label listed in `results`, from scoring every text's variants (in bounded groups)."""
         index = {label: j for j, label in enumerate(self.labels)}
         explained = explaining.explain_texts(self.scores, texts, probs)
         for text, result, (spans, weights) in zip(texts, results, explained):

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 import config
 from deployment.examples import Examples, load_examples
+from deployment.formats import finite
 from deployment.predictor import BundleError, Predictor
 from deployment.web import MAX_TEXT_CHARS, label_colors, reading
 
@@ -30,6 +32,16 @@ MAX_BODY_BYTES = 2 * 1024 * 1024  # bodies over this get 413 before anything is 
 MAX_TEXTS = 64                   # texts per API call
 N_EXAMPLES = 4                   # sample texts one click away on the form
 SITE_KEY = "mltc_site"           # where create_app keeps the Site in app.extensions
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Every JSON answer (and the templates' `tojson`) is RFC 8259 JSON: a NaN or infinity anywhere (a hostile
+    bundle.json's `created`, say) is written as null, never as a bare `NaN` (deployment/formats.py)."""
+
+    sort_keys = False   # keep predictions' keys in the documented order
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return super().dumps(finite(obj), allow_nan=False, **kwargs)
 
 
 class ConfigError(ValueError):
@@ -119,7 +131,7 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
         MAX_CONTENT_LENGTH=max_body_bytes,       # werkzeug answers 413 for larger bodies
         MAX_FORM_MEMORY_SIZE=max_body_bytes,     # ... and for a larger single form field
     )
-    app.json.sort_keys = False   # keep predictions' keys in the documented order
+    app.json = StrictJSONProvider(app)
     app.extensions[SITE_KEY] = Site.build(predictor, bundle_dir, max_text_chars, max_body_bytes, max_texts)
     app.register_blueprint(bp)
     from flask_app.corrections import register_feedback   # corrections: routes, and the store when turned on

@@ -20,7 +20,7 @@ import logging
 import math
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, render_template, request
+from flask import Blueprint, current_app, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from deployment.predictor import InputError, Predictor
@@ -240,12 +240,21 @@ def input_error(err: InputError):
 
 @bp.app_errorhandler(HTTPException)
 def http_error(err: HTTPException):
+    """The site's own page (or JSON) for an HTTP error, with the exception's headers kept: a 405's `Allow`
+    (RFC 9110 §15.5.6), a `Retry-After`, a `WWW-Authenticate`; only its Content-Type is ours."""
     message = {413: f"The request is too large (the limit is {site().max_body_bytes:,} bytes).",
                404: "There is no page at this address.",
                405: "This address does not accept that method."}.get(err.code, err.description)
     if wants_json():
-        return jsonify({"error": message, "status": err.code}), err.code
-    return render_template("error.html", site=site().page, code=err.code, title=err.name, message=message), err.code
+        response = jsonify({"error": message, "status": err.code})
+    else:
+        response = make_response(render_template("error.html", site=site().page, code=err.code, title=err.name,
+                                                 message=message))
+    response.status_code = err.code
+    for key, value in err.get_response().headers.items():   # get_headers() plus what a subclass adds
+        if key.lower() not in ("content-type", "content-length"):
+            response.headers.add(key, value)
+    return response
 
 
 @bp.app_errorhandler(Exception)

@@ -1,7 +1,8 @@
 """Evidence spans (deployment/explain.py) and `Predictor.predict(explain=True)` on real int8 bundles: offsets
 that always slice the submitted text (fuzzed over random Unicode), the weights as the served blend's drops,
-one scoring call per request, the cap on spans for long texts (forward passes counted), explain=False
-untouched, and on the fine-tuned sample model (slow) a two-topic text whose labels point at their own sentences."""
+one scoring call per small request (variants in bounded groups when many), the cap on spans for long texts
+(forward passes counted), explain=False untouched, and on the fine-tuned sample model (slow) a two-topic text
+whose labels point at their own sentences."""
 from __future__ import annotations
 
 import json
@@ -211,6 +212,36 @@ def test_one_scoring_call_explains_every_label_of_every_text(pred, monkeypatch):
     texts = [TWO_TOPICS, ODD_TEXTS[0], ODD_TEXTS[2]]
     pred.predict(texts, explain=True)
     assert calls == [3, sum(len(explain.spans_of(t)) for t in texts)]
+
+
+def test_variants_are_scored_in_bounded_groups_with_the_one_call_weights():
+    """Each `score` call gets at most `chars_per_call` characters of variants (a longer variant alone), every
+    variant is scored once, and the weights are exactly those of one call over every variant (the scorer reads
+    each text on its own, so grouping cannot move a score; the int8 model's batch scales aside, this is the
+    served path)."""
+    import zlib
+
+    import numpy as np
+
+    texts = random_texts(40, seed=3) + ODD_TEXTS + [TWO_TOPICS * 30]
+    calls: list[list[str]] = []
+
+    def score(batch):
+        calls.append(list(batch))
+        return np.array([[zlib.crc32(t.encode("utf-8", "surrogatepass")) % 1000 / 1000, len(t) % 7 / 7]
+                         for t in batch])
+
+    probs = score(texts)
+    reference = explain.explain_texts(score, texts, probs, chars_per_call=10**12)
+    everything = sorted(calls[-1])
+    for budget in (1, 60, 700, 5_000, 10**12):
+        calls.clear()
+        got = explain.explain_texts(score, texts, probs, chars_per_call=budget)
+        assert all(sum(map(len, c)) <= budget or len(c) == 1 for c in calls), budget
+        assert sorted(v for c in calls for v in c) == everything
+        assert (len(calls) == 1) == (budget == 10**12), (budget, len(calls))
+        for (spans, weights), (ref_spans, ref_weights) in zip(got, reference):
+            assert spans == ref_spans and np.array_equal(weights, ref_weights), budget
 
 
 def test_a_long_text_needs_at_most_max_spans_extra_texts_scored(tmp_path):

@@ -250,6 +250,75 @@ def test_unknown_route_gets_a_404_page(base_url):
     assert requests.get(base_url + "/api/predict", timeout=10).status_code == 405
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND", "PURGE")
+
+
+def test_every_route_answers_every_wrong_method_with_405_and_its_allow_header(tiny_bundle, predictor):
+    """RFC 9110 §15.5.6: a 405 lists the methods the resource takes; the site's own error page must keep the
+    header the routing exception carries (and any other: Retry-After, WWW-Authenticate)."""
+    from werkzeug.exceptions import TooManyRequests, Unauthorized
+    from werkzeug.datastructures import WWWAuthenticate
+
+    app = create_app(tiny_bundle, predictor=predictor)
+
+    @app.get("/test-only/busy")
+    def busy():
+        raise TooManyRequests(retry_after=30)
+
+    @app.get("/api/test-only/locked")
+    def locked():
+        raise Unauthorized(www_authenticate=WWWAuthenticate("Bearer", {"realm": "site"}))
+
+    routes: dict[str, set[str]] = {}   # a path may have a rule per method ("/": the form and the results page)
+    for rule in app.url_map.iter_rules():
+        routes.setdefault(rule.rule.replace("<path:filename>", "style.css"), set()).update(rule.methods)
+    with serve(app) as url:
+        checked = 0
+        for path, allowed in routes.items():
+            assert {"OPTIONS", "HEAD"} <= allowed or "GET" not in allowed, path
+            for method in METHODS:
+                if method in allowed:
+                    continue
+                r = requests.request(method, url + path, timeout=10)
+                assert r.status_code == 405, (method, path, r.status_code)
+                assert set(r.headers.get("Allow", "").replace(" ", "").split(",")) == allowed, (method, path, r.headers)
+                assert "Content-Security-Policy" in r.headers
+                if method != "HEAD":
+                    json_route = path.startswith("/api/") or path == "/healthz"
+                    assert ("application/json" in r.headers["Content-Type"]) == json_route, (method, path)
+                checked += 1
+            if "OPTIONS" in allowed:   # the answer to OPTIONS names the same methods
+                r = requests.options(url + path, timeout=10)
+                assert set(r.headers["Allow"].replace(" ", "").split(",")) == allowed
+        assert checked >= 4 * len(METHODS)
+        r = requests.get(url + "/test-only/busy", timeout=10)
+        assert r.status_code == 429 and r.headers["Retry-After"] == "30" and "text/html" in r.headers["Content-Type"]
+        r = requests.get(url + "/api/test-only/locked", timeout=10)
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer") and r.json()["status"] == 401
+
+
+def test_json_answers_are_strict_even_when_the_bundle_holds_nan(tiny_bundle, tmp_path):
+    """RFC 8259 has no NaN or Infinity: a bundle.json with them (Python's json reads both) must not make the API
+    write them; they come out as null."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    info = (bundle / "bundle.json").read_text(encoding="utf-8")
+    info = json.loads(info)
+    info.update(created=float("nan"), backbone=float("inf"))
+    (bundle / "bundle.json").write_text(json.dumps(info), encoding="utf-8")   # bare NaN / Infinity
+
+    def no_constant(name):
+        raise ValueError(f"bare {name}")
+
+    with serve(create_app(bundle)) as url:
+        answers = [requests.get(url + "/healthz", timeout=10),
+                   requests.post(url + "/api/predict", json={"text": "a dragon"}, timeout=10)]
+        for r in answers:
+            assert r.status_code == 200 and "NaN" not in r.text and "Infinity" not in r.text
+            json.loads(r.text, parse_constant=no_constant)
+        assert answers[0].json()["bundle_created"] is None and answers[1].json()["model"]["backbone"] is None
+
+
 @pytest.mark.parametrize("path,method", [("/", "GET"), ("/", "POST"), ("/healthz", "GET"), ("/nope", "GET"),
                                          ("/api/predict", "POST"), ("/static/style.css", "GET")])
 def test_security_headers_are_on_every_response(base_url, path, method):

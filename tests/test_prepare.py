@@ -112,6 +112,82 @@ def test_duplicate_key_ignores_case_punctuation_and_spacing_but_not_plus_or_hash
     assert len({data.dedup_key(t) for t in ("What is C?", "What is C++?", "What is C#?")}) == 3
 
 
+# Letters and marks per script: the marks (Devanagari vowel signs, Thai vowels and tone marks, Arabic harakat,
+# Greek and Latin accents as combining characters) are what tells many words apart.
+SCRIPTS = {
+    "latin": ("abcdefghijklmnopqrstuvwxyzéèêëàâäôöûüçñ", "\u0301\u0300\u0308\u0327\u0303\u030c"),
+    "cyrillic": ("абвгдеёжзийклмнопрстуфхцчшщъыьэюя", "\u0301\u0306"),
+    "greek": ("αβγδεζηθικλμνξοπρστυφχψωάέήίόύώ", "\u0301\u0308"),
+    "arabic": ("ابتثجحخدذرزسشصضطظعغفقكلمنهوي", "\u064e\u064f\u0650\u0651\u0652\u064b"),
+    "devanagari": ("कखगघचछजझटठडढणतथदधनपफबभमयरलवशषसह", "\u093e\u093f\u0940\u0941\u0942\u0947\u0948\u094b\u094d\u0902"),
+    "thai": ("กขคงจฉชซญดตถทธนบปผพฟภมยรลวสหอฮ", "\u0e31\u0e34\u0e35\u0e36\u0e37\u0e38\u0e39\u0e48\u0e49\u0e4a\u0e4b"),
+    "cjk": ("的一是不了人我在有他这中大来上个国到说们为子和你地出道也时年得就那要下以", ""),
+}
+
+
+def script_text(rng, script: str) -> str:
+    """5-10 words of letters, each letter followed by one of the script's marks half the time."""
+    letters, marks = SCRIPTS[script]
+    words = ["".join(rng.choice(letters) + (rng.choice(marks) if marks and rng.random() < 0.5 else "")
+                     for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(5, 10))]
+    return " ".join(words)
+
+
+def distinct_key(text: str) -> str:
+    """What makes two texts different for this test: every character but spaces, in NFC, lower case."""
+    return unicodedata.normalize("NFC", "".join(text.split())).casefold()
+
+
+def test_distinct_texts_in_every_script_stay_distinct_and_spelling_variants_merge(tmp_path):
+    """Random texts in seven scripts, and pairs that differ in one mark only (the Devanagari, Thai and Arabic
+    case), each with a label of its own; plus copies of some changed only in case, spacing or punctuation, each
+    with one more label. After prepare: one row per distinct text, with its own label and its copies' labels."""
+    import random
+
+    rng = random.Random(6)
+    bases = []
+    while len(bases) < 140:
+        script = list(SCRIPTS)[len(bases) % len(SCRIPTS)]
+        text = script_text(rng, script)
+        letters, marks = SCRIPTS[script]
+        if marks and len(bases) % 2:   # a minimal pair: the previous text of this script with one mark changed
+            prev = next((t for t in reversed(bases) if t[0] in letters), "")
+            spots = [i for i, c in enumerate(prev) if c in marks]
+            if spots:
+                i = rng.choice(spots)
+                text = prev[:i] + rng.choice([m for m in marks if m != prev[i]]) + prev[i + 1:]
+        if distinct_key(text) not in {distinct_key(b) for b in bases}:
+            bases.append(text)
+    rows, expected = [], {}
+    for i, text in enumerate(bases):
+        rows.append({"text": text, "labels": [f"base {i}"]})
+        expected[i] = {f"base {i}"}
+    for j, i in enumerate(rng.sample(range(len(bases)), 60)):
+        variant = rng.choice([
+            lambda t: t,                                                    # an exact copy
+            lambda t: t.upper(),                                           # case
+            lambda t: "  " + t.replace(" ", rng.choice(["   ", "\n", "\t", " \r\n "])) + " ",   # spacing
+            lambda t: t.replace(" ", rng.choice([", ", ". ", " - ", "! ", " « "]), 2) + "?",      # punctuation
+        ])(bases[i])
+        rows.append({"text": variant, "labels": [f"copy {j}"]})
+        expected[i].add(f"copy {j}")
+    src = tmp_path / "scripts.jsonl"
+    src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["--input", str(src), "--out", str(out), "--quiet", "--min-label-freq", "1",
+                 "--split", "1", "0", "0"]) == 0
+    df, _ = dataset.load_prepared(out)
+    assert len(df) == len(bases), f"{len(bases)} distinct texts became {len(df)} rows"
+    by_text = {distinct_key(t): set(labels) for t, labels in zip(df["text"], df["labels"])}
+    for i, text in enumerate(bases):
+        assert by_text[distinct_key(data.normalise_text(text))] == expected[i], text
+
+
+def test_a_label_that_is_only_a_separator_is_kept():
+    assert data.parse_labels_cell('["»", "Fiction » Fantasy", " » "]', "x") == ["»", "Fiction » Fantasy"]
+    assert data.normalise_label("Fiction »") == "Fiction" and data.normalise_label("> ") == ">"
+
+
 def test_labels_cell_is_a_json_list_whose_names_may_hold_commas_and_hierarchy_marks():
     cell = '["Romance, Historical", "Fiction > Fantasy >  Epic", "Fiction»Fantasy", " Tom &amp; Jerry ", "Fantasy", "Fantasy", ""]'
     assert data.parse_labels_cell(cell, "x.csv line 2") == [
@@ -416,6 +492,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     (tmp / "empty.csv").write_text("")
     write_csv(tmp / "tiny.csv", [{"url": "u1", "title": "T1", "text": "one", "labels": ["a"]},
                                  {"url": "u2", "title": "T2", "text": "two", "labels": ["a"]}])
+    write_csv(tmp / "unique_labels.csv", [{"url": f"u{i}", "title": f"T{i}", "text": f"text number {i}",
+                                           "labels": [f"label {i}"]} for i in range(300)])
     (tmp / "no_labels.jsonl").write_text('{"text": "a", "tags": ["x"]}\n')
     (tmp / "surrogate.jsonl").write_text('{"text": "a", "labels": ["x"]}\n{"text": "b", "title": "\\udfff", "labels": ["x"]}\n')
     (tmp / "repeated.csv").write_text('url,title,text,title,labels\nu1,T1,text,T2,"[""a""]"\n')
@@ -436,6 +514,12 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "empty after pruning": ([*g, "--min-label-freq", "1000"], ["good.csv", "no rows keep a label", "lower --min-label-freq"]),
         "too few rows to split": (["--input", str(tmp / "tiny.csv"), "--min-label-freq", "1"],
                                   ["tiny.csv", "only 2 rows left", "--split"]),
+        "labels too rare to split": (["--input", str(tmp / "unique_labels.csv"), "--min-label-freq", "1"],
+                                     ["unique_labels.csv", "valid split got no rows of 300", "too rare to share",
+                                      "300 of 300 labels are on a single row", "raise --min-label-freq", "--split"]),
+        "every label below the floor": (["--input", str(tmp / "unique_labels.csv")],
+                                        ["unique_labels.csv", "no rows keep a label", "all 300 labels are rarer",
+                                         "lower --min-label-freq"]),
         "split not summing to one": ([*g, "--split", "0.8", "0.3", "0.1"], ["--split 0.8 0.3 0.1", "sum to 1"]),
         "split with two numbers": ([*g, "--split", "0.8", "0.2"], ["--split", "3 argument"]),
         "split not a number": ([*g, "--split", "0.8", "x", "0.1"], ["--split", "must be a number >= 0 and <= 1, got 'x'"]),
@@ -453,6 +537,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
 
 BAD_CASES = ["missing file", "missing text column", "missing labels column", "malformed labels cell",
              "extra csv field", "malformed jsonl line", "not utf-8", "empty file", "empty after pruning", "too few rows to split",
+             "labels too rare to split", "every label below the floor",
              "split not summing to one", "split with two numbers", "split not a number", "fractional count",
              "bad label map", "missing label map", "lone surrogate", "repeated csv column", "repeated jsonl key"]
 # One bad number through the real process ("split not a number"); the other numeric options' wiring is checked in
@@ -572,6 +657,19 @@ def test_stackoverflow_titles_counts_match_an_independent_recount(shared_dir, tm
     for key, value in expected.items():
         assert report[key] == value, key
     assert_contract(df, labels, report)
+
+
+def test_a_closed_stdout_and_stderr_pipe_keeps_the_prepared_output(tmp_path):
+    """`python -m training.prepare ... 2>&1 | head -c 1`: the reader goes away after one byte; the settings, the
+    progress and the summary have nowhere to go, and the prepared folder is still written and exit is 0."""
+    src, out = write_csv(tmp_path / "in.csv", books(240)), tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "training.prepare", "--input", str(src), "--out", str(out)],
+                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc.stdout.read(1)
+    proc.stdout.close()
+    assert proc.wait(timeout=180) == 0
+    df, labels = dataset.load_prepared(out)
+    assert len(df) > 100 and labels and json.loads((out / "report.json").read_text())["rows_out"] == len(df)
 
 
 def test_min_words_drops_placeholder_texts_before_they_merge(tmp_path):

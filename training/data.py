@@ -18,7 +18,6 @@ Every problem with the input raises `PrepareError` with a one-line message namin
 """
 from __future__ import annotations
 
-import csv
 import gzip
 import html
 import io
@@ -33,8 +32,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import regex
 
-from deployment.files import large_csv_fields
+from deployment.formats import CsvError, csv_records
 
 SPLITS = ("train", "valid", "test")
 HIERARCHY_SEP = " » "                       # canonical separator between levels of a hierarchical label
@@ -45,9 +45,10 @@ TEXT_JOIN = "\n\n"                          # several text columns (title, body)
 # Characters that are invisible but make two copies of a text differ: C0/C1 controls (not tab/newline, which
 # the whitespace collapse handles), zero-width space/joiners used as separators, BOM, soft hyphen.
 _INVISIBLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u2060\ufeff\u00ad]")
-# Near-duplicate key: everything but word characters goes. "+" and "#" stay because they carry meaning in
-# the question-tag data ("C++" / "C#" / "C" must not collapse into one question).
-_KEY_DROP = re.compile(r"[^\w+#]+")
+# Near-duplicate key: everything but letters, digits and combining marks goes (`regex`'s \w with \p{M} spelt
+# out: Devanagari vowel signs and Thai vowels and tone marks are marks, and they are what tells "कि" from "की").
+# "+" and "#" stay because they carry meaning in the question-tag data ("C++" / "C#" / "C" must not collapse).
+_KEY_DROP = regex.compile(r"[^\w\p{M}+#]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -67,15 +68,16 @@ def normalise_text(text: str) -> str:
 
 
 def dedup_key(text: str) -> str:
-    """Key under which two texts count as the same: casefolded, NFKC, punctuation and spacing removed."""
+    """Key under which two texts count as the same: casefolded, NFKC, punctuation and spacing removed; letters,
+    digits and combining marks of every script kept."""
     return _KEY_DROP.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 
 def normalise_label(label: str) -> str:
     """Clean one label like a text, and write hierarchy separators (`»`, ` > `) one way: `A » B`."""
     label = normalise_text(label)
-    parts = [p for p in _HIERARCHY_SPLIT.split(label)]
-    if len(parts) > 1:
+    parts = _HIERARCHY_SPLIT.split(label)
+    if len(parts) > 1 and any(parts):   # only a separator ("»"): no levels to join, the label stays as written
         label = HIERARCHY_SEP.join(p for p in parts if p)
     return label
 
@@ -166,19 +168,18 @@ def read_text_file(path: Path) -> tuple[str, bytes]:
 
 
 def read_csv_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, str]], list[int]]:
-    """Header, rows as dicts and the 1-based line on which each row starts (texts may span lines)."""
-    with large_csv_fields():   # long descriptions are normal; the default 128 KiB cap is not a format rule
-        return _csv_rows(path, text)
-
-
-def _csv_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, str]], list[int]]:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    """Header, rows as dicts and the 1-based line on which each row starts (texts may span lines). The batch
+    CLI reads CSV through the same strict reader (`deployment.formats.csv_records`), so the two agree."""
     try:
-        header = next(reader)
-    except StopIteration:
-        raise PrepareError(f"{path}: empty file; expected a header line like url,title,text,labels") from None
-    except csv.Error as e:
-        raise PrepareError(f"{path} line 1: malformed CSV header ({e}); fix the quoting") from None
+        return _csv_rows(path, csv_records(io.StringIO(text, newline="")))
+    except CsvError as e:
+        raise PrepareError(f"{path} {e}") from None
+
+
+def _csv_rows(path: Path, records) -> tuple[list[str], list[dict[str, str]], list[int]]:
+    _, header = next(records, (1, None))
+    if header is None:
+        raise PrepareError(f"{path}: empty file; expected a header line like url,title,text,labels")
     header = [h.strip() for h in header]
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:   # a dict per row keeps one of them: the other column's cells would vanish without a word
@@ -187,16 +188,7 @@ def _csv_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, str]], l
             "rename them so each column has its own name"
         )
     rows, lines = [], []
-    start = reader.line_num + 1
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            raise PrepareError(
-                f"{path} line {start}: malformed CSV ({e}); quote fields that contain commas, quotes or newlines"
-            ) from None
+    for start, values in records:
         if values and len(values) != len(header):
             raise PrepareError(
                 f"{path} line {start}: expected {len(header)} fields ({','.join(header)}), found {len(values)}; "
@@ -205,7 +197,6 @@ def _csv_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, str]], l
         if values:  # a blank line between records is not a row
             rows.append(dict(zip(header, values)))
             lines.append(start)
-        start = reader.line_num + 1
     return header, rows, lines
 
 

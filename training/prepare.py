@@ -42,7 +42,9 @@ import pandas as pd
 
 import config
 from deployment.cli_types import non_negative_float, non_negative_int, positive_int, probability
+from deployment.console import unbreakable_output
 from deployment.files import OutputError, replace_dir
+from deployment.formats import dumps
 from training import data
 from training.data import SPLITS, PrepareError
 from training.dataset import write_dataset
@@ -163,7 +165,8 @@ def _clean(df: pd.DataFrame, settings: PrepareSettings, label_map, steps: list[d
         prune = next(s for s in steps if s["step"] == "prune_rare_labels")
         raise PrepareError(
             f"{settings.input}: no rows keep a label after pruning labels on fewer than {prune['min_count']} rows "
-            f"(--min-label-freq {settings.min_label_freq:g}, {prune['rows_before']} rows after deduplication); "
+            f"(all {len(prune['dropped_labels'])} labels are rarer; --min-label-freq {settings.min_label_freq:g}, "
+            f"{prune['rows_before']} rows after deduplication); "
             "lower --min-label-freq or check --labels-col"
         )
     return df
@@ -179,16 +182,30 @@ def _split(df: pd.DataFrame, y: np.ndarray, labels: list[str], settings: Prepare
     sizes = {s: int((df["split"] == s).sum()) for s in SPLITS}
     for s, fraction in zip(SPLITS, settings.split):
         if fraction > 0 and sizes[s] == 0:
-            raise PrepareError(
-                f"{settings.input}: only {len(df)} rows left, too few for a {s} split of {fraction:g}; "
-                f"use more data or --split with {s} 0"
-            )
+            raise PrepareError(_empty_split_reason(settings, s, fraction, y))
     steps.append({"step": "split", "rows_before": len(df), "rows_after": len(df), "labels_before": len(labels),
                   "labels_after": len(labels), "sizes": sizes, "moved_to_train": len(moved),
                   "seconds": round(time.perf_counter() - t0, 3)})
     log(f"  {'split':<18} " + " / ".join(f"{s} {n}" for s, n in sizes.items())
         + (f" ({len(moved)} rows moved to train so it has every label)" if moved else ""))
     return df, folds
+
+
+def _empty_split_reason(settings: PrepareSettings, split: str, fraction: float, y: np.ndarray) -> str:
+    """Why `split` got no rows: too few rows for its fraction or, with rows enough, labels too rare to share.
+
+    Stratification deals each label's rows in proportion to the fractions and train must hold every label, so
+    a label on one row (or a few) keeps its rows in train: when every label is that rare, a split stays empty
+    however many rows there are, and "too few rows" would send the user after the wrong cause."""
+    if len(y) * fraction < 1:
+        return (f"{settings.input}: only {len(y)} rows left, too few for a {split} split of {fraction:g}; "
+                f"use more data or --split with {split} 0")
+    per_label = y.sum(axis=0)
+    return (f"{settings.input}: the {split} split got no rows of {len(y)} (it asks for {fraction:g}) because the labels "
+            f"are too rare to share between splits: {int((per_label == 1).sum())} of {len(per_label)} labels are on "
+            f"a single row, the median on {np.median(per_label):g}, and train must hold every label; raise "
+            f"--min-label-freq (now {settings.min_label_freq:g}), merge labels with --label-map, or use --split "
+            f"with {split} 0")
 
 
 def _report(settings: PrepareSettings, raw, df: pd.DataFrame, labels: list[str], y: np.ndarray, folds: np.ndarray,
@@ -281,7 +298,7 @@ def write_outputs(
             )
             if started is not None:
                 report["elapsed_s"] = round(time.perf_counter() - started, 2)
-            (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            (tmp / "report.json").write_text(dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     except OutputError as exc:
         raise PrepareError(str(exc)) from exc
 
@@ -353,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    with unbreakable_output():   # a closed stdout/stderr (`... | head`) stops the messages, never the output
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     log = (lambda *a, **k: None) if args.quiet else print
     try:
         settings = PrepareSettings(

@@ -23,9 +23,7 @@ from deployment.spark_io import InputError
 ENV_HINT = ("build the executors' environment with `make spark-env` and pass `--archives build/spark-env.tar.gz#env "
             "--conf spark.pyspark.python=./env/bin/python` (to spark-submit; `--conf spark.archives=build/spark-env"
             ".tar.gz#env` to this command), or point spark.pyspark.python at a Python 3.11 on every worker that has "
-            "the project installed; see the README's 'Spark on a cluster'")
-
-
+            "the project installed (README: Spark, 'On a cluster')")
 PROBE_PATIENCE_S = 60.0   # seconds before the executors' check says it is still waiting for an executor
 
 
@@ -80,6 +78,7 @@ def apply_conf(spark, conf: dict[str, str]) -> dict[str, str | None]:
         except AnalysisException:
             current = spark.sparkContext.getConf().get(key)
             if current != value:
+                restore_conf(spark, previous)
                 raise InputError(f"--conf {key}={value}: this process already runs a Spark session, and {key} takes "
                                  f"effect only when a session starts (it is {current!r} here)") from None
     return previous

@@ -173,7 +173,9 @@ def as_run_here(command: str, values: dict[str, str]) -> str:
 def run_shell(script: str, log: Path, timeout: float = 300, on_start=None) -> subprocess.CompletedProcess:
     """bash -c `script` from the repository root, its output in `log`, its process group killed on any way out.
     `on_start(proc)` runs while it does (the worker-kill test watches the job from there)."""
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": ""}
+    # As a user's shell has it: no PYSPARK_* variables (a local session earlier in this process sets them).
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_")}, "SPARK_LOCAL_IP": "127.0.0.1",
+           "PYTHONPATH": ""}
     with open(log, "w") as fh:
         proc = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], cwd=config.ROOT, env=env, stdout=fh,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)

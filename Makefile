@@ -7,6 +7,7 @@ DATA ?= data/sample/books.csv
 PROCESSED := data/processed/$(NAME)
 MODEL := models/$(NAME)
 BUNDLE := $(MODEL)/bundle
+SPARK_ENV := build/spark-env.tar.gz
 PORT ?= 5000
 HOST ?= 127.0.0.1
 TRAIN_ARGS ?= --time-budget 8m
@@ -14,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
-        predict predict-spark scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed \
+        predict predict-spark spark-env scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed \
         bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory bench-combine bench-feedback clean
 
 help: ## list every target
@@ -61,8 +62,16 @@ gradio: install ## Gradio app on the existing bundle (port 7860)
 predict: install ## batch predictions: make predict IN=file.csv OUT=preds.csv
 	$(PY) -m deployment.predict --bundle $(BUNDLE) --input $(IN) --out $(OUT)
 
-predict-spark: install ## batch predictions on Spark: make predict-spark IN=file|folder|glob OUT=folder [MASTER=local[*]]
-	$(PY) -m deployment.spark_predict --bundle $(BUNDLE) --input '$(IN)' --out $(OUT) $(if $(MASTER),--master '$(MASTER)')
+# A cluster MASTER (spark://..., yarn, k8s://...) ships the executors' environment and the bundle with the job.
+SPARK_CLUSTER = $(filter-out local%,$(MASTER))
+predict-spark: install $(if $(SPARK_CLUSTER),$(SPARK_ENV)) ## batch predictions on Spark: make predict-spark IN=file|folder|glob OUT=folder [MASTER=local[*]|spark://host:7077]
+	$(PY) -m deployment.spark_predict --bundle $(BUNDLE) --input '$(IN)' --out $(OUT) $(if $(MASTER),--master '$(MASTER)') \
+	  $(if $(SPARK_CLUSTER),--ship-bundle --conf spark.archives=$(SPARK_ENV)#env --conf spark.pyspark.python=./env/bin/python)
+
+spark-env: $(SPARK_ENV) ## the Spark executors' Python (no torch) for a cluster: build/spark-env.tar.gz, size printed
+
+$(SPARK_ENV): deployment/*.py deployment/requirements-spark.txt constraints.txt scripts/build_spark_env.sh
+	bash scripts/build_spark_env.sh $@
 
 scrape-urls: install ## listing pages -> data/raw/SITE_urls.csv (SITE=smashwords|stackoverflow START=url)
 	$(PY) -m scraper.url_scraper --site $(SITE) --start-url $(START) --out data/raw/$(SITE)_urls.csv

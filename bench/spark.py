@@ -30,6 +30,7 @@ from pathlib import Path
 import config
 from bench import run_and_report
 from deployment.cli_types import int_at_least, positive_int
+from deployment.spark_session import cores, local_slots
 
 DEFAULT_BUNDLE = config.MODELS_DIR / "books" / "bundle"
 SOURCES = {"stackoverflow": "stackoverflow_titles.jsonl.gz", "cmu": "cmu_book_summaries.jsonl.gz"}
@@ -89,18 +90,6 @@ def resolve_bundle(s: SparkBenchSettings, work: Path, log=print) -> tuple[Path, 
     return make_tiny_bundle(work / "tiny", TINY_LABELS), True
 
 
-def _cores() -> int:
-    from deployment.spark_predict import _cores as cores
-
-    return cores()
-
-
-def local_slots(master: str) -> int | None:
-    from deployment.spark_predict import local_slots as slots
-
-    return slots(master)
-
-
 def run_batch_cli(bundle: Path, src: Path, work: Path, batch_size: int) -> dict:
     from deployment.predict import predict_file
     from deployment.predictor import Predictor
@@ -113,7 +102,7 @@ def run_batch_cli(bundle: Path, src: Path, work: Path, batch_size: int) -> dict:
             "errors": stats["errors"], "startup_s": round(load_s, 3), "startup_what": "bundle load",
             "predict_s": round(stats["seconds"], 3), "texts_per_s": round(stats["docs_per_s"], 2),
             "wall_s": round(time.perf_counter() - t0, 3), "threads": "onnxruntime default (all cores)",
-            "cores_used": _cores()}
+            "cores_used": cores()}
 
 
 def run_spark(bundle: Path, src: Path, work: Path, master: str, s: SparkBenchSettings) -> dict:
@@ -135,7 +124,8 @@ def run_spark(bundle: Path, src: Path, work: Path, master: str, s: SparkBenchSet
             "count_input_s": secs["count_input"], "partitions": summary["spark"]["partitions"],
             "python_workers": summary["python_workers"], "predictor_loads": summary["predictor_loads"],
             "threads": f"{report['settings']['num_threads']} per worker", "command": " ".join(cmd[1:]),
-            "cores_used": min(_cores(), (local_slots(master) or _cores()) * report["settings"]["num_threads"])}
+            "cores_used": min(cores(), (local_slots(master) or cores()) * report["settings"]["num_threads"])}
+
 
 
 def format_table(rows: list[dict]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import config
-from deployment import predict, spark_predict
-from deployment.spark_predict import main, row_text
+from deployment import predict, spark_io, spark_predict, spark_session
+from deployment.spark_predict import main
+from deployment.spark_worker import row_text
 from tests.tiny_bundle import TINY_LABELS, TINY_MAX_LENGTH, sample_texts
 
 SPARK_CONF = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
@@ -29,7 +31,7 @@ SPARK_CONF = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "fals
 @pytest.fixture(scope="session")
 def spark():
     """A local[2] session started the way the command starts one (its worker Python and import path)."""
-    session, created = spark_predict.start_session("local[2]", SPARK_CONF, quiet=True)
+    session, created = spark_session.start_session("local[2]", SPARK_CONF, quiet=True)
     assert created, "another Spark session was already active in this test process"
     yield session
     session.stop()
@@ -51,7 +53,7 @@ def read_parquet_rows(out: Path) -> dict[str, dict]:
 
 
 def summary_of(out: Path) -> dict:
-    return json.loads((out / spark_predict.MARKER).read_text())["summary"]
+    return json.loads((out / spark_io.MARKER).read_text())["summary"]
 
 
 def good_rows(n: int, seed: int = 0) -> list[dict]:
@@ -99,19 +101,20 @@ def test_invalid_json_keeps_the_whole_line_in_the_error():
 @pytest.mark.parametrize("master, slots", [("local", 1), ("local[2]", 2), ("local[3, 4]", 3), ("yarn", None),
                                            ("spark://host:7077", None)])
 def test_local_task_slots_set_the_default_threads(master, slots):
-    assert spark_predict.local_slots(master) == slots
-    cores = spark_predict._cores()
-    expected = max(1, cores // slots) if slots else 3
-    assert spark_predict.default_threads(master, task_cpus=3) == expected
+    assert spark_session.local_slots(master) == slots
+    cores = spark_session.cores()
+    threads, why = spark_session.default_threads(master, task_cpus=3)
+    assert threads == (max(1, cores // slots) if slots else 3)
+    assert why == (f"{cores} cores / {slots} task slots of {master}" if slots else "spark.task.cpus = 3")
 
 
 def test_a_folder_of_mixed_files_needs_an_input_format(tmp_path):
     (tmp_path / "a.csv").write_text("text\nx\n")
     (tmp_path / "b.jsonl").write_text('{"text": "x"}\n')
     (tmp_path / "_SUCCESS").write_text("")   # Spark's marker files are not data
-    with pytest.raises(spark_predict.InputError, match="cannot tell one input format.*--input-format"):
-        spark_predict.resolve_input(str(tmp_path), None)
-    assert spark_predict.resolve_input(str(tmp_path / "*.csv"), None) == ([str(tmp_path / "a.csv")], "csv")
+    with pytest.raises(spark_io.InputError, match="cannot tell one input format.*--input-format"):
+        spark_io.resolve_input(str(tmp_path), None)
+    assert spark_io.resolve_input(str(tmp_path / "*.csv"), None) == ([str(tmp_path / "a.csv")], "csv")
 
 
 # ------------------------------------------------------------------------------------------------ on Spark
@@ -122,9 +125,9 @@ def test_csv_every_row_out_once_and_decisions_equal_the_batch_cli(spark, tiny_bu
         {"id": "long", "text": " ".join(["the haunted crypt at night"] * 40)}]
     src = write_csv(tmp_path / "in.csv", rows, encoding="utf-8-sig")   # with a byte-order mark, "\r\n" line ends
     out = tmp_path / "out"
-    # One partition: rows meet the same batch companions as in the batch CLI (dynamic int8 scales activations per
-    # batch: on this random tiny model, scores move by up to ~0.02 when the companions change).
-    assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(out), "--partitions", "1",
+    # Three partitions: rows meet other batch companions than in the batch CLI, and still get its answers (one
+    # text, one answer: docs/CONTRACTS.md).
+    assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(out), "--partitions", "3",
                  "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "64 rows in, 64 rows out (62 predicted, 2 with errors, 1 truncated)" in printed and "texts/s" in printed
@@ -149,7 +152,7 @@ def test_csv_every_row_out_once_and_decisions_equal_the_batch_cli(spark, tiny_bu
 
     summary = summary_of(out)
     assert summary["rows_in"] == summary["rows_out"] == 64 and summary["errors"] == 2
-    assert summary["spark"]["partitions"] == 1
+    assert summary["spark"]["partitions"] == 3
     assert summary["texts_sent"] == 62   # each text went through the model once (the UDF ran once per row)
     assert 1 <= summary["predictor_loads"] <= summary["python_workers"] <= 2   # a worker loads it at most once
     assert summary["bundle_paths"] == [str(tiny_bundle)]
@@ -243,22 +246,72 @@ def test_glob_and_shipped_bundle_give_the_same_rows(spark, tiny_bundle, tmp_path
 
 def test_out_folder_that_is_not_ours_is_refused_and_ours_is_replaced(spark, tiny_bundle, tmp_path, capsys):
     src = write_csv(tmp_path / "in.csv", good_rows(5))
-    foreign = tmp_path / "foreign"
-    foreign.mkdir()
-    (foreign / "keep.txt").write_text("precious")
-    assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(foreign), "--quiet"]) == 2
-    assert "not an output of this command" in capsys.readouterr().err and (foreign / "keep.txt").is_file()
+    # A plain path goes through deployment.files.replace_dir, a URI through Hadoop's FileSystem: the same rules.
+    for kind in ("path", "uri"):
+        base = tmp_path / kind
+        foreign, out = base / "foreign", base / "out"
+        foreign.mkdir(parents=True)
+        (foreign / "keep.txt").write_text("precious")
+        name = (lambda p: f"file://{p}") if kind == "uri" else str
+        assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", name(foreign), "--quiet"]) == 2
+        assert "is not a spark_predict output (no _spark_predict.json)" in capsys.readouterr().err
+        assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
+        for _ in range(2):   # the second run replaces the first one's output
+            assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", name(out), "--quiet",
+                         "--conf", "spark.hadoop.fs.s3a.secret.key=hunter2"]) == 0
+        assert len(read_parquet_rows(out)) == 5, kind
+        marker = (out / spark_io.MARKER).read_text()   # settings are saved, credentials are not
+        assert json.loads(marker)["settings"]["conf"] == {"spark.hadoop.fs.s3a.secret.key": "***"}
+        assert "hunter2" not in marker and "hunter2" not in capsys.readouterr().out
+        assert sorted(p.name for p in base.iterdir()) == ["foreign", "out"], kind   # no staging folder left
+        assert spark.conf.get("spark.hadoop.fs.s3a.secret.key", None) is None   # a --conf lasts one run
+
+
+def test_a_failed_run_leaves_no_output_and_a_rerun_works(spark, tiny_bundle, tmp_path):
+    """The executors cannot load the bundle (it breaks after the driver checked it): the job fails, nothing
+    appears at --out, nothing is left beside it, and the same command then succeeds."""
+    src = write_csv(tmp_path / "in.csv", good_rows(20))
+    for kind, out in (("path", str(tmp_path / "out")), ("uri", f"file://{tmp_path}/out-uri")):
+        bundle = tmp_path / f"bundle-{kind}"   # a path no Python worker has cached a Predictor for
+        shutil.copytree(tiny_bundle, bundle)
+        model = (bundle / "model.onnx").read_bytes()
+        settings = spark_predict.SparkPredictSettings(bundle=str(bundle), input=str(src), out=out, quiet=True)
+
+        def break_bundle_once_checked(line):
+            if "input" in line and "->" in line:   # logged right after the driver's own check of the bundle
+                (bundle / "model.onnx").write_bytes(b"not an onnx model")
+
+        with pytest.raises(Exception) as failure:
+            spark_predict.run(settings, log=break_bundle_once_checked)
+        assert "model.onnx: not a loadable ONNX model" in spark_session.failure_reason(failure.value), kind
+        left = {"path": ["bundle-path", "in.csv"], "uri": ["bundle-path", "bundle-uri", "in.csv", "out"]}[kind]
+        assert sorted(p.name for p in tmp_path.iterdir()) == left, kind   # no output, no staging folder
+        (bundle / "model.onnx").write_bytes(model)
+        assert spark_predict.run(settings, log=lambda line: None)["rows_out"] == 20, kind
+    assert len(read_parquet_rows(tmp_path / "out-uri")) == 20
+
+
+def test_every_conf_is_honoured_or_refused(spark, tiny_bundle, tmp_path, capsys):
+    rows = good_rows(40, seed=3)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        write_csv(folder / f"part-{i}.csv", rows[i * 10:(i + 1) * 10])
     out = tmp_path / "out"
-    for _ in range(2):   # the second run replaces the first one's output
-        assert main(["--bundle", str(tiny_bundle), "--input", str(src), "--out", str(out), "--quiet",
-                     "--conf", "spark.hadoop.fs.s3a.secret.key=hunter2"]) == 0
-    assert len(read_parquet_rows(out)) == 5
-    marker = (out / spark_predict.MARKER).read_text()   # settings are saved, credentials are not
-    assert json.loads(marker)["settings"]["conf"] == {"spark.hadoop.fs.s3a.secret.key": "***"}
-    assert "hunter2" not in marker and "hunter2" not in capsys.readouterr().out
+    args = ["--bundle", str(tiny_bundle), "--input", str(folder), "--out", str(out), "--quiet"]
+    # A runtime setting applies to the run: opening a file "costs" a whole split, so each file is its own task.
+    assert main(args + ["--conf", f"spark.sql.files.openCostInBytes={128 << 20}"]) == 0
+    assert summary_of(out)["spark"]["partitions_read"] == 4
+    assert main(args) == 0
+    assert summary_of(out)["spark"]["partitions_read"] < 4   # and lasts one run: small files share splits
+    # One that only a starting session reads is refused, never dropped.
+    assert main(args + ["--conf", "spark.executor.memory=3g"]) == 2
+    assert "spark.executor.memory takes effect only when a session starts" in capsys.readouterr().err
+    assert main(args + ["--conf", "spark.pyspark.driver.python=/usr/bin/false"]) == 2
+    assert "this command is the driver and runs on " + sys.executable in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("case", ["missing-bundle", "missing-input", "missing-text-column"])
+@pytest.mark.parametrize("case", ["missing-bundle", "missing-input", "missing-text-column", "no-executor-python"])
 def test_the_real_command_fails_clearly(tiny_bundle, tmp_path, case):
     src = write_csv(tmp_path / "in.csv", [{"id": "1", "description": "A dragon tale"}])
     bundle, out = tiny_bundle, tmp_path / "out"
@@ -267,11 +320,30 @@ def test_the_real_command_fails_clearly(tiny_bundle, tmp_path, case):
         bundle = tmp_path / "no-bundle"
     elif case == "missing-input":
         src = tmp_path / "absent.csv"
+    elif case == "no-executor-python":   # honoured (pyspark itself reads only PYSPARK_PYTHON), and checked first
+        args += ["--conf", f"spark.pyspark.python={tmp_path}/env/bin/python"]
+        src = write_csv(src, [{"id": "1", "text": "A dragon tale"}])
     proc = run_cli("--bundle", bundle, "--input", src, "--out", out, *args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     message = {"missing-bundle": "no-bundle: bundle directory does not exist",
                "missing-input": "absent.csv: file not found",
-               "missing-text-column": "no 'text' column (columns: ['id', 'description']); pick one with --text-column"}
+               "missing-text-column": "no 'text' column (columns: ['id', 'description']); pick one with --text-col",
+               "no-executor-python": f'the executors cannot start their Python ({tmp_path}/env/bin/python): Cannot '
+                                     f'run program "{tmp_path}/env/bin/python"'}
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message[case] in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_the_executors_check_names_the_python_and_what_it_lacks():
+    ok = {"python": "/w/env/bin/python", "version": "3.11.7", "host": "w1", "sources": {"predict.py": "aa"}}
+    missing = {"python": "/usr/bin/python3", "version": "3.11.2", "host": "w2", "missing": "deployment",
+               "error": "ModuleNotFoundError: No module named 'deployment'"}
+    assert spark_session.executor_problem([ok], {"predict.py": "aa"}) is None
+    problem = spark_session.executor_problem([ok, missing], {"predict.py": "aa"})
+    assert problem.startswith("the executors' Python cannot run the predictor: /usr/bin/python3 (Python 3.11.2 on "
+                              "w2) cannot import deployment (ModuleNotFoundError: No module named 'deployment')")
+    assert "make spark-env" in problem and "\n" not in problem
+    stale = spark_session.executor_problem([ok], {"predict.py": "bb"})
+    assert stale.startswith("the executors run other code than this driver: deployment/predict.py differ on w1 "
+                            "(/w/env/bin/python)") and "make spark-env" in stale

@@ -127,22 +127,22 @@ def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dic
         rows.append({"rule": name, "valid_micro_f1": v["micro_f1"], "valid_macro_f1": v["macro_f1"],
                      "test_micro_f1": t["micro_f1"], "test_macro_f1": t["macro_f1"], **extra})
 
-    def thresholded(pv, pt, how="per-label", objective="label_f1"):
-        th = tune_thresholds(pv, ys["valid"], labels, min_support, objective=objective)
+    def thresholded(p_valid, p_test, how="per-label", objective="label_f1"):
+        th = tune_thresholds(p_valid, ys["valid"], labels, min_support, objective=objective)
         t = threshold_vector(th, labels) if how == "per-label" else th["global"]
-        return decide(pv, t), decide(pt, t)
+        return decide(p_valid, t), decide(p_test, t)
 
     shipped_pooling = (saved.dir.settings.get("windows") or {}).get("pooling", "mean")
     shipped = shipped_rule(metrics)
-    pt = pooled(outputs, shipped_pooling)
+    p_model = pooled(outputs, shipped_pooling)
     combined = {}
     for rule in RULES:
-        ws = fit_combination(pt["valid"], pl["valid"], ys["valid"], labels, min_support, *rule)
-        combined[rule] = {k: blend(pt[k], pl[k], ws, rule[0]) for k in ("valid", "test")}
+        ws = fit_combination(p_model["valid"], pl["valid"], ys["valid"], labels, min_support, *rule)
+        combined[rule] = {k: blend(p_model[k], pl[k], ws, rule[0]) for k in ("valid", "test")}
     ship = combined[shipped]
     add(f"shipped: {rule_name(shipped)}, per-label thresholds ({shipped_pooling} of windows)",
         *thresholded(ship["valid"], ship["test"]), group="shipped")
-    for name, p in (("transformer alone", pt), ("TF-IDF alone", pl)):
+    for name, p in (("transformer alone", p_model), ("TF-IDF alone", pl)):
         for how in ("per-label", "global"):
             add(f"{name}, {how} thresholds", *thresholded(p["valid"], p["test"], how), group="parts")
     for rule in RULES:
@@ -168,7 +168,7 @@ def run(model_dir: Path, folds: int, repeats: int, progress: bool = True) -> dic
         add(f"shipped blend on the {how} of windows",
             *thresholded(blend(p["valid"], pl["valid"], ws, shipped[0]), blend(p["test"], pl["test"], ws, shipped[0])),
             group="pooling")
-    picked, choice = choose_blend_rule(pt["valid"], pl["valid"], ys["valid"], labels, min_support, folds=folds,
+    picked, choice = choose_blend_rule(p_model["valid"], pl["valid"], ys["valid"], labels, min_support, folds=folds,
                                        repeats=repeats)
     add(f"training's cross-fitted choice ({folds} folds x {repeats}): the {rule_name(picked)}",
         *thresholded(combined[picked]["valid"], combined[picked]["test"]), group="choice")

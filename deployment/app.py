@@ -45,11 +45,13 @@ import gradio as gr  # noqa: E402
 
 if __package__:
     from .examples import load_examples
-    from .predict import InputError as BatchInputError, predict_file, scan
+    from .files import LocationError
+    from .predict import predict_file, scan
     from .predictor import BundleError, InputError, Predictor
 else:
     from examples import load_examples  # type: ignore[no-redef]
-    from predict import InputError as BatchInputError, predict_file, scan  # type: ignore[no-redef]
+    from files import LocationError  # type: ignore[no-redef]
+    from predict import predict_file, scan  # type: ignore[no-redef]
     from predictor import BundleError, InputError, Predictor  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
@@ -237,7 +239,7 @@ class App:
             stats = predict_file(self.predictor, path, out_path, text_column="text",
                                  threshold=self._threshold(use_tuned, threshold), top_k=int(top_k), progress=False,
                                  on_chunk=lambda done, total: progress((done, total), desc="Predicting"))
-        except (BatchInputError, InputError) as err:   # the upload's temporary path means nothing to the user
+        except (LocationError, InputError) as err:   # the upload's temporary path means nothing to the user
             raise user_error(f"The CSV cannot be used: {str(err).replace(str(path), path.name)}") from None
         summary = (f"Predicted {stats['predicted']:,} of {stats['rows']:,} rows"
                    + (f" ({stats['errors']:,} with an error: see the error column)" if stats["errors"] else "")

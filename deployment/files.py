@@ -29,6 +29,17 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+class LocationError(ValueError):
+    """An input or output file, folder or URI that a command cannot use at all (the message names it): the batch
+    CLI's and Spark's "file not found", "not UTF-8", "is the input". `hint` is advice for the command line only
+    (an option to pass); the Gradio app, which shares the batch path, shows the message. Not the predictor's
+    `InputError`, which is about one text or argument of a request."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
 class OutputError(RuntimeError):
     """The output location cannot be used (it holds something that is not this stage's output)."""
 

@@ -41,13 +41,13 @@ from typing import Callable, Iterable, Iterator
 try:  # run as `python -m deployment.predict` or from inside the deployment/ folder (a Space)
     from deployment.cli_types import non_negative_int, positive_int, probability
     from deployment.console import SafeStream, unbreakable_output
-    from deployment.files import clean_stale, replace_file
+    from deployment.files import LocationError, clean_stale, replace_file
     from deployment.formats import CsvError, csv_records, dumps, finite, json_number
     from deployment.predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, BundleError, Predictor
 except ImportError:  # pragma: no cover
     from cli_types import non_negative_int, positive_int, probability
     from console import SafeStream, unbreakable_output
-    from files import clean_stale, replace_file
+    from files import LocationError, clean_stale, replace_file
     from formats import CsvError, csv_records, dumps, finite, json_number
     from predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, BundleError, Predictor
 
@@ -62,33 +62,24 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 Row = tuple[dict, object, "str | None"]   # (fields written back out, the text value, why it can't be predicted)
 
 
-class InputError(ValueError):
-    """An input or output file that cannot be used at all (the message names it). `hint` is advice for the
-    command line only (an option to pass); the Gradio app, which shares this batch path, shows the message."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
-
-
 # ---------------------------------------------------------------------------------------------- paths
 def _format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".jsonl"):
         return suffix[1:]
-    raise InputError(f"{path}: unsupported extension {suffix!r}; use .csv or .jsonl")
+    raise LocationError(f"{path}: unsupported extension {suffix!r}; use .csv or .jsonl")
 
 
 def check_paths(input_path: Path, out_path: Path) -> None:
     """Both formats known, the input a file, the output not a folder and never the input itself."""
     _format(input_path), _format(out_path)
     if not input_path.is_file():
-        raise InputError(f"{input_path}: file not found")
+        raise LocationError(f"{input_path}: file not found")
     if out_path.is_dir():
-        raise InputError(f"{out_path}: is a folder; --out names the output file")
+        raise LocationError(f"{out_path}: is a folder; --out names the output file")
     # resolve() follows symlinks and makes relative paths absolute; samefile() also catches hard links.
     if input_path.resolve() == out_path.resolve() or (out_path.exists() and os.path.samefile(input_path, out_path)):
-        raise InputError(f"--out {out_path} is the input file {input_path}; write the predictions somewhere else")
+        raise LocationError(f"--out {out_path} is the input file {input_path}; write the predictions somewhere else")
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -110,10 +101,10 @@ def _csv_rows(fh, path: Path, text_column: str) -> Iterator[Row]:
     records = csv_records(fh)
     _, header = next(records, (1, None))
     if not header or text_column not in header:
-        raise InputError(f"{path}: no {text_column!r} column (columns: {header})", hint="pick one with --text-col")
+        raise LocationError(f"{path}: no {text_column!r} column (columns: {header})", hint="pick one with --text-col")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:   # a dict per row would keep one of them and lose the others' cells
-        raise InputError(f"{path}: the header repeats column name(s) {', '.join(map(repr, dupes))}; rename them")
+        raise LocationError(f"{path}: the header repeats column name(s) {', '.join(map(repr, dupes))}; rename them")
     for line, values in records:
         if not values:   # a blank line is not a row
             continue
@@ -159,11 +150,11 @@ def read_rows(path: Path, text_column: str) -> Iterator[Row]:
         with open(path, newline="" if fmt == "csv" else "\n", encoding="utf-8-sig") as fh:
             yield from _csv_rows(fh, path, text_column) if fmt == "csv" else _jsonl_rows(fh, text_column)
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-save it as UTF-8") from exc
+        raise LocationError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-save it as UTF-8") from exc
     except CsvError as exc:
-        raise InputError(f"{path} {exc}") from exc
+        raise LocationError(f"{path} {exc}") from exc
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
+        raise LocationError(f"{path}: cannot read ({exc.strerror})") from exc
 
 
 def scan(path: Path, text_column: str) -> tuple[int, list[str]]:
@@ -302,7 +293,7 @@ def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column:
     total, fields = scan(input_path, text_column)
     clash = [f for f in fields if f in out_fields(explain)]
     if clash:
-        raise InputError(f"{input_path}: has field(s) {clash} that the output adds (a prediction output given "
+        raise LocationError(f"{input_path}: has field(s) {clash} that the output adds (a prediction output given "
                          "back as input?); rename them so nothing is overwritten")
     bar = _progress_bar(total, progress)
     try:
@@ -322,7 +313,7 @@ def predict_file(pred: Predictor, input_path: Path, out_path: Path, text_column:
                 if on_chunk is not None:
                     on_chunk(stats["rows"], total)
     except OSError as exc:
-        raise InputError(f"{exc.filename or out_path}: cannot write ({exc.strerror})") from exc
+        raise LocationError(f"{exc.filename or out_path}: cannot write ({exc.strerror})") from exc
     finally:
         if bar is not None:
             bar.close()
@@ -397,7 +388,7 @@ def _run(a: argparse.Namespace) -> int:
                                           batch_tokens=a.batch_tokens or None)
             stats = predict_file(pred, a.input, a.out, text_column=a.text_column, threshold=a.threshold,
                                  top_k=a.top_k, progress=not a.quiet, explain=a.explain)
-    except (BundleError, InputError) as exc:
+    except (BundleError, LocationError) as exc:
         hint = getattr(exc, "hint", None)
         print(f"error: {exc}" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from deployment.files import OutputError, check_replaceable, replace_dir, write_text
+from deployment.files import LocationError, OutputError, check_replaceable, replace_dir, write_text
 
 OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -34,10 +34,6 @@ MARKER = "_spark_predict.json"   # settings + summary in --out; Spark's readers 
 WHAT = "spark_predict output"
 RAW = "__mltc_raw"               # hidden input column: the raw JSON line, or Spark's copy of a malformed CSV record
 CSV_OPTIONS = {"header": "true", "escape": '"', "multiLine": "true"}   # RFC 4180 quotes; cells may hold newlines
-
-
-class InputError(ValueError):
-    """An input or output location that cannot be used at all (the message names it)."""
 
 
 def is_uri(path: str) -> bool:
@@ -69,35 +65,35 @@ def _visible(path: Path) -> bool:
 
 
 def resolve_input(path: str, input_format: str | None) -> tuple[list[str], str]:
-    """The paths Spark should read and their format; a clear InputError when there is nothing readable."""
+    """The paths Spark should read and their format; a clear LocationError when there is nothing readable."""
     if is_uri(path):   # hdfs://, s3a://, gs://: Spark checks existence when it reads
         fmt = input_format or format_of(path)
         if fmt is None:
-            raise InputError(f"{path}: cannot tell the format from the name; pass --input-format csv|jsonl|parquet")
+            raise LocationError(f"{path}: cannot tell the format from the name; pass --input-format csv|jsonl|parquet")
         return [path], fmt
     local = local_path(path)
     if glob.has_magic(local):
         files = [Path(m) for m in sorted(glob.glob(local, recursive=True)) if Path(m).is_file()]
         if not files:
-            raise InputError(f"{path}: no file matches")
+            raise LocationError(f"{path}: no file matches")
         targets = [str(f) for f in files]
     elif Path(local).is_dir():
         files = sorted(p for p in Path(local).rglob("*")
                        if p.is_file() and all(_visible(q) for q in p.relative_to(local).parents if q.name)
                        and _visible(p))
         if not files:
-            raise InputError(f"{path}: folder holds no data files")
+            raise LocationError(f"{path}: folder holds no data files")
         targets = [local]
     elif Path(local).is_file():
         files, targets = [Path(local)], [local]
     else:
-        raise InputError(f"{path}: file not found")
+        raise LocationError(f"{path}: file not found")
     if input_format:
         return targets, input_format
     formats = {format_of(f.name) for f in files}
     if len(formats) != 1 or None in formats:
         kinds = sorted({f.suffix or f.name for f in files})
-        raise InputError(f"{path}: cannot tell one input format from the file names ({', '.join(kinds)}); "
+        raise LocationError(f"{path}: cannot tell one input format from the file names ({', '.join(kinds)}); "
                          f"pass --input-format csv|jsonl|parquet or a glob such as '{path.rstrip('/')}/*.csv'")
     return targets, formats.pop()
 
@@ -112,13 +108,13 @@ def check_out(out: str, input_paths: list[str]) -> None:
         if not is_uri(src):
             src_path = Path(local_path(src)).resolve()
             if src_path == out_path or out_path in src_path.parents:
-                raise InputError(f"{out}: the output folder holds the input ({src}); writing there would destroy it")
+                raise LocationError(f"{out}: the output folder holds the input ({src}); writing there would destroy it")
     if out.startswith("file://"):
         return
     try:
         check_replaceable(out_path, owned_by=MARKER, what=WHAT)
     except OutputError as exc:
-        raise InputError(str(exc)) from None
+        raise LocationError(str(exc)) from None
 
 
 def pack_bundle(bundle: Path, work_dir: Path) -> tuple[Path, str]:
@@ -249,15 +245,15 @@ def output_folder(spark, out: str, log=print) -> Iterator[str]:
             with replace_dir(out, owned_by=MARKER, what=WHAT) as tmp:
                 yield str(tmp)
         except OutputError as exc:
-            raise InputError(str(exc)) from None
+            raise LocationError(str(exc)) from None
         return
     fs, target = _hadoop(spark, out)
     jvm_path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path
     if fs.exists(target):
         if fs.getFileStatus(target).isFile():
-            raise InputError(f"{out}: is a file; --out names a folder")
+            raise LocationError(f"{out}: is a file; --out names a folder")
         if len(fs.listStatus(target)) and not fs.exists(jvm_path(target, MARKER)):
-            raise InputError(f"{out}: folder exists and is not a {WHAT} (no {MARKER}); refusing to replace it: "
+            raise LocationError(f"{out}: folder exists and is not a {WHAT} (no {MARKER}); refusing to replace it: "
                              "pick a new --out or remove it")
     parent, name = target.getParent(), target.getName()
     leftover = re.compile(rf"^\.{re.escape(name)}\.(?:partial|old)-.+$")
@@ -271,11 +267,11 @@ def output_folder(spark, out: str, log=print) -> Iterator[str]:
     try:
         yield staging.toString()
         if fs.exists(target) and not fs.rename(target, old):
-            raise InputError(f"{out}: cannot move the earlier output aside to {old.toString()}")
+            raise LocationError(f"{out}: cannot move the earlier output aside to {old.toString()}")
         if not fs.rename(staging, target):
             if fs.exists(old):
                 fs.rename(old, target)
-            raise InputError(f"{out}: cannot rename {staging.toString()} into place")
+            raise LocationError(f"{out}: cannot rename {staging.toString()} into place")
         fs.delete(old, True)
     finally:
         if fs.exists(staging):

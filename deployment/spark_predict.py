@@ -47,7 +47,7 @@ from deployment import spark_worker  # noqa: E402
 from deployment.cli_types import positive_int, probability  # noqa: E402
 from deployment.predict import CHUNK, OUT_FIELDS  # noqa: E402
 from deployment.predictor import DEFAULT_BATCH_SIZE, BundleError, Predictor  # noqa: E402
-from deployment.spark_io import (OUTPUT_FORMATS, RAW, InputError, check_out, count_output,  # noqa: E402
+from deployment.spark_io import (OUTPUT_FORMATS, RAW, LocationError, check_out, count_output,  # noqa: E402
                                  output_folder, pack_bundle, read_input, resolve_input, write_marker,
                                  write_output)
 from deployment.spark_session import (ClusterError, apply_conf, check_executors, default_threads,  # noqa: E402
@@ -109,20 +109,20 @@ def ship_bundle(sc, bundle: Path, log=print) -> str:
 
 
 def read_checked(spark, s: SparkPredictSettings, paths: list[str], in_fmt: str, log=print):
-    """The input as a DataFrame with a string text column, or InputError; returns (df, raw_kind, columns)."""
+    """The input as a DataFrame with a string text column, or LocationError; returns (df, raw_kind, columns)."""
     from pyspark.errors import AnalysisException
     from pyspark.sql.types import StringType
 
     try:
         df, raw_kind = read_input(spark, paths, in_fmt, s.text_column)
     except AnalysisException as exc:
-        raise InputError(f"{s.input}: Spark cannot read it ({str(exc).splitlines()[0]})") from None
+        raise LocationError(f"{s.input}: Spark cannot read it ({str(exc).splitlines()[0]})") from None
     columns = [c for c in df.columns if c != RAW]
     if s.text_column not in columns:
-        raise InputError(f"{s.input}: no {s.text_column!r} column (columns: {columns}); pick one with --text-col")
+        raise LocationError(f"{s.input}: no {s.text_column!r} column (columns: {columns}); pick one with --text-col")
     text_type = df.schema[s.text_column].dataType
     if not isinstance(text_type, StringType):
-        raise InputError(f"{s.input}: column {s.text_column!r} is {text_type.simpleString()}, not a string; "
+        raise LocationError(f"{s.input}: column {s.text_column!r} is {text_type.simpleString()}, not a string; "
                          f"pick the text column with --text-col")
     replaced = [c for c in columns if c in OUT_FIELDS]
     if replaced:
@@ -152,7 +152,7 @@ def with_predictions(df, columns: list[str], udf, text_column: str):
 def run(s: SparkPredictSettings, log=print) -> dict:
     """Predict every row of `s.input` into `s.out`; returns the summary (also written to `<out>/_spark_predict.json`)."""
     if s.format not in OUTPUT_FORMATS:
-        raise InputError(f"--format {s.format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+        raise LocationError(f"--format {s.format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
     paths, in_fmt = resolve_input(s.input, s.input_format)
     check_out(s.out, paths)
     bundle = Path(s.bundle)
@@ -213,7 +213,7 @@ def _run_job(spark, created: bool, s: SparkPredictSettings, paths: list[str], in
         try:
             write_output(with_predictions(df, columns, udf, s.text_column), staging, s.format)
         except AnalysisException as exc:
-            raise InputError(f"{s.out}: Spark cannot write there ({str(exc).splitlines()[0]})") from None
+            raise LocationError(f"{s.out}: Spark cannot write there ({str(exc).splitlines()[0]})") from None
         predict_s = time.perf_counter() - t_predict
         rows_out, errors, truncated = count_output(spark, staging, s.format)
         if rows_out != rows_in:
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
                              ship_bundle=a.ship_bundle, partitions=a.partitions, conf=conf, quiet=a.quiet)
     try:
         summary = run(s)
-    except (BundleError, InputError, ClusterError) as exc:
+    except (BundleError, LocationError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

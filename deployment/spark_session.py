@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from deployment import spark_worker
-from deployment.spark_io import InputError
+from deployment.files import LocationError
 
 ENV_HINT = ("build the executors' environment with `make spark-env` and pass `--archives build/spark-env.tar.gz#env "
             "--conf spark.pyspark.python=./env/bin/python` (to spark-submit; `--conf spark.archives=build/spark-env"
@@ -65,7 +65,7 @@ def _same_python(path: str) -> bool:
 def apply_conf(spark, conf: dict[str, str]) -> dict[str, str | None]:
     """Set each --conf on a session that was already running; returns the previous values, to restore.
 
-    A setting Spark reads only when a session starts is refused (InputError) unless it already has that value:
+    A setting Spark reads only when a session starts is refused (LocationError) unless it already has that value:
     a --conf is honoured or refused, never dropped."""
     from pyspark.errors import AnalysisException
 
@@ -79,7 +79,7 @@ def apply_conf(spark, conf: dict[str, str]) -> dict[str, str | None]:
             current = spark.sparkContext.getConf().get(key)
             if current != value:
                 restore_conf(spark, previous)
-                raise InputError(f"--conf {key}={value}: this process already runs a Spark session, and {key} takes "
+                raise LocationError(f"--conf {key}={value}: this process already runs a Spark session, and {key} takes "
                                  f"effect only when a session starts (it is {current!r} here)") from None
     return previous
 
@@ -102,12 +102,12 @@ def start_session(master: str | None = None, conf: dict[str, str] | None = None,
     conf = dict(conf or {})
     driver_python = conf.get("spark.pyspark.driver.python")
     if driver_python and not _same_python(driver_python):
-        raise InputError(f"--conf spark.pyspark.driver.python={driver_python}: this command is the driver and runs "
+        raise LocationError(f"--conf spark.pyspark.driver.python={driver_python}: this command is the driver and runs "
                          f"on {sys.executable}; run it with that Python instead (spark-submit reads this setting)")
     active = SparkSession.getActiveSession()
     if active is not None:
         if master and active.sparkContext.master != master:
-            raise InputError(f"--master {master}: this process already runs a Spark session on "
+            raise LocationError(f"--master {master}: this process already runs a Spark session on "
                              f"{active.sparkContext.master}")
         return active, False
     launching = not os.environ.get("PYSPARK_GATEWAY_PORT")   # set when spark-submit started the JVM first

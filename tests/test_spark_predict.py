@@ -112,7 +112,7 @@ def test_a_folder_of_mixed_files_needs_an_input_format(tmp_path):
     (tmp_path / "a.csv").write_text("text\nx\n")
     (tmp_path / "b.jsonl").write_text('{"text": "x"}\n')
     (tmp_path / "_SUCCESS").write_text("")   # Spark's marker files are not data
-    with pytest.raises(spark_io.InputError, match="cannot tell one input format.*--input-format"):
+    with pytest.raises(spark_io.LocationError, match="cannot tell one input format.*--input-format"):
         spark_io.resolve_input(str(tmp_path), None)
     assert spark_io.resolve_input(str(tmp_path / "*.csv"), None) == ([str(tmp_path / "a.csv")], "csv")
 

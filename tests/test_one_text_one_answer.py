@@ -139,3 +139,16 @@ def test_bundles_say_how_many_windows_a_call_may_read(tiny_bundle, tmp_path):
         (copy / "bundle.json").write_text(json.dumps({**info, "quantization": bad}))
         with pytest.raises(BundleError, match=key):
             Predictor.from_bundle(copy)
+
+
+def test_the_consistency_bench_shows_the_served_path_alone_equal_and_padded_batches_not(windowed_bundle, tmp_path):
+    from bench.consistency import main
+
+    out = tmp_path / "consistency.json"
+    assert main(["--bundle", str(windowed_bundle), "--texts", "20", "--rounds", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    served, padded = result["rows"]["one window per call (served)"], result["rows"]["padded batches of 32 (before)"]
+    assert served["texts"] == padded["texts"] == 20 and result["windows_per_call"] == 1
+    assert served["max_abs_score_diff"] == 0.0 and served["label_sets_changed"] == 0
+    assert padded["max_abs_score_diff"] > TOL
+    assert "label sets changed" in result["table"] and result["command"].startswith("python -m bench.consistency")

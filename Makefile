@@ -32,23 +32,27 @@ run: install $(BUNDLE)/bundle.json ## sample data -> trained model -> int8 bundl
 	@echo "Gradio app: make gradio NAME=$(NAME)   |   production: make serve-prod NAME=$(NAME)"
 	$(PY) -m flask_app --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
 
-$(PROCESSED)/dataset.csv: $(DATA)
+# The three stages as file rules: each recipe is written once, here. `install` is order-only: it runs first but
+# never makes a stage's output out of date.
+$(PROCESSED)/dataset.csv: $(DATA) | install
 	$(PY) -m training.prepare --input $(DATA) --out $(PROCESSED) --min-label-freq 0.01
 
-$(MODEL)/metrics.json: $(PROCESSED)/dataset.csv
+$(MODEL)/metrics.json: $(PROCESSED)/dataset.csv | install
 	$(PY) -m training.train --data $(PROCESSED) --out $(MODEL) $(TRAIN_ARGS)
 
-$(BUNDLE)/bundle.json: $(MODEL)/metrics.json
+$(BUNDLE)/bundle.json: $(MODEL)/metrics.json | install
 	$(PY) -m compression.quantize --model $(MODEL) --out $(BUNDLE)
 
-prepare: install ## clean, deduplicate and split DATA into data/processed/NAME
-	$(PY) -m training.prepare --input $(DATA) --out $(PROCESSED) --min-label-freq 0.01
+# One step on demand, through the file rule above: the earlier steps run only when their output is missing or
+# out of date; then -W makes make treat the step's input as just changed, so the step itself always runs.
+prepare: ## clean, deduplicate and split DATA into data/processed/NAME
+	@$(MAKE) --no-print-directory -W $(DATA) $(PROCESSED)/dataset.csv
 
-train: install ## fine-tune the offline backbone on data/processed/NAME into models/NAME
-	$(PY) -m training.train --data $(PROCESSED) --out $(MODEL) $(TRAIN_ARGS)
+train: $(PROCESSED)/dataset.csv ## fine-tune the offline backbone on data/processed/NAME into models/NAME (TRAIN_ARGS='...')
+	@$(MAKE) --no-print-directory -W $(PROCESSED)/dataset.csv $(MODEL)/metrics.json
 
-compress: install ## export models/NAME to an int8 ONNX bundle with a parity/size/speed report
-	$(PY) -m compression.quantize --model $(MODEL) --out $(BUNDLE)
+compress: $(MODEL)/metrics.json ## export models/NAME to an int8 ONNX bundle with a parity/size/speed report
+	@$(MAKE) --no-print-directory -W $(MODEL)/metrics.json $(BUNDLE)/bundle.json
 
 serve: install ## development web site on the existing bundle
 	$(PY) -m flask_app --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
@@ -91,6 +95,10 @@ test-fast: install ## the quick suite for iteration (no slow tests)
 
 test-slow: install ## only the slow tests (real training)
 	$(PY) -m pytest -m slow
+
+bench: ## list the benchmarks (run one with make bench-NAME; what they measured: docs/RESULTS.md)
+	@grep -hE '^bench-[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@echo "  run one: make bench-NAME (NAME=$(NAME) picks the model they read); results: docs/RESULTS.md"
 
 bench-accuracy: install ## ours vs TF-IDF baseline on ../shared data (long)
 	$(PY) -m bench.accuracy

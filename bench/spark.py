@@ -36,7 +36,7 @@ DEFAULT_BUNDLE = config.MODELS_DIR / "books" / "bundle"
 SOURCES = {"stackoverflow": "stackoverflow_titles.jsonl.gz", "cmu": "cmu_book_summaries.jsonl.gz"}
 OUT = config.ROOT / "bench" / "results" / "spark.json"
 TARGET = 10_000_000   # texts in the projection
-# The CMU MiniLM int8 bundle on this kind of 2-core machine (README, compression report): 91 texts/s at batch 32,
+# The CMU MiniLM int8 bundle on this kind of 2-core machine (docs/RESULTS.md, Spark): 91 texts/s at batch 32,
 # texts of up to 256 tokens, onnxruntime on both cores.
 MINILM_TEXTS_PER_CORE_S = 91 / 2   # texts/s per core
 
@@ -143,7 +143,7 @@ def projection(rows: list[dict], is_tiny: bool) -> dict:
 
     Spark's cost per text = the best Spark run's core-seconds per text; its overhead over the one-process CLI (read,
     Arrow transfer, write, worker start-up) = that minus the CLI's. With a tiny bundle the model costs almost
-    nothing, so the MiniLM line adds that overhead to the int8 MiniLM rate the README reports (91 texts/s on
+    nothing, so the MiniLM line adds that overhead to the int8 MiniLM rate docs/RESULTS.md reports (91 texts/s on
     2 cores, texts of up to 256 tokens).
     """
     cli = rows[0]

@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED := 1
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
         predict predict-spark spark-env scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed \
-        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory bench-combine bench-feedback clean
+        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory bench-combine bench-feedback bench-consistency clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -132,6 +132,9 @@ bench-combine: install ## how the model's two parts are combined and decoded: ev
 
 bench-feedback: install ## corrections/s and p99 at 8 clients, SQLite vs PostgreSQL; predict p99 with the store on vs off
 	$(PY) -m bench.feedback $(if $(wildcard $(BUNDLE)/bundle.json),--bundle $(BUNDLE))
+
+bench-consistency: install ## one text, one answer: label sets alone vs in one call, served (one window per call) vs padded batches
+	$(PY) -m bench.consistency --bundle $(BUNDLE)
 
 clean: ## remove derived data and models (keeps .venv and data/sample)
 	rm -rf data/processed models test-artifacts bench/results

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -311,7 +310,6 @@ def run(s: FeedbackBenchSettings, log=print) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     summary = summarise(rows)
     return {"settings": asdict(s), "bundle": str(bundle), "tiny_bundle": tiny, "texts": source,
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load": os.getloadavg()},
             "rows": rows, "summary": summary, "table": format_table(rows, summary)}
 
 
@@ -330,13 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     s = FeedbackBenchSettings(bundle=a.bundle, clients=a.clients, corrections=a.corrections, predicts=a.predicts,
                               rounds=a.rounds, workers=a.workers, threads=a.threads, postgres=a.postgres, out=a.out)
-    result = run_and_report(run, s, s.out)
+    result = run_and_report("python -m bench.feedback", run, s, s.out, argv)
     summary = result["summary"]
     stored = [r for r in result["rows"] if r["mode"].startswith("corrections")]
-    print(f"\nbench.feedback: " + "; ".join(f"{r['mode'].split(', ')[1]} {r['throughput_rps']:.0f} corrections/s, "
+    print("\nbench.feedback: " + "; ".join(f"{r['mode'].split(', ')[1]} {r['throughput_rps']:.0f} corrections/s, "
                                            f"p99 {r['p99_ms']:.0f} ms, all stored: {r['all_stored']}" for r in stored)
           + f"; predict p99 with the store on: {100 * summary['slowdown_idle']:+.1f}% idle, "
-            f"{100 * summary['slowdown_writing']:+.1f}% while storing; {result['wall_seconds']} s; wrote {s.out}")
+            f"{100 * summary['slowdown_writing']:+.1f}% while storing; {result['wall_seconds']} s")
     return 0
 
 

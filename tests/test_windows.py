@@ -100,7 +100,8 @@ def test_the_cap_on_windows_is_honoured_and_reported_as_truncation(pred):
 
 def test_document_logits_are_the_pooled_logits_of_its_windows(pred):
     enc = pred.encode([SHORT, LONG])
-    per_window = pred.encoder.run_windows(lambda f: pred.session.run(["logits"], f)[0], enc, 64)
+    # each window run as the predictor runs it (one window per call for this dynamic-int8 bundle)
+    per_window = pred.encoder.run_windows(lambda f: pred.session.run(["logits"], f)[0], enc, pred.batch_size)
     pooled = pred.transformer_logits(enc)
     assert np.allclose(pooled[1], per_window[enc.owner == 1].mean(0), atol=1e-5)
     assert np.allclose(pool_windows(per_window, enc.owner, 2, "max")[1], per_window[enc.owner == 1].max(0))

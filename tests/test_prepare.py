@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training import data, dataset
+from training import data, dataset, rawfiles
 from training.data import PrepareError
 from training import prepare as prepare_module
 from training.prepare import PrepareSettings, main, run
@@ -286,7 +286,7 @@ def test_label_map_renames_merges_and_drops(tmp_path):
     path = tmp_path / "map.json"
     path.write_text(json.dumps({"Sci-Fi": "Science Fiction", "SF": "Science Fiction", "Misc": None,
                                 "Fiction > Fantasy": "Fantasy", "Unused": "X"}))
-    mapping = data.load_label_map(path)
+    mapping = rawfiles.load_label_map(path)
     df = frame(["a", "b", "c"], [["Sci-Fi", "SF", "Misc"], ["Fiction » Fantasy", "Fantasy"], ["Misc"]])
     out, facts = data.apply_label_map(df, mapping)
     assert out["labels"].tolist() == [["Science Fiction"], ["Fantasy"], []]
@@ -303,7 +303,7 @@ def test_bad_label_map_files_are_refused(tmp_path, content, problem):
     path = tmp_path / "map.json"
     path.write_text(content)
     with pytest.raises(PrepareError, match=problem):
-        data.load_label_map(path)
+        rawfiles.load_label_map(path)
 
 
 def test_hierarchy_keep_leaf_and_expand_to_prefix_paths():

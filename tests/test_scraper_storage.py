@@ -1,6 +1,6 @@
 """The scraper's CSV files, property-style: seeded random rows of hostile strings are written with the project's
 writer, interrupted (a torn last row, a real SIGKILL of the writing process), resumed, and read back through
-`repair_and_read`, the csv module, pandas and `training.data.read_records`: exactly the rows written, each once."""
+`repair_and_read`, the csv module, pandas and `training.rawfiles.read_records`: exactly the rows written, each once."""
 from __future__ import annotations
 
 import csv
@@ -69,7 +69,8 @@ def test_hostile_rows_round_trip_through_every_reader(tmp_path, seed):
 
 def test_the_training_reader_takes_the_scrapers_csv_whatever_the_cells_hold(tmp_path):
     """`training.prepare` reads the details CSV with its own strict reader: a bare \\r once made it refuse the file."""
-    from training.data import PARTS_COL, read_records
+    from training.data import PARTS_COL
+    from training.rawfiles import read_records
 
     rows = [dict(row, labels=["A"]) for row in hostile_rows(11, N_ROWS)]
     path = tmp_path / "details.csv"

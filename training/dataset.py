@@ -20,8 +20,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from training.data import (LINE_COL, SPLITS, PrepareError, encode_labels, parse_labels_cell, read_csv_rows,
-                           read_text_file)
+from training.data import LINE_COL, SPLITS, PrepareError, encode_labels, parse_labels_cell
+from training.rawfiles import read_csv_rows, read_text_file
 
 
 # --------------------------------------------------------------------------------------------- writing

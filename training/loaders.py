@@ -10,11 +10,15 @@ a long training document is read one window per epoch, the next of its windows i
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from training.settings import TrainSettings
+
+if TYPE_CHECKING:
+    from training.layercache import Cache
 
 
 class WindowSampler:

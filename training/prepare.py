@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import shlex
 import sys
 import time
@@ -45,7 +44,7 @@ from deployment.cli_types import non_negative_float, non_negative_int, positive_
 from deployment.console import unbreakable_output
 from deployment.files import OutputError, replace_dir
 from deployment.formats import dumps
-from training import data
+from training import data, rawfiles
 from training.data import SPLITS, PrepareError
 from training.dataset import write_dataset
 from training.split import ensure_labels_in_fold, iterative_stratification
@@ -126,8 +125,8 @@ def prepare(
     """read → clean (each step counted) → stratified split → report. Returns (frame with a `split` column,
     labels in index order, report)."""
     started = time.perf_counter()
-    label_map = data.load_label_map(settings.label_map) if settings.label_map else None   # fail before the long read
-    raw = data.read_records(settings.input, settings.text_cols, settings.labels_col, settings.format, progress)
+    label_map = rawfiles.load_label_map(settings.label_map) if settings.label_map else None   # fail before the long read
+    raw = rawfiles.read_records(settings.input, settings.text_cols, settings.labels_col, settings.format, progress)
     steps: list[dict] = []
     df = _clean(raw.frame, settings, label_map, steps, log)
     labels = data.label_vocabulary(df["labels"])
@@ -248,7 +247,6 @@ def _report(settings: PrepareSettings, raw, df: pd.DataFrame, labels: list[str],
 # --------------------------------------------------------------------------------------------------------
 def plot_label_frequencies(frequencies: dict, title: str, path: Path) -> None:
     """Horizontal bars, one per label, stacked by split, commonest at the top; tall enough for 200+ labels."""
-    import matplotlib.ticker
     from matplotlib.figure import Figure  # no pyplot: never switches a caller's (a notebook's) backend
 
     labels = list(frequencies["all"])[:MAX_PLOTTED_LABELS]

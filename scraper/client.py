@@ -17,6 +17,10 @@
 - retries with exponential backoff and jitter on 429, 5xx, connection errors and timeouts, honouring
   `Retry-After` (capped) and slowing the whole host down when told to;
 - never raises for a bad page: every call returns a `Fetched` with `ok`, `status` and a short `reason`.
+
+Over 400 lines on purpose: politeness is one state machine per host (robots, gap, backoff, redirects, deadline) and
+splitting it would spread one lock's invariants over several files; robots.txt parsing and page decoding, which
+are pure, live in `scraper.robots` and `scraper.encoding`.
 """
 from __future__ import annotations
 

@@ -35,6 +35,9 @@ Writes:
   <out stem>.errors.csv         url,cover_file,reason,detail for every cover that could not be read
   <out stem>.settings.json      the settings and the command
 Bad input (missing files or columns, unknown palette) exits with code 2 and one line on stderr.
+
+Over 400 lines: one stage with its CLI, image reading, the CIELAB k-means and the labelling rule, which only this
+stage uses; the colour names and the CIEDE2000 distance live in `training/palette.py`.
 """
 from __future__ import annotations
 

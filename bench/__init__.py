@@ -6,7 +6,6 @@ command that made it (`command`), the machine it ran on (`machine`) and the wall
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -15,6 +14,7 @@ from typing import Callable, Sequence
 
 from deployment.commands import command_line, print_settings
 from deployment.files import write_text
+from deployment.formats import dumps
 
 
 def machine() -> dict:
@@ -26,7 +26,7 @@ def machine() -> dict:
 def write_json(path: str | Path, result) -> Path:
     """`result` as indented UTF-8 JSON at `path` (folders made, the file replaced atomically)."""
     path = Path(path)
-    write_text(path, json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_text(path, dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
     return path
 
 

@@ -19,6 +19,7 @@ from compression import report as rep
 from compression.export import CompressionError
 from compression.report import human_bytes
 from deployment.encoding import TextEncoder, Windows
+from deployment.formats import dumps
 from deployment.scoring import LinearComponent
 from training.modeldir import ModelDir
 
@@ -228,6 +229,6 @@ def write_bundle(tmp: Path, info: dict, ev: dict, model_path: Path) -> None:
     shutil.rmtree(tmp / "_work")
     measured = ev["variants"][ev["chosen"]]
     info["metrics"]["int8"] = {k: measured[k] for k in ("micro_f1", "macro_f1", "label_agreement") if k in measured} or None
-    (tmp / "bundle.json").write_text(json.dumps(info, indent=2))
-    (tmp / "eval.json").write_text(json.dumps(ev, indent=2))
+    (tmp / "bundle.json").write_text(dumps(info, indent=2))
+    (tmp / "eval.json").write_text(dumps(ev, indent=2))
     (tmp / "README.md").write_text(_model_card(info, ev))

@@ -45,6 +45,7 @@ if __package__ in (None, ""):  # run as a file (`spark-submit deployment/spark_p
 
 from deployment import spark_worker  # noqa: E402
 from deployment.cli_types import positive_int, probability  # noqa: E402
+from deployment.formats import dumps  # noqa: E402
 from deployment.predict import CHUNK, OUT_FIELDS  # noqa: E402
 from deployment.predictor import DEFAULT_BATCH_SIZE, BundleError, Predictor  # noqa: E402
 from deployment.spark_io import (OUTPUT_FORMATS, RAW, LocationError, check_out, count_output,  # noqa: E402
@@ -236,7 +237,7 @@ def _run_job(spark, created: bool, s: SparkPredictSettings, paths: list[str], in
                       "partitions": n_parts, "partitions_read": n_read},
             "input_format": in_fmt, "output_format": s.format,
         }
-        write_marker(spark, staging, json.dumps({"settings": settings, "summary": summary}, indent=2))
+        write_marker(spark, staging, dumps({"settings": settings, "summary": summary}, indent=2))
     return summary
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from deployment.files import large_csv_fields, write_bytes, write_text
+from deployment.formats import dumps
 from feedback.checks import labels_problem, model_order, storable_text_problem
 from feedback.db import reading, safe_url, writing
 from feedback.models import Correction, utcnow
@@ -113,7 +114,7 @@ def export(engine: Engine, out: Path, progress: bool = True, command: str | None
         "command": command or " ".join(sys.argv),
     }
     write_bytes(out, body)
-    write_text(manifest_path(out), json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    write_text(manifest_path(out), dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     return manifest
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deployment.formats import dumps
 from training.metrics import evaluate, markdown_table, tune_thresholds
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
     if args.out:
         try:
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(m, indent=2))
+            args.out.write_text(dumps(m, indent=2))
         except OSError as e:
             print(f"error: --out {args.out}: cannot write ({e.strerror})", file=sys.stderr)
             return 2

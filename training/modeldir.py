@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deployment.files import replace_dir
+from deployment.formats import dumps
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 OWNER_FILE = "settings.json"     # what makes a folder a model dir that a new run may replace
@@ -196,14 +197,14 @@ def write_model_dir(out: Path, run, linear, ev, history: list, train_info: dict,
         run.tokenizer.save_pretrained(tmp / "checkpoint")
         (tmp / "labels.json").write_text(json.dumps({lab: i for i, lab in enumerate(run.labels)}, indent=2,
                                                     ensure_ascii=False))
-        (tmp / "thresholds.json").write_text(json.dumps(ev.thresholds, indent=2, ensure_ascii=False))
+        (tmp / "thresholds.json").write_text(dumps(ev.thresholds, indent=2, ensure_ascii=False))
         if ev.final_name == "blend":
             linear.export(tmp / "linear", ev.weight, ev.label_weights, ev.rule[0])
         settings = asdict(s) | {"pooling_used": run.pooling, "device_used": rt.device, "precision_used": rt.precision,
                                 "world_size": rt.world.size, "backbone": run.backbone_name,
                                 "backbone_source": run.source, "data": str(Path(s.data).resolve()),
                                 "windows": {k: ev.windows[k] for k in ("max_windows", "stride", "pooling")}}
-        (tmp / OWNER_FILE).write_text(json.dumps(settings, indent=2))
+        (tmp / OWNER_FILE).write_text(dumps(settings, indent=2))
         (tmp / "command.txt").write_text(command + "\n")
         train_info["total_seconds"] = round(time.time() - t0, 1)
         label_weights = (dict(zip(run.labels, map(float, ev.label_weights))) if ev.label_weights is not None
@@ -213,11 +214,11 @@ def write_model_dir(out: Path, run, linear, ev, history: list, train_info: dict,
                    "blend_rule": ev.rule_search,
                    "windows": ev.windows, "train": train_info, "labels": run.labels,
                    "data": str(Path(s.data).resolve())}
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+        (tmp / "metrics.json").write_text(dumps(metrics, indent=2, ensure_ascii=False))
         table = markdown_table({names[k]: v for k, v in results.items()})
         (tmp / "metrics.md").write_text(f"# Test metrics ({len(run.texts['test'])} rows, thresholds tuned on valid)\n\n"
                                         f"{table}\n## Per label ({names[ev.final_name]})\n\n{per_label_table(final)}")
-        (tmp / "history.json").write_text(json.dumps(history))
+        (tmp / "history.json").write_text(dumps(history))
         plots.plot_training(history, train_info["epochs"], tmp / "training_curves.png")
         if train_info.get("valid_curve"):
             plots.plot_valid_curve(train_info["valid_curve"], tmp / "valid_curve.png")

@@ -396,14 +396,14 @@ def test_compat_imports_blurr_offline_and_show_batch_works(tiny_backbone, tiny_d
     from training.compat import blurr_text
     from training.backbone import load_model_and_tokenizer
     from training.dataset import read_splits
-    from training.loaders import build_dls
+    from training.loaders import blurr_dls
     from training.settings import TrainSettings
 
     assert callable(fastcore.all.typedispatch)
     sp = read_splits(tiny_data, 64, 0)
     labels = sp.labels
     model, tok = load_model_and_tokenizer(str(tiny_backbone), labels)
-    dls = build_dls(sp.frames["train"], sp.frames["valid"], sp.y["train"], sp.y["valid"], labels, tok, model,
+    dls = blurr_dls(sp.frames["train"], sp.frames["valid"], sp.y["train"], sp.y["valid"], labels, tok, model,
                     TrainSettings(max_length=24, batch_size=8))
     batch = dls.one_batch()
     assert set(batch[0]) >= {"input_ids", "attention_mask"}

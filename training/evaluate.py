@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from deployment.encoding import pool_windows
 from training import devices
 from training.blend import BLEND_RULES, rule_name
 from training.settings import TrainSettings, reading_windows
@@ -37,6 +36,7 @@ def tune_and_evaluate(run, linear, s: TrainSettings, rt: devices.Runtime) -> Eva
     """Window pooling, thresholds and the blend (`training.blend`) from valid; every metric on test. The forward
     passes run where `run.model` is (the training device `rt`), in that device's batches and
     autocast (`devices.eval_batching`, `devices.eval_autocast`); only the logits come back."""
+    from deployment.encoding import pool_windows
     from deployment.scoring import blend, sigmoid
     from training.blend import choose_blend_rule, fit_blend
     from training.inference import window_logits
@@ -105,21 +105,17 @@ def evaluate_saved(model_dir: Path, log=print) -> dict:
 
     from deployment.encoding import Windows
     from deployment.scoring import sigmoid  # the serving maths: evaluation sees what users get
-    from training.inference import text_encoder, window_logits
+    from training.inference import predict_logits
     from training.metrics import evaluate, markdown_table
     from training.modeldir import load_saved
-    from training.tokencache import pack
 
     saved = load_saved(model_dir)
     texts = saved.splits.texts["test"]
     windows = Windows.from_dict(saved.dir.settings.get("windows"))   # absent in dirs written before windows
     ran_bf16 = saved.dir.metrics.get("train", {}).get("eval_precision") == "bf16"
     autocast = torch.bfloat16 if ran_bf16 and devices.cpu_has_native_bf16() else None
-    encoder = text_encoder(saved.tokenizer, saved.model, saved.dir.max_length, windows)
-    encoded = encoder.encode(texts)
-    logits = window_logits(saved.model, pack(encoded, encoder), int(saved.dir.settings.get("eval_batch_size", 64)),
-                           autocast=autocast)
-    p = sigmoid(pool_windows(logits, encoded.owner, len(encoded), windows.pooling))
+    p = sigmoid(predict_logits(saved.model, saved.tokenizer, texts, saved.dir.max_length,
+                               int(saved.dir.settings.get("eval_batch_size", 64)), windows=windows, autocast=autocast))
     if saved.linear is not None:
         p = saved.linear.blend(p, saved.linear.probabilities(texts))
     m = evaluate(p, saved.splits.y["test"], saved.dir.labels, saved.dir.thresholds_file)

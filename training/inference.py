@@ -77,11 +77,12 @@ def stepped(forward, progress, n_batches):
 
 
 def predict_logits(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 32,
-                   progress=None, windows: Windows | None = None) -> np.ndarray:
-    """Logits [n, L] in input order: each text's windows pooled as `windows` says (default: truncation)."""
+                   progress=None, windows: Windows | None = None, autocast: torch.dtype | None = None) -> np.ndarray:
+    """Logits [n, L] in input order: each text's windows pooled as `windows` says (default: truncation), the
+    forward passes where the model is, under `autocast` when given."""
     from training.tokencache import pack
 
     encoder = text_encoder(tokenizer, model, max_length, windows)
     encoded = encoder.encode(texts)
-    return pool_windows(window_logits(model, pack(encoded, encoder), batch_size, progress), encoded.owner,
+    return pool_windows(window_logits(model, pack(encoded, encoder), batch_size, progress, autocast), encoded.owner,
                         len(encoded), encoder.windows.pooling)

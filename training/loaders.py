@@ -36,6 +36,7 @@ from training.settings import TrainSettings
 ALL_WINDOWS = 1_000_000
 
 
+# --------------------------------------------------------------------------------------------- blurr's (the reference)
 class WindowSampler:
     """fastai `get_x`: the text of one window of a training document, the next of its windows in a shuffled order
     each time it is asked (fastai asks once per epoch; `WindowCycle`), so the epochs see the whole of
@@ -211,7 +212,7 @@ def align_blurr(blurr, token) -> None:
     blurr.window_sampler.cycle = lambda row_id, n: int(offset[row_id])
 
 
-# --------------------------------------------------------------------------------------------- the layer cache's rows
+# --------------------------------------------------------------------------------------------- a document's windows
 class WindowCycle:
     """Which of a row's `n` windows to read each time the row is asked for one: every window once, in a random
     order, before any is read again (a fresh order each round). Drawing with replacement instead, a CMU summary
@@ -232,6 +233,7 @@ class WindowCycle:
         return int(self.order[key][k % n])
 
 
+# --------------------------------------------------------------------------------------------- the layer cache's rows
 class CachedRows:
     """A training (or valid) set over the cache: row i gives (its window this epoch, its label vector). `draw()`
     picks the epoch's windows: the next of each row's cached windows in a shuffled order when `random`

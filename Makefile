@@ -95,7 +95,7 @@ test-slow: install ## only the slow tests (real training)
 bench-accuracy: install ## ours vs TF-IDF baseline on ../shared data (long)
 	$(PY) -m bench.accuracy
 
-bench-train-speed: install ## blurr/fastai training step vs a plain PyTorch loop
+bench-train-speed: install ## a training step part by part, blurr's per-batch tokenising vs the token cache
 	$(PY) -m bench.train_speed
 
 bench-scrape: install ## scraper pages/s vs a naive loop against a local server

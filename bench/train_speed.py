@@ -12,7 +12,8 @@ Rows, each the median per batch of --batch-size windows of up to --max-length to
   host-to-device     copying it to the training device (pinned, non-blocking on the token cache's path; 0 on the CPU)
   forward+backward   the forward pass, the loss and the backward pass on the training device, in its precision
   optimizer          the optimizer's step and clearing the gradients
-and steps/s end to end through fastai's `fit`, the loop training runs, each path through its own DataLoaders.
+and steps/s end to end through fastai's `fit`, the loop training runs, each path through its own DataLoaders, with
+the process's CPU seconds a step (on a shared machine steadier than the wall clock).
 The parts are timed in a plain loop that waits for the device after each one; `fit` does not. The machine is
 shared: rounds interleave the paths (A B, then B A, ...) so that a burst of load falls on both. Prints a table,
 writes JSON (`batch_production_ms` per path: the median ms per batch, for scripts: scripts/gpu_check.sh).
@@ -115,8 +116,10 @@ def parts_ms(learn, rt, n: int, warmup: int) -> dict[str, list[float]]:
     return out
 
 
-def fit_steps_per_second(learn, n: int, warmup: int) -> float:
-    """Optimizer steps per second through fastai's own fit loop (`n` steps timed after `warmup`)."""
+def fit_steps_per_second(learn, n: int, warmup: int) -> tuple[float, float]:
+    """(optimizer steps per second, CPU seconds per step) through fastai's own fit loop, `n` steps timed after
+    `warmup`. The CPU seconds are this process's (all its threads): on a machine shared with other jobs they move
+    far less than the wall clock, which counts the time other processes held the cores."""
     from fastai.callback.core import Callback, CancelFitException
 
     stamps = []
@@ -126,13 +129,14 @@ def fit_steps_per_second(learn, n: int, warmup: int) -> float:
 
         def after_batch(self):
             if self.training:
-                stamps.append(time.perf_counter())
+                stamps.append((time.perf_counter(), time.process_time()))
                 if len(stamps) > warmup + n:
                     raise CancelFitException()
 
     with learn.no_bar(), learn.no_logging():
         learn.fit(1, lr=1e-4, cbs=[Stamp()])
-    return n / (stamps[-1] - stamps[warmup])
+    (w0, c0), (w1, c1) = stamps[warmup], stamps[-1]
+    return n / (w1 - w0), (c1 - c0) / n
 
 
 def table(r: dict) -> str:
@@ -140,7 +144,8 @@ def table(r: dict) -> str:
     lines = [f"{r['backbone']} on {r['device_name']} ({r['precision']}), batch {r['batch_size']} x <={r['max_length']} "
              f"tokens (mean {p['token_cache']['mean_tokens_per_batch']:.0f} real tokens a batch on the token cache, "
              f"{p['blurr']['mean_tokens_per_batch']:.0f} on blurr's), {r['rounds']} rounds x {r['batches']} steps a "
-             f"path; tokenising once took {r['tokenise_seconds']:.1f} s", "",
+             f"path; setting up: {r['tokenise_seconds']:.1f} s to tokenise once for the token cache, "
+             f"{r['blurr_setup_seconds']:.1f} s for blurr's (windows, lengths)", "",
              "| part of a step (median ms per batch) | blurr (tokenises each batch) | token cache | share of the "
              "token cache's step |", "|---|---|---|---|"]
     names = {"batch_production": "batch production (CPU, no model)", "host_to_device": "host-to-device copy",
@@ -151,10 +156,12 @@ def table(r: dict) -> str:
                      f"{p['token_cache'][f'{k}_ms'] / total:.1%} |")
     lines.append(f"| steps/s end to end (fastai fit) | {p['blurr']['steps_per_second']:.3f} | "
                  f"{p['token_cache']['steps_per_second']:.3f} | |")
+    lines.append(f"| CPU seconds a step end to end (fastai fit, all threads) | {p['blurr']['cpu_seconds_per_step']:.2f} | "
+                 f"{p['token_cache']['cpu_seconds_per_step']:.2f} | |")
     ms = r["batch_production_ms"]["token_cache"]
     lines += ["", f"batch production: {r['batch_production_ms']['blurr']:.2f} ms -> {ms:.2f} ms a batch "
               f"({'within' if ms <= GOAL_MS else 'OUTSIDE'} the {GOAL_MS:g} ms goal); end to end "
-              f"{r['speedup']:.2f}x the steps/s of blurr's path"]
+              f"{r['speedup']:.2f}x the steps/s of blurr's path (median of the rounds' paired ratios)"]
     return "\n".join(lines)
 
 
@@ -182,15 +189,17 @@ def measure(settings: dict) -> dict:
     dls = {"token_cache": token_dls(sp.texts["train"], sp.texts["valid"], sp.y["train"], sp.y["valid"], sp.labels,
                                     tok, model, s)}
     tokenise_seconds = time.perf_counter() - t
+    t = time.perf_counter()
     dls["blurr"] = blurr_dls(sp.frames["train"], sp.frames["valid"], sp.y["train"], sp.y["valid"], sp.labels, tok,
                              model, s)
+    blurr_setup_seconds = time.perf_counter() - t   # it tokenises too, up front: windows, SortedDL's lengths
     steps = settings["warmup"] + settings["batches"]
     if len(dls["token_cache"].train) < max(steps + 1, settings["production_batches"]):
         raise BenchError(f"only {len(dls['token_cache'].train)} training batches; lower --batches or "
                          f"--production-batches")
     align_blurr(dls["blurr"], dls["token_cache"])   # same rows, same batches, same windows
     learners = {k: make_learner(d, model, sp.y["train"], s, rt)[0] for k, d in dls.items()}
-    samples = {k: {"production": [], "fit": [], **{p: [] for p in PARTS}} for k in PATHS}
+    samples = {k: {"production": [], "fit": [], "fit_cpu": [], **{p: [] for p in PARTS}} for k in PATHS}
     for r in range(settings["rounds"]):
         for k in (PATHS if r % 2 == 0 else PATHS[::-1]):
             print(f"  round {r + 1}/{settings['rounds']}: {k}", flush=True)
@@ -199,7 +208,9 @@ def measure(settings: dict) -> dict:
             for part, v in parts_ms(learners[k], rt, settings["batches"], settings["warmup"]).items():
                 samples[k][part] += v
             model.load_state_dict(initial)
-            samples[k]["fit"].append(fit_steps_per_second(learners[k], settings["batches"], settings["warmup"]))
+            per_second, cpu = fit_steps_per_second(learners[k], settings["batches"], settings["warmup"])
+            samples[k]["fit"].append(per_second)
+            samples[k]["fit_cpu"].append(cpu)
     tokens = {k: [int(b[0]["attention_mask"].sum()) for b, _ in zip(dls[k].train, range(steps))] for k in PATHS}
     paths = {}
     for k in PATHS:
@@ -208,14 +219,18 @@ def measure(settings: dict) -> dict:
                     **{f"{p}_ms": statistics.median(v[p]) for p in PARTS[1:]},
                     "batch_production_in_loop_ms": statistics.median(v["batch_production"]),
                     "steps_per_second": statistics.median(v["fit"]), "steps_per_second_rounds": v["fit"],
+                    "cpu_seconds_per_step": statistics.median(v["fit_cpu"]), "cpu_seconds_per_step_rounds": v["fit_cpu"],
                     "mean_tokens_per_batch": float(np.mean(tokens[k]))}
     result = {"backbone": name, "data": str(settings["data"]), "device": rt.device, "device_name": rt.device_name,
               "precision": rt.precision, "batch_size": s.batch_size, "max_length": s.max_length,
               "batches": settings["batches"], "rounds": settings["rounds"], "torch_threads": torch.get_num_threads(),
-              "tokenise_seconds": round(tokenise_seconds, 2), "paths": paths,
+              "tokenise_seconds": round(tokenise_seconds, 2), "blurr_setup_seconds": round(blurr_setup_seconds, 2),
+              "paths": paths,
               "batch_production_ms": {k: paths[k]["batch_production_ms"] for k in PATHS},
               "goal_batch_production_ms": GOAL_MS,
-              "speedup": paths["token_cache"]["steps_per_second"] / paths["blurr"]["steps_per_second"]}
+              # each round's ratio of the two paths' steps/s (run back to back), then their median: on a loaded
+              # machine a paired ratio is steadier than the ratio of the medians
+              "speedup": statistics.median(a / b for a, b in zip(samples["token_cache"]["fit"], samples["blurr"]["fit"]))}
     return {**result, "table": table(result)}
 
 

@@ -13,8 +13,10 @@ This module is the stage read as a straight line (`train`, below) and its comman
     backbone   find the backbone offline, load it with the prepared splits (`training.dataset`)
     baseline   the TF-IDF + one-vs-rest logistic regression (the baseline, and the blend's other part)
     finetune   time the evaluation, plan the layers (`layerplan`, `layercache`), build the Learner (`learner`,
-               `loaders`), fit the budgeted one-cycle schedule (`schedule`) with the valid curve (`curve`)
-    evaluate   window pooling, thresholds (`metrics`) and the blend (`blend`) chosen on valid; metrics on test
+               `loaders` over `tokencache`: texts tokenised once), fit the budgeted one-cycle schedule
+               (`schedule`) with the valid curve (`curve`), on the training device
+    evaluate   window pooling, thresholds (`metrics`) and the blend (`blend`) chosen on valid, the forward passes
+               on the training device; metrics on test
     modeldir   the model dir written atomically (and read back by `--evaluate`, `--resume` and compression)
 
 `--device` (CUDA, else MPS, else the CPU) and `--precision` (bf16/fp16 autocast where it pays) are chosen in

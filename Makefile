@@ -103,7 +103,7 @@ bench: ## list the benchmarks (run one with make bench-NAME; what they measured:
 bench-accuracy: install ## ours vs TF-IDF baseline on ../shared data (long)
 	$(PY) -m bench.accuracy
 
-bench-train-speed: install ## blurr/fastai training step vs a plain PyTorch loop
+bench-train-speed: install ## a training step part by part, blurr's per-batch tokenising vs the token cache
 	$(PY) -m bench.train_speed
 
 bench-scrape: install ## scraper pages/s vs a naive loop against a local server

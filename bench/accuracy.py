@@ -38,7 +38,7 @@ ROWS = (("baseline", "tf-idf + logreg, per-label thresholds"),
         ("transformer_global", "transformer alone, whole document, one global threshold"),
         ("final", "ours: the shipped model"), ("most_frequent", "most frequent labels"))
 GOAL = 0.02   # the shipped model should beat the strongest baseline by 2 points on both metrics
-OVERRIDABLE = ("max_length", "epochs", "lr", "head_lr", "pos_weight", "train_layers", "seed")
+OVERRIDABLE = ("backbone", "max_length", "epochs", "lr", "head_lr", "pos_weight", "train_layers", "seed")
 
 
 def run_one(path: Path, work: Path, budget: float, overrides: dict, command: str, log=print) -> dict:
@@ -139,6 +139,7 @@ def main(argv=None) -> int:
                     help="JSONL(.gz) or details CSV; repeatable (default: both ../shared data sets)")
     ap.add_argument("--time-budget", type=positive_duration, default=parse_duration("25m"),
                     help="wall-clock budget per data set for training + evaluation (e.g. 25m)")
+    ap.add_argument("--backbone", help="override the backbone (a name or a local Hugging Face folder)")
     ap.add_argument("--max-length", type=int_at_least(8), help="override the default tokens per window")
     ap.add_argument("--epochs", type=positive_float, help="override the planned epochs")
     ap.add_argument("--lr", type=positive_float, help="override the peak learning rate of the top transformer layer")
@@ -158,7 +159,8 @@ def main(argv=None) -> int:
     if missing:
         print(f"error: data file(s) not found: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in (("max_length", args.max_length), ("epochs", args.epochs), ("lr", args.lr),
+    overrides = {k: v for k, v in (("backbone", args.backbone), ("max_length", args.max_length),
+                                   ("epochs", args.epochs), ("lr", args.lr),
                                    ("head_lr", args.head_lr), ("pos_weight", args.pos_weight),
                                    ("train_layers", args.train_layers), ("seed", args.seed)) if v is not None}
     overrides["min_label_freq"] = args.min_label_freq

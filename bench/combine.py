@@ -45,6 +45,7 @@ def window_outputs(saved, metrics: dict, progress: bool = True) -> dict:
 
     from deployment.encoding import Windows
     from training.inference import text_encoder, window_logits
+    from training.tokencache import pack
 
     s = saved.dir.settings
     w = Windows.from_dict(s.get("windows"))
@@ -55,7 +56,7 @@ def window_outputs(saved, metrics: dict, progress: bool = True) -> dict:
         texts = saved.splits.texts[k]
         enc = encoder.encode(texts)
         bar = (lambda batches, what=f"{k} windows": tqdm(batches, unit="batch", desc=what, file=sys.stderr))
-        wl = window_logits(saved.model, encoder, enc, s["eval_batch_size"], autocast=autocast,
+        wl = window_logits(saved.model, pack(enc, encoder), s["eval_batch_size"], autocast=autocast,
                            progress=bar if progress else None)
         out[k] = {"window_logits": wl, "owner": enc.owner, "n": len(enc),
                   "linear": saved.linear.probabilities(texts) if saved.linear is not None else None}

@@ -159,26 +159,8 @@ class TextEncoder:
     @staticmethod
     def batches(encoded: Encoded, batch_size: int, sort: bool | None = None,
                 max_tokens: int | None = None) -> list[list[int]]:
-        """Window indices per batch: at most `batch_size` windows and, when `max_tokens` is set, at most that many
-        padded tokens (windows x the longest window; a window longer than the budget runs alone). The budget
-        bounds the activations, hence the memory, of one call whatever the texts' length. Sorted by length (less
-        padding) when there is more than one batch, unless `sort` says otherwise; one batch keeps input order."""
-        lengths = [len(w.ids) for w in encoded.windows]
-        order = list(range(len(lengths)))
-        one_batch = len(order) <= batch_size and (max_tokens is None or len(order) * max(lengths, default=0) <= max_tokens)
-        if sort or (sort is None and not one_batch):
-            order.sort(key=lambda i: lengths[i])
-        if max_tokens is None:
-            return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-        out, batch, width = [], [], 0
-        for i in order:
-            grown = max(width, lengths[i])
-            if batch and (len(batch) == batch_size or (len(batch) + 1) * grown > max_tokens):
-                out.append(batch)
-                batch, grown = [], lengths[i]
-            batch.append(i)
-            width = grown
-        return out + [batch] if batch else out
+        """Window indices per batch (`length_batches` over the windows' token counts)."""
+        return length_batches([len(w.ids) for w in encoded.windows], batch_size, sort, max_tokens)
 
     def run_windows(self, forward: Callable[[dict[str, np.ndarray]], np.ndarray], encoded: Encoded,
                     batch_size: int, sort: bool | None = None, max_tokens: int | None = None) -> np.ndarray:
@@ -200,6 +182,31 @@ class TextEncoder:
         the encoder's)."""
         return pool_windows(self.run_windows(forward, encoded, batch_size, sort, max_tokens), encoded.owner,
                             len(encoded), pooling or self.windows.pooling)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, sort: bool | None = None,
+                   max_tokens: int | None = None) -> list[list[int]]:
+    """Indices into `lengths` (token counts of windows) per batch: at most `batch_size` windows and, when
+    `max_tokens` is set, at most that many padded tokens (windows x the longest window; a window longer than the
+    budget runs alone). The budget bounds the activations, hence the memory, of one call whatever the texts'
+    length. Sorted by length (less padding) when there is more than one batch, unless `sort` says otherwise; one
+    batch keeps input order."""
+    lengths = [int(n) for n in lengths]
+    order = list(range(len(lengths)))
+    one_batch = len(order) <= batch_size and (max_tokens is None or len(order) * max(lengths, default=0) <= max_tokens)
+    if sort or (sort is None and not one_batch):
+        order.sort(key=lambda i: lengths[i])
+    if max_tokens is None:
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    out, batch, width = [], [], 0
+    for i in order:
+        grown = max(width, lengths[i])
+        if batch and (len(batch) == batch_size or (len(batch) + 1) * grown > max_tokens):
+            out.append(batch)
+            batch, grown = [], lengths[i]
+        batch.append(i)
+        width = grown
+    return out + [batch] if batch else out
 
 
 def pool_windows(window_logits: np.ndarray, owner: np.ndarray, n_texts: int, pooling: str) -> np.ndarray:

@@ -193,7 +193,7 @@ def test_make_learner_uses_fastai_mixed_precision_on_cuda_and_autocast_wrapper_o
     from training.backbone import load_model_and_tokenizer
     from training.dataset import read_splits
     from training.learner import make_learner
-    from training.loaders import build_dls
+    from training.loaders import blurr_dls
     from training.settings import TrainSettings
 
     sp = read_splits(tiny_data, 32, 0)
@@ -201,7 +201,7 @@ def test_make_learner_uses_fastai_mixed_precision_on_cuda_and_autocast_wrapper_o
     built = {}
     for rt in (Runtime("cuda", "fp16", device_name="test"), Runtime("cpu", "bf16"), Runtime("cpu", "fp32")):
         model, tok = load_model_and_tokenizer(str(tiny_backbone), sp.labels)
-        dls = build_dls(sp.frames["train"], sp.frames["valid"], sp.y["train"], sp.y["valid"], sp.labels, tok, model, s)
+        dls = blurr_dls(sp.frames["train"], sp.frames["valid"], sp.y["train"], sp.y["valid"], sp.labels, tok, model, s)
         built[rt.device, rt.precision] = make_learner(dls, model, sp.y["train"], s, rt)[0]
     cuda = built["cuda", "fp16"]
     mp = [cb for cb in cuda.cbs if isinstance(cb, MixedPrecision)]

@@ -21,11 +21,12 @@ import numpy as np
 from training.settings import TrainSettings
 
 
-def valid_curve(encoder, encoded, y: np.ndarray, p_linear: np.ndarray | None, points: int, t0: float,
-                batch_size: int, log=print, autocast=None):
-    """The callback over `encoded` (one window per row) and its labels `y`. `self.sched` (the schedule's callback)
-    is set by `schedule.fit`. Minutes are wall-clock since `t0` (the command's start), without the measurements
-    themselves. On the CPU the forward pass runs under `autocast` (as the final evaluation)."""
+def valid_curve(tokens, y: np.ndarray, p_linear: np.ndarray | None, points: int, t0: float, batching: tuple,
+                log=print, autocast=None):
+    """The callback over `tokens` (a `tokencache.TokenCache` of one window per row) and its labels `y`.
+    `self.sched` (the schedule's callback) is set by `schedule.fit`. Minutes are wall-clock since `t0` (the
+    command's start), without the measurements themselves. The forward pass runs where the model trains, in
+    `batching` = (windows, padded tokens or None) a batch, under `autocast` (as the final evaluation)."""
     from fastai.callback.core import Callback
 
     from deployment.scoring import blend, sigmoid
@@ -55,7 +56,7 @@ def valid_curve(encoder, encoded, y: np.ndarray, p_linear: np.ndarray | None, po
             t = time.perf_counter()
             model = self.learn.model.hf_model
             was_training = model.training
-            logits = window_logits(model, encoder, encoded, batch_size, autocast=autocast)
+            logits = window_logits(model, tokens, batching[0], autocast=autocast, max_tokens=batching[1])
             model.train(was_training)
             p = sigmoid(logits)
             f1, threshold = micro_f1_at_best_threshold(p, y)
@@ -72,7 +73,7 @@ def valid_curve(encoder, encoded, y: np.ndarray, p_linear: np.ndarray | None, po
             point["seconds"] = round(took, 2)
             self.spent += took
             self.seconds_per_point = took if self.seconds_per_point is None else max(self.seconds_per_point, took)
-            self.seconds_per_window = self.seconds_per_point / max(1, len(encoded.windows))
+            self.seconds_per_window = self.seconds_per_point / max(1, tokens.window_count)
             if self.sched.t_last is not None:   # the next step's duration must not include this measurement
                 self.sched.t_last += took
             self.points.append(point)
@@ -91,23 +92,24 @@ def valid_curve(encoder, encoded, y: np.ndarray, p_linear: np.ndarray | None, po
     return ValidCurve()
 
 
-def curve_callback(run, s: TrainSettings, linear, t0: float, world_size: int, log=print):
-    """The valid-curve callback on the first window of `s.curve_rows` valid rows spread over the split (None when
-    --curve-points is 0, valid is empty, or in a data-parallel run, where one process evaluating alone would
-    stall the others at the next gradient exchange)."""
+def curve_callback(run, s: TrainSettings, linear, t0: float, rt, log=print):
+    """The valid-curve callback on the first window of `s.curve_rows` valid rows spread over the split, measured on
+    `rt`'s device (None when --curve-points is 0, valid is empty, or in a data-parallel run, where one process
+    evaluating alone would stall the others at the next gradient exchange)."""
     from training import devices
+    from training.tokencache import tokens_for
 
     if s.curve_points <= 0 or not len(run.texts["valid"]):
         return None
-    if world_size > 1:
-        log(f"  valid curve: off in a data-parallel run ({world_size} processes); the final evaluation still runs")
+    if rt.world.size > 1:
+        log(f"  valid curve: off in a data-parallel run ({rt.world.size} processes); the final evaluation still runs")
         return None
     n = len(run.texts["valid"])
     pick = np.unique(np.linspace(0, n - 1, min(s.curve_rows, n)).astype(int))
-    encoded = run.encoder.encode([run.texts["valid"][i] for i in pick])
-    sample = encoded.subset(encoded.first_windows())
+    valid = tokens_for(run.encoder, run.texts["valid"])   # tokenised once for the run (the evaluation reads it too)
+    sample = valid.subset(valid.first_windows()[pick])
     p_linear = linear.predict_proba([run.texts["valid"][i] for i in pick]) if linear is not None else None
     log(f"  valid curve: micro-F1 on the first window of {len(pick)} valid rows, {s.curve_points} times while "
         f"training and at the end")
-    return valid_curve(run.encoder, sample, run.ys["valid"][pick], p_linear, s.curve_points, t0, s.eval_batch_size,
-                       log, devices.eval_autocast(s.precision))
+    return valid_curve(sample, run.ys["valid"][pick], p_linear, s.curve_points, t0,
+                       devices.eval_batching(rt, s.eval_batch_size), log, devices.eval_autocast(rt))

@@ -47,14 +47,65 @@ def autocast_dtype(precision: str):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
-def eval_autocast(precision: str):
-    """The autocast dtype of the CPU forward passes that measure the model (the final evaluation on valid and
-    test, the valid curve, their timing) for a --precision setting: bfloat16 where the CPU has native bf16, unless
-    fp32. On CMU's windows it ran 1.9x faster than fp32 with test F1 within 0.3 points (AVX512-BF16); the served
-    bundle is int8 either way, and `compression.quantize` checks it against the fp32 model."""
+def eval_autocast(rt: "Runtime"):
+    """The autocast dtype of the no-grad forward passes that measure the model (the final evaluation on valid and
+    test, the valid curve, their timing), which run where training runs (`rt`). On a GPU: the training precision's
+    (bf16, or fp16 on GPUs without bf16); fp32 runs plain. On the CPU: bfloat16 where the CPU has native bf16,
+    unless fp32 (on CMU's windows it ran 1.9x faster than fp32 with test F1 within 0.3 points, AVX512-BF16); the
+    served bundle is int8 either way, and `compression.quantize` checks it against the fp32 model. MPS: None."""
     import torch
 
-    return torch.bfloat16 if precision != "fp32" and cpu_has_native_bf16() else None
+    if rt.device == "cuda":
+        return autocast_dtype(rt.precision)
+    if rt.device == "cpu":
+        return torch.bfloat16 if rt.precision != "fp32" and cpu_has_native_bf16() else None
+    return None
+
+
+def eval_precision(rt: "Runtime") -> str:
+    """`eval_autocast(rt)` in words (metrics.json `train.eval_precision`): bf16, fp16 or fp32."""
+    import torch
+
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(eval_autocast(rt), "fp32")
+
+
+# A GPU's no-grad passes run in large batches: up to EVAL_WINDOWS_GPU windows and EVAL_TOKENS_GPU padded tokens a
+# batch (512 windows of 256 tokens, 256 of 512: activations of a few hundred MiB for a base-sized model). The CPU
+# keeps --eval-batch-size (64): a larger batch is no faster there.
+EVAL_WINDOWS_GPU = 512
+EVAL_TOKENS_GPU = 512 * 256
+
+
+def eval_batching(rt: "Runtime", batch_size: int) -> tuple[int, int | None]:
+    """(windows a batch, padded tokens a batch or None) of the evaluation passes on `rt`'s device."""
+    if rt.device == "cuda":
+        return max(batch_size, EVAL_WINDOWS_GPU), EVAL_TOKENS_GPU
+    return batch_size, None
+
+
+def to_device(tree, device):
+    """Tensors of a batch (nested in dicts, tuples, lists) on `device`. To a CUDA device they go from pinned memory
+    with non-blocking copies, so the host builds the next batch while the GPU works; elsewhere they stay as they
+    are when already there (no copy on the CPU)."""
+    import torch
+
+    device = torch.device(device) if device is not None else None
+    if device is None:
+        return tree
+    cuda = device.type == "cuda"
+
+    def move(t):
+        if isinstance(t, torch.Tensor):
+            if t.device == device:
+                return t
+            return (t.pin_memory() if cuda and t.device.type == "cpu" else t).to(device, non_blocking=cuda)
+        if isinstance(t, dict):
+            return {k: move(v) for k, v in t.items()}
+        if isinstance(t, (tuple, list)):
+            return type(t)(move(v) for v in t)
+        return t
+
+    return move(tree)
 
 
 @dataclass(frozen=True)

@@ -32,19 +32,22 @@ class Evaluation:
     rule_search: dict | None = None   # the cross-fitted choice of it on valid
 
 
-def tune_and_evaluate(run, linear, s: TrainSettings) -> Evaluation:
-    """Window pooling, thresholds and the blend (`training.blend`) from valid; every metric on test."""
+def tune_and_evaluate(run, linear, s: TrainSettings, rt: devices.Runtime) -> Evaluation:
+    """Window pooling, thresholds and the blend (`training.blend`) from valid; every metric on test. The forward
+    passes run where `run.model` is (the training device `rt`), in that device's batches and
+    autocast (`devices.eval_batching`, `devices.eval_autocast`); only the logits come back."""
     from deployment.encoding import pool_windows
     from deployment.scoring import blend, sigmoid
     from training.blend import choose_blend_rule, fit_blend
     from training.inference import window_logits
     from training.metrics import evaluate, multilabel_report, top_frequency_baseline, tune_thresholds
+    from training.tokencache import tokens_for
 
     ys, labels = run.ys, run.labels
-    encoded = {k: run.encoder.encode(run.texts[k]) for k in ("valid", "test")}
-    autocast = devices.eval_autocast(s.precision)
-    wl = {k: window_logits(run.model, run.encoder, encoded[k], s.eval_batch_size, autocast=autocast)
-          for k in encoded}
+    encoded = {k: tokens_for(run.encoder, run.texts[k]) for k in ("valid", "test")}   # tokenised once a run
+    batch_size, max_tokens = devices.eval_batching(rt, s.eval_batch_size)
+    wl = {k: window_logits(run.model, encoded[k], batch_size, autocast=devices.eval_autocast(rt),
+                           max_tokens=max_tokens) for k in encoded}
 
     def probs(k: str, pooling: str) -> np.ndarray:
         return sigmoid(pool_windows(wl[k], encoded[k].owner, len(encoded[k]), pooling))
@@ -95,7 +98,11 @@ def model_names(ev: Evaluation) -> dict[str, str]:
 
 
 def evaluate_saved(model_dir: Path, log=print) -> dict:
-    """Re-evaluate a saved model dir on its data's test split with its stored thresholds (no training)."""
+    """Re-evaluate a saved model dir on its data's test split with its stored thresholds (no training), on the CPU,
+    read as the run read it: windows of its settings, its eval batch size, and bf16 autocast where the run evaluated
+    in bf16 and this CPU has native bf16 (the margin of a close threshold call is within bf16's rounding)."""
+    import torch
+
     from deployment.encoding import Windows
     from deployment.scoring import sigmoid  # the serving maths: evaluation sees what users get
     from training.inference import predict_logits
@@ -105,7 +112,10 @@ def evaluate_saved(model_dir: Path, log=print) -> dict:
     saved = load_saved(model_dir)
     texts = saved.splits.texts["test"]
     windows = Windows.from_dict(saved.dir.settings.get("windows"))   # absent in dirs written before windows
-    p = sigmoid(predict_logits(saved.model, saved.tokenizer, texts, saved.dir.max_length, windows=windows))
+    ran_bf16 = saved.dir.metrics.get("train", {}).get("eval_precision") == "bf16"
+    autocast = torch.bfloat16 if ran_bf16 and devices.cpu_has_native_bf16() else None
+    p = sigmoid(predict_logits(saved.model, saved.tokenizer, texts, saved.dir.max_length,
+                               int(saved.dir.settings.get("eval_batch_size", 64)), windows=windows, autocast=autocast))
     if saved.linear is not None:
         p = saved.linear.blend(p, saved.linear.probabilities(texts))
     m = evaluate(p, saved.splits.y["test"], saved.dir.labels, saved.dir.thresholds_file)

@@ -2,7 +2,7 @@
 
     from training.finetune import fine_tune
     tuned = fine_tune(run, settings, budget, rt, linear=linear, t0=t0, log=print)
-    run.model          # the fine-tuned classifier, on the CPU
+    run.model          # the fine-tuned classifier, on the training device
     tuned.fitted.steps, tuned.valid_curve, tuned.layers, tuned.eval_seconds_reserved
 
 Time the final evaluation → decide which layers train (`layerplan`) → build the Learner (`learner`) → set up the
@@ -32,22 +32,25 @@ class FineTuned:
 
 def fine_tune(run, s: TrainSettings, budget, rt: devices.Runtime, linear=None, t0: float | None = None,
               log=print) -> FineTuned:
-    """fastai + blurr fit within the budget on `rt`'s device (data-parallel over its processes); the fine-tuned
-    model replaces `run.model`, back on the CPU, where evaluation and saving read it whatever trained it."""
+    """fastai fit within the budget on `rt`'s device (data-parallel over its processes); the fine-tuned model
+    replaces `run.model`, still on that device, where the final evaluation reads it (`train` saves it from the
+    CPU)."""
     from training.curve import curve_callback
     from training.layerplan import plan_layers
     from training.learner import build_learner, group_lrs
     from training.schedule import RESERVE_MARGIN, fit, time_evaluation
 
-    # 1. what the end of the run will cost, timed now (it sizes the plan and the schedule under a budget)
-    cost = time_evaluation(run, s, with_linear=linear is not None, log=log)
+    # 1. what the end of the run will cost, timed now where training runs (it sizes the plan and the schedule
+    #    under a budget)
+    run.model.to(rt.torch_device)
+    cost = time_evaluation(run, s, rt, with_linear=linear is not None, log=log)
     # 2. which layers train: all of them, or the top ones from a cache of the frozen rest
     plan = plan_layers(run, s, rt, budget, cost.estimate * RESERVE_MARGIN, log)
     log(f"  layers trained: {plan.describe()} ({plan.why})")
-    # 3. the Learner over this process's share of the rows (blurr's loaders, or the layer cache's)
+    # 3. the Learner over this process's share of the rows (the token cache's loaders, or the layer cache's)
     learn, n_groups, cache_info = build_learner(run, s, rt, plan, log)
     # 4. the valid curve (time to accuracy), measured while training
-    curve = curve_callback(run, s, linear, t0 or time.time(), rt.world.size, log)
+    curve = curve_callback(run, s, linear, t0 or time.time(), rt, log)
     # 5. the budgeted one-cycle fit; an epoch-end validation pass reads the first window of every valid row,
     #    through the whole model or, with a cache, through the trained layers only
     valid_share = 1.0 if plan.n_frozen is None else 1 - plan.n_frozen / plan.n_layers
@@ -59,8 +62,8 @@ def fine_tune(run, s: TrainSettings, budget, rt: devices.Runtime, linear=None, t
             quiet.enter_context(learn.no_bar())
         quiet.enter_context(devices.data_parallel(learn, rt))
         fitted = fit(learn, lrs, s, budget, reserve, log=log, rt=rt, curve=curve)
-    # 6. the fine-tuned model back on the CPU, and what the run reports
-    run.model = learn.model.hf_model.cpu()
+    # 6. the fine-tuned model (on the training device, where the evaluation reads it), and what the run reports
+    run.model = learn.model.hf_model
     epochs = [{"epoch": i + 1, "step": min((i + 1) * fitted.steps_per_epoch, fitted.steps),
                "train_loss": float(v[0]), "valid_loss": float(v[1]) if len(v) > 1 else None}
               for i, v in enumerate(getattr(learn.recorder, "values", []))]

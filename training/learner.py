@@ -58,7 +58,8 @@ def make_learner(dls, model, y_train, s: TrainSettings, rt: devices.Runtime | No
                  n_frozen: int | None = None):
     """The fastai Learner on `rt`'s device and precision (default: resolved from `s` for one process). With
     `n_frozen`, the DataLoaders hold cached lower-layer outputs and the Learner trains the layers above them
-    and the head (`training.layercache`); else the whole model through blurr. Returns (learn, groups trained)."""
+    and the head (`training.layercache`); else the whole model through blurr's wrapper. Returns (learn, groups
+    trained)."""
     import torch
     from fastai.learner import Learner
     from fastai.losses import BCEWithLogitsLossFlat
@@ -100,16 +101,16 @@ def make_learner(dls, model, y_train, s: TrainSettings, rt: devices.Runtime | No
 
 def build_learner(run, s: TrainSettings, rt: devices.Runtime, plan=None, log=print):
     """The Learner `train` fits on `rt`'s device, over the train/valid split (this process's share of the batch):
-    blurr DataLoaders and the whole classifier, or with a cached `plan` (`layerplan.LayerPlan`) the cache's
-    DataLoaders and the top layers. Returns (learn, layer groups, what the cache holds or None)."""
+    the token cache's DataLoaders and the whole classifier, or with a cached `plan` (`layerplan.LayerPlan`) the
+    layer cache's DataLoaders and the top layers. Returns (learn, layer groups, what the cache holds or None)."""
     from training.layerplan import LayerPlan, build_cached_dls
-    from training.loaders import build_dls
+    from training.loaders import token_dls
 
     local = per_process(s, len(run.texts["train"]), rt)
     plan = plan or LayerPlan()
     cache_info = None
     if plan.n_frozen is None:
-        dls = build_dls(run.frames["train"], run.frames["valid"], run.ys["train"], run.ys["valid"], run.labels,
+        dls = token_dls(run.texts["train"], run.texts["valid"], run.ys["train"], run.ys["valid"], run.labels,
                         run.tokenizer, run.model, local)
     else:
         dls, cache_info = build_cached_dls(run, local, rt, plan, log)

@@ -2,15 +2,16 @@
 
     from training.schedule import Budget, fit, time_evaluation
     budget = Budget.starting(time.time(), 25 * 60)          # or Budget() without a budget
-    cost = time_evaluation(run, settings, with_linear=True)  # what the end of the run will take, timed now
+    cost = time_evaluation(run, settings, rt, with_linear=True)  # what the end of the run will take, timed now
     fitted = fit(learn, lrs, settings, budget, cost.reserve(...), log, rt, curve)
 
 Training follows a one-cycle schedule counted in optimizer steps (cosine warm-up over `--pct-start`, cosine
 anneal), sized to `--epochs` or to what fits in `--time-budget`: the total is re-planned from measured step times
 at a few early steps and shortened (never lengthened) at a few late ones, so a budgeted run still anneals fully
 and ends before the deadline. The time kept back from training is the final evaluation (a forward pass over
-every window of valid and test, timed on the untrained model at the start, then choosing thresholds and the
-blend, and saving), the epoch-end validation passes and the valid curve's remaining points, with a margin.
+every window of valid and test where training runs, timed on the untrained model at the start, then choosing
+thresholds and the blend, and saving), the epoch-end validation passes and the valid curve's remaining points,
+with a margin.
 """
 from __future__ import annotations
 
@@ -185,18 +186,20 @@ class Budget:
         return math.inf if self.deadline is None else self.deadline - time.time() - reserved
 
 
-def forward_seconds_per_window(model, encoder, encoded, batch_size: int, autocast=None, n: int = 64) -> float:
-    """Seconds per window of a no-grad forward pass on the CPU (under `autocast`), timed on up to `n` windows of
-    `encoded` spread over the data (full-length windows of long texts and short texts alike): the faster of two
-    passes, the first of which also warms up every batch shape (bf16 kernels are built on first use)."""
+def forward_seconds_per_window(model, tokens, batching: tuple, autocast=None, n: int = 64) -> float:
+    """Seconds per window of a no-grad forward pass where the model is (under `autocast`, `batching` = (windows,
+    padded tokens or None) a batch), timed on up to `n` windows of `tokens` spread over the data (full-length
+    windows of long texts and short texts alike): the faster of two passes, the first of which also warms up every
+    batch shape (bf16 kernels are built on first use). The logits come back to the host: the timing waits for
+    the device."""
     from training.inference import window_logits
 
-    pick = np.linspace(0, len(encoded.windows) - 1, min(n, len(encoded.windows))).astype(int)
-    sample = encoded.subset(pick)
+    pick = np.linspace(0, tokens.window_count - 1, min(n, tokens.window_count)).astype(int)
+    sample = tokens.subset(pick)
     took = math.inf
     for _ in range(2):
         t = time.perf_counter()
-        window_logits(model, encoder, sample, batch_size, autocast=autocast)
+        window_logits(model, sample, batching[0], autocast=autocast, max_tokens=batching[1])
         took = min(took, time.perf_counter() - t)
     return max(took, 1e-6) / len(pick)
 
@@ -234,20 +237,22 @@ class EvalCost:
         return self.estimate
 
 
-def time_evaluation(run, s: TrainSettings, with_linear: bool, log=print) -> EvalCost:
-    """The final evaluation reads every window of valid and test on the CPU, whatever trains: time that forward
-    pass now, on the untrained model (its speed does not change), rather than guess it from training steps; and
-    the blend's cross-fitted choice (`blend.blend_choice_seconds`) when there is a linear part."""
+def time_evaluation(run, s: TrainSettings, rt, with_linear: bool, log=print) -> EvalCost:
+    """The final evaluation reads every window of valid and test where training runs (`rt`): time that forward
+    pass now, on the untrained model where it is (its speed does not change), rather than guess it from training
+    steps; and the blend's cross-fitted choice (`blend.blend_choice_seconds`) when there is a linear part. Valid
+    and test are tokenised here once for the run (`tokencache.tokens_for`; the evaluation reuses them)."""
     from training import devices
     from training.blend import blend_choice_seconds
+    from training.tokencache import tokens_for
 
-    valid_encoded = run.encoder.encode(run.texts["valid"])
-    n_eval = sum(valid_encoded.n_windows) + sum(run.encoder.encode(run.texts["test"]).n_windows)
-    per_window = forward_seconds_per_window(run.model, run.encoder, valid_encoded, s.eval_batch_size,
-                                            devices.eval_autocast(s.precision))
+    valid = tokens_for(run.encoder, run.texts["valid"])
+    n_eval = valid.window_count + tokens_for(run.encoder, run.texts["test"]).window_count
+    per_window = forward_seconds_per_window(run.model, valid, devices.eval_batching(rt, s.eval_batch_size),
+                                            devices.eval_autocast(rt))
     post_eval = POST_EVAL_SECONDS + (blend_choice_seconds(len(run.texts["valid"]), len(run.labels), s.min_support)
                                      if with_linear else 0.0)
     cost = EvalCost(per_window, n_eval, post_eval)
-    log(f"  evaluation: {n_eval} windows of valid + test at {1 / per_window:.1f} windows/s, then ~{post_eval:.0f} s "
-        f"of choosing (the blend cross-fitted) -> ~{cost.estimate:.0f} s reserved in the budget")
+    log(f"  evaluation: {n_eval} windows of valid + test at {1 / per_window:.1f} windows/s on {rt.device}, then "
+        f"~{post_eval:.0f} s of choosing (the blend cross-fitted) -> ~{cost.estimate:.0f} s reserved in the budget")
     return cost

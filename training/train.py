@@ -13,8 +13,10 @@ This module is the stage read as a straight line (`train`, below) and its comman
     backbone   find the backbone offline, load it with the prepared splits (`training.dataset`)
     baseline   the TF-IDF + one-vs-rest logistic regression (the baseline, and the blend's other part)
     finetune   time the evaluation, plan the layers (`layerplan`, `layercache`), build the Learner (`learner`,
-               `loaders`), fit the budgeted one-cycle schedule (`schedule`) with the valid curve (`curve`)
-    evaluate   window pooling, thresholds (`metrics`) and the blend (`blend`) chosen on valid; metrics on test
+               `loaders` over `tokencache`: texts tokenised once), fit the budgeted one-cycle schedule
+               (`schedule`) with the valid curve (`curve`), on the training device
+    evaluate   window pooling, thresholds (`metrics`) and the blend (`blend`) chosen on valid, the forward passes
+               on the training device; metrics on test
     modeldir   the model dir written atomically (and read back by `--evaluate`, `--resume` and compression)
 
 `--device` (CUDA, else MPS, else the CPU) and `--precision` (bf16/fp16 autocast where it pays) are chosen in
@@ -89,8 +91,9 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict | None:
     # 6. choose on valid, measure on test
     log("evaluating on valid (tuning) and test (reporting) ...")
     t_eval = time.time()
-    ev = tune_and_evaluate(run, linear, s)
+    ev = tune_and_evaluate(run, linear, s, rt)   # on the training device, where the model is
     eval_seconds = time.time() - t_eval
+    run.model = run.model.cpu()                  # the model dir is saved from the CPU
     # 7. write the model dir atomically, and say what came of it
     fitted = tuned.fitted
     train_info = {"steps": fitted.steps, "planned_steps": fitted.planned_steps,
@@ -100,7 +103,8 @@ def train(s: TrainSettings, command: str = "", log=print) -> dict | None:
                   "world_size": rt.world.size, "steps_per_second": fitted.steps_per_second, "epochs": tuned.epochs,
                   "eval_seconds_reserved": round(tuned.eval_seconds_reserved, 1),
                   "eval_seconds": round(eval_seconds, 3),
-                  "eval_precision": "bf16" if devices.eval_autocast(s.precision) is not None else "fp32",
+                  "eval_device": rt.device,
+                  "eval_precision": devices.eval_precision(rt),
                   "valid_curve": tuned.valid_curve, "layers": tuned.layers}
     metrics = write_model_dir(out, run, linear, ev, fitted.history, train_info, s, command, t0, rt)
     _log_summary(metrics, ev, out, t0, log)

@@ -38,6 +38,7 @@ import pandas as pd
 from deployment.files import large_csv_fields
 
 SPLITS = ("train", "valid", "test")
+HELD_OUT_SPLITS = ("feedback",)             # test slices no model trains on (training/stable_split.py)
 HIERARCHY_SEP = " » "                       # canonical separator between levels of a hierarchical label
 _HIERARCHY_SPLIT = re.compile(r"\s*»\s*|\s+>\s+")  # "»" with any spacing, ">" only with spaces (keeps "<3" whole)
 LINE_COL = "_line"                          # internal column: 1-based line of the row in the input file
@@ -603,8 +604,8 @@ def load_prepared(processed_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         unknown = [x for x in row_labels if x not in known]
         if unknown:
             raise PrepareError(f"{where}: label {unknown[0]!r} is not in {labels_path.name}; {fix}")
-        if row["split"] not in SPLITS:
-            raise PrepareError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}; {fix}")
+        if row["split"] not in SPLITS + HELD_OUT_SPLITS:
+            raise PrepareError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS + HELD_OUT_SPLITS)}; {fix}")
         parsed.append(row_labels)
     df = pd.DataFrame(rows, columns=header)
     df["labels"] = pd.Series(parsed, dtype=object)

@@ -5,7 +5,7 @@
     served = models.current()        # take it once per request and keep it to the end of the request
 
 How a swap happens without a restart and without a failed request, in each process (every gunicorn worker):
-a daemon thread polls the registry's pointer (one primary-key read, every `poll_s`, 1 s by default). When the
+a daemon thread polls the registry's pointer (one primary-key read, every `poll_s` on average, 1 s by default). When the
 pointer names another version, the thread loads it (`load(path)`, after checking the copy's content hash) while
 the old model keeps answering, and holds it ready. The pointer says when to switch (`switch_at`, a few seconds
 after the promote): the first `current()` at or after that moment (or the poll thread, whichever comes first)
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -143,7 +144,8 @@ class LiveModel:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
+        # Jitter: the workers of one server start together and would otherwise all query the database at once.
+        while not self._stop.wait(self.poll_s * random.uniform(0.5, 1.5)):
             try:
                 self.poll()
             except Exception as err:   # a database hiccup must not kill the thread: try again next tick

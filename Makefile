@@ -10,16 +10,23 @@ BUNDLE := $(MODEL)/bundle
 PORT ?= 5000
 HOST ?= 127.0.0.1
 TRAIN_ARGS ?= --time-budget 8m
+COMPRESS_ARGS ?=
+CORRECTIONS ?= data/corrections/$(NAME).jsonl
+RETRAINED ?= $(MODEL)-retrained
+RETRAIN_DATA ?= $(PROCESSED)-retrained
+RETRAIN_ARGS ?= --time-budget 5m
+PROMOTE_ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
         predict predict-spark scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed \
-        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory bench-combine bench-feedback clean
+        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory bench-combine bench-feedback \
+        retrain serve-registry models clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables: NAME=$(NAME) DATA=$(DATA) PORT=$(PORT) TRAIN_ARGS='$(TRAIN_ARGS)'"
+	@echo "  variables: NAME=$(NAME) DATA=$(DATA) PORT=$(PORT) TRAIN_ARGS='$(TRAIN_ARGS)' RETRAIN_ARGS='$(RETRAIN_ARGS)'"
 
 install: ## create .venv and install everything (idempotent)
 	@bash scripts/install.sh
@@ -38,7 +45,7 @@ $(MODEL)/metrics.json: $(PROCESSED)/dataset.csv
 	$(PY) -m training.train --data $(PROCESSED) --out $(MODEL) $(TRAIN_ARGS)
 
 $(BUNDLE)/bundle.json: $(MODEL)/metrics.json
-	$(PY) -m compression.quantize --model $(MODEL) --out $(BUNDLE)
+	$(PY) -m compression.quantize --model $(MODEL) --out $(BUNDLE) $(COMPRESS_ARGS)
 
 prepare: install ## clean, deduplicate and split DATA into data/processed/NAME
 	$(PY) -m training.prepare --input $(DATA) --out $(PROCESSED) --min-label-freq 0.01
@@ -47,13 +54,30 @@ train: install ## fine-tune the offline backbone on data/processed/NAME into mod
 	$(PY) -m training.train --data $(PROCESSED) --out $(MODEL) $(TRAIN_ARGS)
 
 compress: install ## export models/NAME to an int8 ONNX bundle with a parity/size/speed report
-	$(PY) -m compression.quantize --model $(MODEL) --out $(BUNDLE)
+	$(PY) -m compression.quantize --model $(MODEL) --out $(BUNDLE) $(COMPRESS_ARGS)
 
 serve: install ## development web site on the existing bundle
 	$(PY) -m flask_app --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
 
 serve-prod: install ## production web site: gunicorn, 2 workers x 4 threads, 1 onnxruntime thread each
 	MLTC_BUNDLE=$(BUNDLE) MLTC_THREADS=1 .venv/bin/gunicorn -w 2 --threads 4 -b $(HOST):$(PORT) 'flask_app:create_app()'
+
+serve-registry: install ## web site on the registry's current model, swapped live on promote / rollback
+	$(PY) -m flask_app --registry --host $(HOST) --port $(PORT)
+
+retrain: install $(BUNDLE)/bundle.json ## learn from the corrections: export -> prepare -> train -> compress -> compare -> promote if not worse
+	$(PY) -m deployment.registry promote $(BUNDLE) --initial
+	$(PY) -m feedback export --out $(CORRECTIONS)
+	$(PY) -m training.prepare --input $(DATA) --corrections $(CORRECTIONS) --out $(RETRAIN_DATA) --min-label-freq 0.01 \
+	  --previous $$(test -f $(RETRAIN_DATA)/dataset.csv && echo $(RETRAIN_DATA) || echo $(PROCESSED))
+	$(PY) -m training.train --data $(RETRAIN_DATA) --out $(RETRAINED) $(RETRAIN_ARGS)
+	$(PY) -m compression.quantize --model $(RETRAINED) --out $(RETRAINED)/bundle $(COMPRESS_ARGS)
+	$(PY) -m deployment.registry promote $(RETRAINED)/bundle --out $(RETRAINED)/comparison.json $(PROMOTE_ARGS) \
+	  || { code=$$?; [ $$code -eq 3 ] && echo "retrain: not promoted (worse than the current model); see above"; [ $$code -eq 3 ]; }
+
+models: install ## the model registry: versions (the current one marked) and the history
+	$(PY) -m deployment.registry list
+	$(PY) -m deployment.registry history
 
 gradio: install ## Gradio app on the existing bundle (port 7860)
 	$(PY) -m deployment.app --bundle $(BUNDLE) --port 7860

@@ -7,7 +7,6 @@ the registry on a complete model, and the next promote finishes the job.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -17,12 +17,12 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from tests.ci import require
+from tests.live_server import free_port, wait_until_healthy
 from tests.registry_helpers import bundle_version, predict_version, wait_for_version
 
 import config
@@ -37,13 +37,6 @@ def run(*cmd: str, env: dict, timeout: float = 1200) -> subprocess.CompletedProc
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_splits(path: Path) -> dict[str, str]:
@@ -85,15 +78,7 @@ def test_serve_correct_retrain_compare_promote_and_roll_back_on_the_sample_books
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if requests.get(base_url + "/healthz", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, log.seek(0) or log.read()[-3000:]
-            time.sleep(0.5)
+        wait_until_healthy(base_url, server, log, within_s=180)
         assert predict_version(base_url) == first
 
         # 40 corrections through the API: the held-back books' true labels, and 6 known books relabelled

@@ -19,7 +19,7 @@ import pytest
 import requests
 from tests.ci import require
 from tests.feedback_helpers import migrated
-from tests.live_server import serve
+from tests.live_server import free_port, serve, wait_until_healthy
 from tests.registry_helpers import bundle_version, predict_version, registry, wait_for_version
 
 from deployment.registry.ops import Registry
@@ -36,13 +36,6 @@ def pair(tiny_bundle, tmp_path_factory) -> tuple[Path, Path]:
 
     return tiny_bundle, make_tiny_bundle(tmp_path_factory.mktemp("live-b"), TINY_LABELS, seed=2)
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_site_swaps_models_live_frees_the_old_one_and_takes_corrections_of_registered_versions(
@@ -123,16 +116,9 @@ def test_gunicorn_clients_see_one_switch_per_swap_and_no_failed_request(pair, tm
             assert time.monotonic() - t0 < within_s, f"not every client saw {version[:12]} {n} times"
             time.sleep(0.2)
 
+    threads: list[threading.Thread] = []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.seek(0) or log.read()[-3000:]
-            time.sleep(0.3)
+        wait_until_healthy(base, proc, log)
         threads = [threading.Thread(target=client, args=(c,)) for c in range(CLIENTS)]
         for t in threads:
             t.start()

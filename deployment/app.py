@@ -70,6 +70,7 @@ CSS = """
 .mltc-swatch { width: 18px; height: 18px; border-radius: 5px; display: inline-block;
   box-shadow: inset 0 0 0 1px rgba(0,0,0,.2); }
 .mltc-title { font-weight: 600; margin: 4px 0 8px; }
+.mltc-version { font-size: .85em; opacity: .75; margin: -4px 0 8px; }
 .mltc-none { color: var(--body-text-color-subdued, #666); }
 """
 
@@ -410,7 +411,7 @@ def build_demo(bundle_dir: str | Path | None, num_threads: int | None = None, fe
     repo's data/feedback.db), the registry's database too."""
     if registry:
         models = registry_models(db_url, num_threads)
-        app = App(None, None, models=models)
+        app = App(None, Path(models.current().model.source), models=models)   # examples: the copy served at start
         fb = open_feedback(lambda: app.predictor, db_url) if feedback else None
         app.feedback = fb
         return app.build()

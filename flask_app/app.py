@@ -12,8 +12,9 @@ registry's current model (deployment/registry/live.py: every process polls the p
 $MLTC_REGISTRY_POLL seconds, default 1, loads a new model in the background and swaps it in).
 
 This module is the app factory: load the model(s), gather what the pages show about a model (`Site`), register
-the routes. Each request takes the Site of the model answering it once (`current_site`) and keeps it to its end. The routes live in flask_app/routes.py as a Blueprint (`GET /` form, `POST /` results
-page, `POST /api/predict` JSON, `GET /healthz`). Bad input gets a message and a 4xx, never a 500; every
+the routes. Each request takes the Site of the model answering it once (`current_site`) and keeps it to its end.
+The routes live in flask_app/routes.py as a Blueprint (`GET /` form, `POST /` results page, `POST /api/predict`
+JSON, `GET /healthz`). Bad input gets a message and a 4xx, never a 500; every
 response carries a strict Content-Security-Policy.
 """
 from __future__ import annotations
@@ -169,7 +170,7 @@ def create_app(bundle_dir: str | Path | None = None, *, predictor: Any = None, t
     unusable store or registry (an out-of-date schema, a bad URL, nothing promoted yet) raises ConfigError
     naming what to do.
     """
-    from deployment.registry.live import FixedModel
+    from deployment.registry.served import FixedModel
     from flask_app.routes import bp   # the routes import this module's Site: imported when the app is built
 
     def build(p: Any, where: Path | None) -> Site:

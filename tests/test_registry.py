@@ -154,6 +154,12 @@ def test_a_corrupt_or_incomplete_bundle_is_refused_and_the_served_model_is_untou
     finally:
         live.stop()
         engine.dispose()
+    # the registry is torch-free and never imports training, even while it loads and compares two models
+    probe = ("import sys; from deployment.registry.__main__ import main; code = main(sys.argv[1:]); "
+             "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'training', 'transformers'}))")
+    proc = subprocess.run([sys.executable, "-c", probe, "compare", a[:8], *map(str, opts)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 KILL_AT = """

@@ -1,7 +1,7 @@
 """The model a server answers with: one fixed bundle, or whatever the registry says is current, swapped live.
 
     models = LiveModel(engine, load=lambda path: Predictor.from_bundle(path))   # registry mode
-    models = FixedModel(predictor)                                              # --bundle B
+    models = FixedModel(predictor)          # --bundle B (deployment/registry/served.py: no database imported)
     served = models.current()        # take it once per request and keep it to the end of the request
 
 How a swap happens without a restart and without a failed request, in each process (every gunicorn worker):
@@ -29,6 +29,7 @@ from typing import Any, Callable
 from sqlalchemy.engine import Engine
 
 from deployment.registry.records import copy_problem
+from deployment.registry.served import Served
 from deployment.registry.state import Pointer, read_pointer, version_row
 from feedback.db import reading
 from feedback.models import utcnow
@@ -40,14 +41,6 @@ DEFAULT_WAIT_S = 60.0
 
 class NoModel(RuntimeError):
     """The registry has no current model (nothing promoted yet), or its copy cannot be loaded."""
-
-
-@dataclass
-class Served:
-    """A loaded model and its version."""
-
-    version: str
-    model: Any
 
 
 @dataclass
@@ -66,19 +59,6 @@ class _State:
     serving: Served
     pending: _Pending | None = None
     event_id: int | None = None
-
-
-class FixedModel:
-    """One bundle, for the life of the process (`--bundle B`)."""
-
-    def __init__(self, model: Any):
-        self._served = Served(getattr(model, "version", None), model)
-
-    def current(self) -> Served:
-        return self._served
-
-    def status(self) -> dict:
-        return {"mode": "bundle", "version": self._served.version}
 
 
 class LiveModel:

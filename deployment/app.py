@@ -114,7 +114,8 @@ def predicted_html(pred: dict | None, colors: dict[str, str], version: str | Non
     the model that answered, named under the title."""
     title = '<div class="mltc-title">Predicted labels</div>'
     if version:
-        title += f'<div class="mltc-version">model <code title="{html.escape(version)}">{html.escape(version[:12])}</code></div>'
+        v = html.escape(version)
+        title += f'<div class="mltc-version">model <code title="{v}">{v[:12]}</code></div>'
     if pred is None:
         return title + '<p class="mltc-none">Predicted labels appear here.</p>'
     chosen = [x for x in pred["labels"] if x["predicted"]]

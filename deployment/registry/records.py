@@ -118,7 +118,8 @@ def build_record(bundle_dir: Path, info: dict, data_dir: Path | None, model_dir:
         "bundle": {"created": info.get("created"), "command": info.get("command"), "backbone": info.get("backbone"),
                    "labels": len(info.get("labels", [])), "max_length": info.get("max_length"),
                    "quantization": (info.get("quantization") or {}).get("method"),
-                   "served_metrics": (info.get("metrics") or {}).get("served") if isinstance(info.get("metrics"), dict) else None},
+                   "served_metrics": (info.get("metrics") or {}).get("served")
+                   if isinstance(info.get("metrics"), dict) else None},
         "model_dir": str(model_dir) if model_dir else None,
         "settings": settings,
         "metrics": {k: model.get(k) for k in ("micro_f1", "macro_f1", "samples_f1") if k in model} or None,

@@ -113,6 +113,8 @@ class LiveModel:
         with self._lock:
             if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
                 return
+            if self._pid != os.getpid():   # forked: the parent's pooled connections are not ours to use
+                self.engine.dispose(close=False)
             self._pid = os.getpid()
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="registry-poll", daemon=True)

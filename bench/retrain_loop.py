@@ -122,11 +122,11 @@ def metrics(model: Path) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = ["| model | trained on (train rows) | its own test split: micro / macro-F1 |", "| --- | --- | --- |"]
+    lines = ["| model | train rows | steps (epochs) | its own test split: micro / macro-F1 |", "| --- | --- | --- | --- |"]
     for name in ("A", "B"):
         m = result["models"][name]
-        lines.append(f"| {name} ({m['version'][:12]}) | {m['train_rows']} | {m['test']['micro_f1']:.3f} / "
-                     f"{m['test']['macro_f1']:.3f} |")
+        lines.append(f"| {name} ({m['version'][:12]}) | {m['train_rows']} | {m['steps']} ({m['epochs']:.2f}) | "
+                     f"{m['test']['micro_f1']:.3f} / {m['test']['macro_f1']:.3f} |")
     lines += ["", "| rows (neither model trained on) | n | A micro-F1 [95% CI] | B micro-F1 [95% CI] | Δ micro [95% CI] "
               "| A macro-F1 | B macro-F1 | Δ macro [95% CI] |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, s in result["comparison"]["slices"].items():
@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.retrain_loop", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=config.SHARED_DIR / "data" / "stackoverflow_titles.jsonl.gz")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a new temp folder)")
-    ap.add_argument("--time-budget", default="5m", help="training.train --time-budget for each model")
+    ap.add_argument("--time-budget", default="5m",
+                    help="training.train --time-budget for each model; `none` for none (then give --epochs in "
+                         "--train-args: the same work per row for both models, whatever else runs on the machine)")
     ap.add_argument("--train-args", default="--max-length 64", help="more training.train options, one string")
     ap.add_argument("--held-share", type=float, default=0.2, help="share of the train texts held back as corrections")
     ap.add_argument("--min-label-freq", default="0.01", help="training.prepare --min-label-freq")
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("MLTC_BUNDLE", None)
     py, steps, t_start = sys.executable, [], time.time()
     prep = [py, "-m", "training.prepare", "--min-label-freq", args.min_label_freq, "--quiet"]
-    train = [py, "-m", "training.train", "--time-budget", args.time_budget, "--quiet", *shlex.split(args.train_args)]
+    budget = [] if args.time_budget == "none" else ["--time-budget", args.time_budget]
+    train = [py, "-m", "training.train", *budget, "--quiet", *shlex.split(args.train_args)]
 
     sh([*prep, "--input", args.data, "--out", work / "full"], env, steps)
     rows = read_rows(work / "full" / "dataset.csv")
@@ -212,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     models = {}
     for name, folder, data in (("A", "model-a", "base"), ("B", "model-b", "retrain")):
         split_rows = read_rows(work / data / "dataset.csv")
+        run = json.loads((work / folder / "metrics.json").read_text())["train"]
         models[name] = {"version": bundle_version(work / folder / "bundle"), "test": metrics(work / folder),
+                        "steps": run.get("steps"), "epochs": run.get("epochs_done"),
+                        "train_seconds": run.get("train_seconds"),
                         "train_rows": sum(r["split"] == "train" for r in split_rows),
                         "splits": {s: sum(r["split"] == s for r in split_rows) for s in ("train", "valid", "test", "feedback")}}
     comparison = json.loads((work / "comparison.json").read_text())

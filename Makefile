@@ -11,16 +11,23 @@ SPARK_ENV := build/spark-env.tar.gz
 PORT ?= 5000
 HOST ?= 127.0.0.1
 TRAIN_ARGS ?= --time-budget 8m
+COMPRESS_ARGS ?=
+CORRECTIONS ?= data/corrections/$(NAME).jsonl
+RETRAINED ?= $(MODEL)-retrained
+RETRAIN_DATA ?= $(PROCESSED)-retrained
+RETRAIN_ARGS ?= --time-budget 5m
+PROMOTE_ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
 .PHONY: help install system-deps run test test-fast test-slow prepare train compress serve serve-prod gradio \
         predict predict-spark spark-env scrape-urls scrape-details notebooks bench bench-accuracy bench-train-speed \
-        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory bench-combine bench-feedback bench-consistency clean
+        bench-scrape bench-serve bench-prepare bench-spark bench-windows bench-explain bench-memory bench-combine bench-feedback \
+        bench-consistency retrain serve-registry models clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
-	@echo "  variables: NAME=$(NAME) DATA=$(DATA) PORT=$(PORT) TRAIN_ARGS='$(TRAIN_ARGS)'"
+	@echo "  variables: NAME=$(NAME) DATA=$(DATA) PORT=$(PORT) TRAIN_ARGS='$(TRAIN_ARGS)' RETRAIN_ARGS='$(RETRAIN_ARGS)'"
 
 install: ## create .venv and install everything (idempotent)
 	@bash scripts/install.sh
@@ -41,7 +48,7 @@ $(MODEL)/metrics.json: $(PROCESSED)/dataset.csv | install
 	$(PY) -m training.train --data $(PROCESSED) --out $(MODEL) $(TRAIN_ARGS)
 
 $(BUNDLE)/bundle.json: $(MODEL)/metrics.json | install
-	$(PY) -m compression.quantize --model $(MODEL) --out $(BUNDLE)
+	$(PY) -m compression.quantize --model $(MODEL) --out $(BUNDLE) $(COMPRESS_ARGS)
 
 # One step on demand, through the file rule above: the earlier steps run only when their output is missing or
 # out of date; then -W makes make treat the step's input as just changed, so the step itself always runs.
@@ -59,6 +66,23 @@ serve: install ## development web site on the existing bundle
 
 serve-prod: install ## production web site: gunicorn, 2 workers x 4 threads, 1 onnxruntime thread each
 	MLTC_BUNDLE=$(BUNDLE) MLTC_THREADS=1 .venv/bin/gunicorn -w 2 --threads 4 -b $(HOST):$(PORT) 'flask_app:create_app()'
+
+serve-registry: install ## web site on the registry's current model, swapped live on promote / rollback
+	$(PY) -m flask_app --registry --host $(HOST) --port $(PORT)
+
+retrain: install $(BUNDLE)/bundle.json ## learn from the corrections: export -> prepare -> train -> compress -> compare -> promote if not worse
+	$(PY) -m deployment.registry promote $(BUNDLE) --initial
+	$(PY) -m feedback export --out $(CORRECTIONS)
+	$(PY) -m training.prepare --input $(DATA) --corrections $(CORRECTIONS) --out $(RETRAIN_DATA) --min-label-freq 0.01 \
+	  --previous $$(test -f $(RETRAIN_DATA)/dataset.csv && echo $(RETRAIN_DATA) || echo $(PROCESSED))
+	$(PY) -m training.train --data $(RETRAIN_DATA) --out $(RETRAINED) $(RETRAIN_ARGS)
+	$(PY) -m compression.quantize --model $(RETRAINED) --out $(RETRAINED)/bundle $(COMPRESS_ARGS)
+	$(PY) -m deployment.registry promote $(RETRAINED)/bundle --out $(RETRAINED)/comparison.json $(PROMOTE_ARGS) \
+	  || { code=$$?; [ $$code -eq 3 ] && echo "retrain: not promoted (worse than the current model); see above"; [ $$code -eq 3 ]; }
+
+models: install ## the model registry: versions (the current one marked) and the history
+	$(PY) -m deployment.registry list
+	$(PY) -m deployment.registry history
 
 gradio: install ## Gradio app on the existing bundle (port 7860)
 	$(PY) -m deployment.app --bundle $(BUNDLE) --port 7860

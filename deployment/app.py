@@ -11,6 +11,9 @@ With `--feedback [--db URL]` (or MLTC_FEEDBACK=1) the text tab also offers a cor
 as a checkbox, the predicted ones ticked, and "Save correction", stored in the same database as the Flask site's
 (feedback.service; the repo's `feedback` package must be importable, so not in a bare Space). Gradio's flagging
 is not used: corrections are the one way to say a prediction was wrong.
+With `--registry [--db URL]` (or MLTC_REGISTRY=1) it serves the model registry's current model and switches to a
+new one within seconds of `python -m deployment.registry promote` / `rollback` (deployment/registry/live.py); every
+answer names the model version that gave it.
 Inference is `Predictor` only: this file never tokenises or thresholds anything itself.
 """
 from __future__ import annotations
@@ -69,6 +72,7 @@ CSS = """
 .mltc-swatch { width: 18px; height: 18px; border-radius: 5px; display: inline-block;
   box-shadow: inset 0 0 0 1px rgba(0,0,0,.2); }
 .mltc-title { font-weight: 600; margin: 4px 0 8px; }
+.mltc-version { font-size: .85em; opacity: .75; margin: -4px 0 8px; }
 .mltc-none { color: var(--body-text-color-subdued, #666); }
 """
 
@@ -107,9 +111,13 @@ def strict_input(component, problem):
     return component
 
 
-def predicted_html(pred: dict | None, colors: dict[str, str]) -> str:
-    """The predicted labels as chips (with a colour swatch for colour bundles); every label is escaped."""
+def predicted_html(pred: dict | None, colors: dict[str, str], version: str | None = None) -> str:
+    """The predicted labels as chips (with a colour swatch for colour bundles); every label is escaped. `version`:
+    the model that answered, named under the title."""
     title = '<div class="mltc-title">Predicted labels</div>'
+    if version:
+        v = html.escape(version)
+        title += f'<div class="mltc-version">model <code title="{v}">{v[:12]}</code></div>'
     if pred is None:
         return title + '<p class="mltc-none">Predicted labels appear here.</p>'
     chosen = [x for x in pred["labels"] if x["predicted"]]
@@ -139,46 +147,57 @@ def highlighted_text(text: str, pred: dict) -> gr.HighlightedText:
 
 
 class App:
-    """The predictor plus the handlers the UI calls (plain methods, so they are testable without a browser)."""
+    """The predictor plus the handlers the UI calls (plain methods, so they are testable without a browser).
 
-    def __init__(self, predictor: Predictor, bundle_dir: str | Path | None = None, feedback=None):
-        self.predictor = predictor
+    `models` (a deployment.registry.live LiveModel) replaces the one `predictor` with the registry's current model;
+    each handler takes `self.predictor` once and answers with that model throughout."""
+
+    def __init__(self, predictor: Predictor | None, bundle_dir: str | Path | None = None, feedback=None, models=None):
+        self.models = models if models is not None else _Fixed(predictor)
         self.feedback = feedback   # a feedback.service.Feedback when corrections are on, else None
+        predictor = self.predictor
         self.info = dict(predictor.info or {})
-        self.colors = label_colors(self.info)
         self.examples = load_examples(bundle_dir, n=5)
         thresholds = list(predictor.thresholds)
         self.threshold_range = (min(thresholds), max(thresholds))
         gt = self.info.get("global_threshold")
         self.global_threshold = float(gt) if isinstance(gt, (int, float)) else 0.5
 
+    @property
+    def predictor(self) -> Predictor:
+        """The model answering now (the registry may swap it between two calls, never within one)."""
+        return self.models.current().model
+
     def _threshold(self, use_tuned: bool, threshold: float | None) -> float | None:
         return None if use_tuned or threshold is None else float(threshold)
 
     def predict(self, text: str, use_tuned: bool, threshold: float, top_k: int):
         text = text or ""
-        problem = self.predictor.text_problem(text) or length_problem(text)   # the predictor's rule, the web's limit
+        predictor = self.predictor
+        problem = predictor.text_problem(text) or length_problem(text)   # the predictor's rule, the web's limit
         if problem:
             raise user_error(f"The text {problem}.")
         try:
-            pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
+            pred = predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
         except InputError as err:   # anything else the predictor refuses is still the user's to fix
             raise user_error(str(err)) from None
         top = pred["labels"][: max(1, int(top_k))]
-        notice = truncation_notice(pred, self.predictor.max_length, self.info.get("windows"))
+        notice = truncation_notice(pred, predictor.max_length, predictor.info.get("windows"))
         notice = f"⚠️ {notice}" if notice else ""
-        return {x["label"]: x["score"] for x in top}, predicted_html(pred, self.colors), notice
+        return ({x["label"]: x["score"] for x in top}, predicted_html(pred, label_colors(predictor.info), predictor.version),
+                notice)
 
     def explain(self, text: str, use_tuned: bool, threshold: float, explain: bool):
         """The text with its evidence highlighted (one predict call with explain=True); empty when the box is off."""
         text = text or ""
         if not explain or not text.strip():
             return gr.HighlightedText(value=None)
-        problem = self.predictor.text_problem(text) or length_problem(text)
+        predictor = self.predictor
+        problem = predictor.text_problem(text) or length_problem(text)
         if problem:
             raise user_error(f"The text {problem}.")
         try:
-            pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold), explain=True)[0]
+            pred = predictor.predict([text], threshold=self._threshold(use_tuned, threshold), explain=True)[0]
         except InputError as err:
             raise user_error(str(err)) from None
         return highlighted_text(text, pred)
@@ -196,18 +215,21 @@ class App:
         return self.explain(text, use_tuned, threshold, explain)
 
     def prefill(self, text: str, use_tuned: bool, threshold: float):
-        """The correction box after a prediction: the predicted labels ticked (the message of an earlier save cleared)."""
-        if not (text or "").strip() or self.predictor.text_problem(text) or length_problem(text):
-            return gr.skip(), gr.skip()
+        """The correction box after a prediction: the model's labels offered, the predicted ones ticked (the message
+        of an earlier save cleared), and the version that predicted them kept for the save."""
+        predictor = self.predictor
+        if not (text or "").strip() or predictor.text_problem(text) or length_problem(text):
+            return gr.skip(), gr.skip(), gr.skip()
         try:
-            pred = self.predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
+            pred = predictor.predict([text], threshold=self._threshold(use_tuned, threshold))[0]
         except InputError:
-            return gr.skip(), gr.skip()
-        return gr.update(value=pred["predicted"]), ""
+            return gr.skip(), gr.skip(), gr.skip()
+        return gr.update(choices=list(predictor.labels), value=pred["predicted"]), "", predictor.version
 
     def save_correction(self, text: str, labels: list[str] | None, suggested: str, use_tuned: bool,
-                        threshold: float, request: gr.Request):
-        """Store the ticked labels as the text's full correct set (feedback.service: the Flask site's rules)."""
+                        threshold: float, seen_version: str | None = None, request: gr.Request = None):
+        """Store the ticked labels as the text's full correct set (feedback.service: the Flask site's rules), as a
+        correction of the version that predicted them (`seen_version`, kept by `prefill`; else the current one)."""
         from feedback.store import Refused
 
         if self.feedback is None:
@@ -215,7 +237,8 @@ class App:
         address = request.client.host if request is not None and request.client is not None else None
         try:
             cid, _, changes = self.feedback.submit(
-                text=text or "", labels=list(labels or []), model_version=self.feedback.version, face="gradio",
+                text=text or "", labels=list(labels or []), model_version=seen_version or self.feedback.version,
+                face="gradio",
                 client_key=self.feedback.client_key_for_address(address),
                 suggested=[x.strip() for x in (suggested or "").splitlines() if x.strip()],
                 threshold=self._threshold(use_tuned, threshold))
@@ -252,7 +275,7 @@ class App:
 
     # ------------------------------------------------------------------------------------------------ UI
     def build(self) -> gr.Blocks:
-        info, pred = self.info, self.predictor
+        info, pred = self.info, self.predictor   # what the page says at start; each answer names its own model
         n_labels = len(pred.labels)
         metrics = info.get("metrics") or {}
         model_metrics = metrics.get("model", metrics) if isinstance(metrics, dict) else {}
@@ -310,7 +333,8 @@ class App:
                                                info="One per line; kept apart as suggestions.")
                         save = gr.Button("Save correction")
                         saved = gr.Markdown()
-                    save.click(self.save_correction, [text, correction, suggested, use_tuned, threshold], saved,
+                        seen = gr.State(None)   # the version whose prediction the boxes were filled from
+                    save.click(self.save_correction, [text, correction, suggested, use_tuned, threshold, seen], saved,
                                api_name="save_correction")
                 if self.examples.items:
                     gr.Examples([[ex.text] for ex in self.examples.items], inputs=[text],
@@ -325,7 +349,7 @@ class App:
                     self.explain, why, evidence, api_visibility="private")
                 if self.feedback is not None:
                     for trigger in (button.click, text.submit):
-                        trigger(self.prefill, [text, use_tuned, threshold], [correction, saved],
+                        trigger(self.prefill, [text, use_tuned, threshold], [correction, saved, seen],
                                 api_visibility="private")
                 for control, event in ((use_tuned, "change"), (threshold, "release"), (top_k, "release")):
                     getattr(control, event)(self.repredict, inputs, outputs, api_visibility="private")
@@ -349,7 +373,7 @@ class App:
         return demo
 
 
-def open_feedback(predictor: Predictor, db_url: str | None = None):
+def open_feedback(predictor, db_url: str | None = None):
     """The corrections store for this app (feedback.service, shared with the Flask site); its rate limit from
     $MLTC_FEEDBACK_RATE. ValueError / RuntimeError subclasses (a bad rate, an out-of-date schema) say what to do."""
     from feedback.service import DEFAULT_RATE, Feedback
@@ -357,10 +381,43 @@ def open_feedback(predictor: Predictor, db_url: str | None = None):
     return Feedback.open(predictor, db_url=db_url, rate=os.environ.get("MLTC_FEEDBACK_RATE", "").strip() or DEFAULT_RATE)
 
 
-def build_demo(bundle_dir: str | Path, num_threads: int | None = None, feedback: bool = False,
-               db_url: str | None = None) -> gr.Blocks:
-    """Load the bundle (BundleError names the missing or broken file) and build the UI; `feedback` adds the
-    correction box, stored in `db_url` (None: $MLTC_DB_URL, else the repo's data/feedback.db)."""
+class _Fixed:
+    """One predictor for the life of the app (the registry's LiveModel has the same `current()`)."""
+
+    def __init__(self, predictor: Predictor):
+        self.served = type("Served", (), {"model": predictor, "version": getattr(predictor, "version", None)})()
+
+    def current(self):
+        return self.served
+
+
+def registry_models(db_url: str | None, num_threads: int | None):
+    """The registry's current model, swapped live (deployment/registry/live.py; the repo's packages needed)."""
+    from deployment.registry.live import LiveModel
+    from feedback.db import make_engine, resolve_url
+    from feedback.schema import ensure_current
+
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        engine = make_engine(resolve_url(db_url))
+        ensure_current(engine)
+    except DBAPIError as err:
+        raise RuntimeError(f"cannot open the registry's database: {str(err.orig).strip()[:300]}") from None
+    return LiveModel(engine, lambda path: Predictor.from_bundle(path, num_threads=num_threads))
+
+
+def build_demo(bundle_dir: str | Path | None, num_threads: int | None = None, feedback: bool = False,
+               db_url: str | None = None, registry: bool = False) -> gr.Blocks:
+    """Load the bundle (BundleError names the missing or broken file), or with `registry` the registry's current
+    model, and build the UI; `feedback` adds the correction box, stored in `db_url` (None: $MLTC_DB_URL, else the
+    repo's data/feedback.db), the registry's database too."""
+    if registry:
+        models = registry_models(db_url, num_threads)
+        app = App(None, Path(models.current().model.source), models=models)   # examples: the copy served at start
+        fb = open_feedback(lambda: app.predictor, db_url) if feedback else None
+        app.feedback = fb
+        return app.build()
     bundle_dir = Path(bundle_dir)
     predictor = Predictor.from_bundle(bundle_dir, num_threads=num_threads)
     return App(predictor, bundle_dir, open_feedback(predictor, db_url) if feedback else None).build()
@@ -385,11 +442,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--feedback", action="store_true",
                         default=os.environ.get("MLTC_FEEDBACK", "").strip().lower() in ("1", "true", "yes", "on"),
                         help="offer corrections, stored like the Flask site's (default: on when $MLTC_FEEDBACK=1)")
+    parser.add_argument("--registry", action="store_true",
+                        default=os.environ.get("MLTC_REGISTRY", "").strip().lower() in ("1", "true", "yes", "on"),
+                        help="serve the model registry's current model, swapped live on promote / rollback "
+                             "(default: on when $MLTC_REGISTRY=1); not with --bundle")
     parser.add_argument("--db", metavar="URL", default=None,
-                        help="corrections database (default: $MLTC_DB_URL, else the SQLite file data/feedback.db)")
+                        help="corrections and registry database (default: $MLTC_DB_URL, else the SQLite file "
+                             "data/feedback.db)")
     args = parser.parse_args(argv)
+    if args.registry and any(a == "--bundle" or a.startswith("--bundle=") for a in (argv or sys.argv[1:])):
+        parser.error("--registry serves the registry's current model: drop --bundle")
     try:
-        demo = build_demo(args.bundle, num_threads=args.threads, feedback=args.feedback, db_url=args.db)
+        demo = build_demo(None if args.registry else args.bundle, num_threads=args.threads, feedback=args.feedback,
+                          db_url=args.db, registry=args.registry)
     except (BundleError, ValueError, RuntimeError) as err:   # a bad rate, an out-of-date or unreachable store
         print(f"error: {err}", file=sys.stderr)
         return 2

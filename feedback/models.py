@@ -2,7 +2,7 @@
 
 The schema itself is created and changed only by the Alembic migrations in feedback/migrations/versions (run by
 `python -m feedback db upgrade`); these classes are what the code reads and writes through, and a test checks that
-the migrated database and these models agree. Later tables (the model registry of the next issue) join the same
+the migrated database and these models agree. Later tables (the model registry, below) join the same
 `Base.metadata` with a migration of their own.
 
 Times are naive UTC (`utcnow()`), the same on SQLite (which has no time zones) and PostgreSQL.
@@ -95,3 +95,48 @@ class SiteSecret(Base):
     __tablename__ = "site_secrets"
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     value: Mapped[str] = mapped_column(String(128))
+
+
+# ---- the model registry (deployment/registry; migration 0002_registry) --------------------------------------
+class ModelVersion(Base):
+    """A registered model: its version (the bundle's content hash), where the registry keeps its copy, and the
+    record of how it was made (data manifest, settings, metrics, corrections it was trained with)."""
+
+    __tablename__ = "model_versions"
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)                   # the registry's own copy of the bundle folder
+    source: Mapped[str] = mapped_column(Text)                 # the folder it was registered from
+    registered_at: Mapped[datetime] = mapped_column(DateTime)
+    registered_by: Mapped[str] = mapped_column(String(64))
+    labels: Mapped[list] = mapped_column(JSON)                # the model's labels, in its order
+    record: Mapped[dict] = mapped_column(JSON)                # deployment.registry.records.build_record
+
+
+class RegistryEvent(Base):
+    """One promotion or rollback: who, when, from which version to which, forced or not, and the comparison."""
+
+    __tablename__ = "registry_events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    action: Mapped[str] = mapped_column(String(16))           # promote | rollback
+    version: Mapped[str] = mapped_column(String(64), ForeignKey("model_versions.version"))
+    previous_version: Mapped[str | None] = mapped_column(String(64), ForeignKey("model_versions.version"),
+                                                         nullable=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    comparison: Mapped[dict | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    switch_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class RegistryPointer(Base):
+    """The one row servers poll: the current version, the one it replaces, and the moment every server switches
+    (all of them at once, so a client never sees the versions go back and forth)."""
+
+    __tablename__ = "registry_pointer"
+    name: Mapped[str] = mapped_column(String(16), primary_key=True)          # "current"
+    version: Mapped[str] = mapped_column(String(64), ForeignKey("model_versions.version"))
+    previous_version: Mapped[str | None] = mapped_column(String(64), ForeignKey("model_versions.version"),
+                                                         nullable=True)
+    switch_at: Mapped[datetime] = mapped_column(DateTime)
+    event_id: Mapped[int] = mapped_column(BigId, ForeignKey("registry_events.id"))

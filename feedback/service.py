@@ -8,8 +8,11 @@ served model, work out what the face showed, store it. The faces only read their
 
 What the face showed is recomputed here, not taken from the client: the served model's prediction for the text
 at the threshold the face used (the tuned ones unless overridden), so the confirmed / removed / added counts
-cannot be skewed by a client that lies about it. A correction names the model version it corrects; this site
-serves one, and a correction of another version is refused (409) rather than counted against the wrong model.
+cannot be skewed by a client that lies about it. A correction names the model version it corrects: the served
+one, or any version in the model registry (a page rendered just before a promote is saved just after it; its
+labels are checked against that version's, and what it showed is unknown, so no per-label changes are counted).
+Any other version is refused (409) rather than counted against the wrong model. `predictor` may be a function
+returning the predictor that answers now (the registry swaps models while the site runs).
 """
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ class Feedback:
 
     def __init__(self, engine: Engine, predictor: Any, rate: Rate | None, max_text_chars: int = MAX_TEXT_CHARS):
         self.engine = engine
-        self.predictor = predictor
+        # a Predictor, or a zero-argument function returning the one serving now
+        self._serving = predictor if callable(predictor) and not hasattr(predictor, "predict") else (lambda: predictor)
         self.rate = rate
         self.max_text_chars = max_text_chars
         self._ip_key = self.secret("client-key").encode("ascii")
@@ -61,8 +65,27 @@ class Feedback:
                              f"{str(err.orig).strip()[:300]}") from None
 
     @property
+    def predictor(self) -> Any:
+        return self._serving()
+
+    @property
     def labels(self) -> list[str]:
         return list(self.predictor.labels)
+
+    def registered_labels(self, model_version: str) -> list[str] | None:
+        """The labels of a version in the model registry (same database), or None when it is not registered."""
+        from feedback.models import ModelVersion
+
+        with reading(self.engine) as conn:
+            labels = conn.execute(select(ModelVersion.labels).where(ModelVersion.version == model_version)).scalar()
+        return None if labels is None else list(labels)
+
+    def labels_for(self, model_version: str) -> list[str]:
+        """The label set of a correctable version (the served one's, else the registry's)."""
+        served = self.predictor
+        if model_version == served.version:
+            return list(served.labels)
+        return self.registered_labels(model_version) or []
 
     @property
     def version(self) -> str | None:
@@ -102,36 +125,43 @@ class Feedback:
 
     # ---- writing -------------------------------------------------------------------------------------------
     def check(self, text: Any, labels: Any, model_version: Any, suggested: Any = None, client_ref: Any = None,
-              threshold: Any = None) -> None:
-        """Refused(400 / 409) with the reason for the first rule the correction breaks; None when it may be stored."""
-        problem = self.predictor.text_problem(text)
+              threshold: Any = None) -> tuple[Any, list[str]]:
+        """Refused(400 / 409) with the reason for the first rule the correction breaks. When it may be stored:
+        (the served predictor if it is the version corrected, else None; that version's labels)."""
+        served = self.predictor
+        problem = served.text_problem(text)
         if problem is None:
             problem = length_problem(text, self.max_text_chars) or storable_text_problem(text)
         if problem:
             raise Refused(400, f'"text" {problem}')
         if not isinstance(model_version, str) or not model_version:
             raise Refused(400, '"model_version" must be the version string a prediction answered with')
-        if model_version != self.version:
-            raise Refused(409, f'"model_version" {model_version[:64]!r} is not the model this site serves '
-                               f'({self.version}): predict again and correct what this model says')
-        for problem in (labels_problem(labels, self.labels),
-                        suggestions_problem([] if suggested is None else suggested, self.labels),
-                        client_ref_problem(client_ref), self.predictor.threshold_problem(threshold)):
+        model, known = served, list(served.labels)
+        if model_version != served.version:
+            model, known = None, self.registered_labels(model_version)
+            if known is None:
+                raise Refused(409, f'"model_version" {model_version[:64]!r} is not the model this site serves '
+                                   f'({served.version}), nor a version in the model registry: predict again and '
+                                   'correct what this model says')
+        for problem in (labels_problem(labels, known),
+                        suggestions_problem([] if suggested is None else suggested, known),
+                        client_ref_problem(client_ref), served.threshold_problem(threshold)):
             if problem:
                 raise Refused(400, problem)
+        return model, known
 
     def submit(self, *, text: Any, labels: Any, model_version: Any, face: str, client_key: str,
                token_name: str | None = None, client_ref: Any = None, suggested: Any = None,
                threshold: Any = None) -> tuple[int, bool, dict[str, str]]:
         """Check and store one correction: (id, created, {label: confirmed|removed|added}). Refused otherwise."""
-        self.check(text, labels, model_version, suggested, client_ref, threshold)
-        shown = self.predictor.predict([text], threshold=threshold)[0]["predicted"]
-        labels = model_order(labels, self.labels)
+        model, known = self.check(text, labels, model_version, suggested, client_ref, threshold)
+        shown = None if model is None else model.predict([text], threshold=threshold)[0]["predicted"]
+        labels = model_order(labels, known)
         cid, created = record(self.engine, NewCorrection(
             text=text, labels=labels, shown=shown, model_version=model_version, face=face, client_key=client_key,
             token_name=token_name, client_ref=client_ref, threshold=None if threshold is None else float(threshold),
             suggested=[x.strip() for x in suggested or []]), rate=self.rate)
-        return cid, created, label_changes(shown, labels)
+        return cid, created, {} if shown is None else label_changes(shown, labels)
 
     # ---- reading -------------------------------------------------------------------------------------------
     def stats(self, model_version: str | None = None) -> dict:

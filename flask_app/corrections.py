@@ -33,13 +33,12 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from deployment.predictor import InputError
 from deployment.web import MAX_TEXT_CHARS
 from deployment.version import short_version
-from flask_app.app import SITE_KEY, ConfigError
+from flask_app.app import ConfigError, flag_from_env, current_site
 
 FEEDBACK_KEY = "mltc_feedback"       # app.extensions key of the feedback.service.Feedback (None: writes off)
 CSRF_MAX_AGE_S = 12 * 3600           # a results page older than this must be reloaded before saving
 RECENT = 50                          # corrections listed on the operator page
 OFF = "corrections are off on this site: start it with --feedback (or MLTC_FEEDBACK=1 under gunicorn)"
-TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 NO_SESSION = ("/api/", "/static/", "/healthz")   # routes that never read or write the session cookie
 
@@ -66,16 +65,15 @@ class Denied(Exception):
 
 # ---- setup -----------------------------------------------------------------------------------------------
 def enabled_from_env() -> bool:
-    raw = os.environ.get("MLTC_FEEDBACK", "").strip().lower()
-    if raw not in TRUE + FALSE:
-        raise ConfigError(f"MLTC_FEEDBACK must be 1 or 0 (corrections on or off), got {raw[:20]!r}")
-    return raw in TRUE
+    return flag_from_env("MLTC_FEEDBACK", "corrections on or off")
 
 
-def register_feedback(app: Flask, predictor: Any, enabled: bool | None = None, db_url: str | None = None,
+def register_feedback(app: Flask, serving: Any, first: Any, enabled: bool | None = None, db_url: str | None = None,
                       max_text_chars: int | None = None) -> None:
-    """Register the routes; with `enabled` (None: $MLTC_FEEDBACK) open the store for `predictor`'s model.
-    A store that cannot be used (out-of-date schema, bad URL or rate, unreachable server) is a ConfigError."""
+    """Register the routes; with `enabled` (None: $MLTC_FEEDBACK) open the store for the served model: `serving()`
+    is the predictor answering the current request (it changes when the registry swaps models), `first` the one
+    loaded at start. A store that cannot be used (out-of-date schema, bad URL or rate, unreachable server) is a
+    ConfigError."""
     app.register_blueprint(bp)
     app.extensions[FEEDBACK_KEY] = None
     if not (enabled_from_env() if enabled is None else enabled):
@@ -85,10 +83,10 @@ def register_feedback(app: Flask, predictor: Any, enabled: bool | None = None, d
     from feedback.service import DEFAULT_RATE, Feedback
 
     rate = os.environ.get("MLTC_FEEDBACK_RATE", "").strip() or DEFAULT_RATE
-    if getattr(predictor, "version", None) is None:
+    if getattr(first, "version", None) is None:
         raise ConfigError("corrections need the served model's version (a Predictor loaded with from_bundle)")
     try:
-        fb = Feedback.open(predictor, db_url=db_url, rate=rate, max_text_chars=max_text_chars or MAX_TEXT_CHARS)
+        fb = Feedback.open(serving, db_url=db_url, rate=rate, max_text_chars=max_text_chars or MAX_TEXT_CHARS)
     except ValueError as err:   # the rate
         raise ConfigError(f"MLTC_FEEDBACK_RATE: {err}") from None
     except (SchemaError, StoreError) as err:
@@ -146,7 +144,9 @@ def correction_context() -> dict:
     fb = current_app.extensions.get(FEEDBACK_KEY)
     if fb is None:
         return {"correction": None}
-    return {"correction": {"labels": fb.labels, "model_version": fb.version, "short": short_version(fb.version)},
+    predictor = current_site().predictor   # the model that answered this page
+    return {"correction": {"labels": list(predictor.labels), "model_version": predictor.version,
+                           "short": short_version(predictor.version)},
             "csrf_token": csrf_token}
 
 
@@ -212,8 +212,8 @@ def api_feedback():
         text=body["text"], labels=body["labels"], model_version=body["model_version"], face="api",
         client_key=f"token:{principal.name}", token_name=principal.name, client_ref=body.get("client_ref"),
         suggested=body.get("suggested_labels"), threshold=body.get("threshold"))
-    return jsonify({"id": cid, "created": created, "model_version": fb.version,
-                    "labels": [x for x in fb.labels if x in set(body["labels"])],
+    return jsonify({"id": cid, "created": created, "model_version": body["model_version"],
+                    "labels": [x for x in fb.labels_for(body["model_version"]) if x in set(body["labels"])],
                     "changes": changes_by_kind(changes)}), (201 if created else 200)
 
 
@@ -255,7 +255,7 @@ def form_save():
     message = f"Correction saved (#{cid}): {', '.join(parts)}. Thank you."
     if wants_json():
         return jsonify({"id": cid, "message": message, "changes": kinds}), 201
-    return render_template("feedback_saved.html", site=current_app.extensions[SITE_KEY].page, ok=True,
+    return render_template("feedback_saved.html", site=current_site().page, ok=True,
                            title="Correction saved", message=message, changes=kinds, suggested=suggested), 201
 
 
@@ -266,10 +266,10 @@ def operator_page():
     try:
         principal = operator_principal()
     except Denied as err:
-        return render_template("operator_login.html", site=current_app.extensions[SITE_KEY].page,
+        return render_template("operator_login.html", site=current_site().page,
                                error=None if err.status == 401 and not request.headers.get("Authorization")
                                else str(err)), err.status
-    return render_template("operator.html", site=current_app.extensions[SITE_KEY].page, operator=principal.name,
+    return render_template("operator.html", site=current_site().page, operator=principal.name,
                            stats=fb.stats(), recent=fb.recent(RECENT), served=fb.version, short=short_version)
 
 
@@ -284,7 +284,7 @@ def operator_login():
     if principal is None or not principal.operator:
         message = "that is not a valid operator token" if principal is None else \
             f"the token of {principal.name!r} is not an operator token"
-        return render_template("operator_login.html", site=current_app.extensions[SITE_KEY].page,
+        return render_template("operator_login.html", site=current_site().page,
                                error=message), 401 if principal is None else 403
     session["operator"] = hash_token(token)
     return redirect(url_for("feedback.operator_page"), code=303)
@@ -305,7 +305,7 @@ def _refusal(status: int, message: str, retry_after: int | None = None):
     else:
         title = "Not signed in" if request.path.startswith("/feedback/operator") else "Correction not saved"
         response = current_app.make_response((render_template(
-            "feedback_saved.html", site=current_app.extensions[SITE_KEY].page, ok=False, title=title,
+            "feedback_saved.html", site=current_site().page, ok=False, title=title,
             message=message, changes=None, suggested=[]), status))
     response.status_code = status
     if status == 401 and request.path.startswith("/api/"):

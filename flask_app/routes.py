@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 from deployment.predictor import InputError, Predictor
 from deployment.web import highlights, length_problem, segments, truncation_notice
-from flask_app.app import SITE_KEY, Site
+from flask_app.app import MODELS_KEY, Site, current_site
 
 log = logging.getLogger("flask_app.app")   # the name operators filter on; unchanged by the move to a Blueprint
 
@@ -45,7 +45,8 @@ bp = Blueprint("site", __name__)
 
 
 def site() -> Site:
-    return current_app.extensions[SITE_KEY]
+    """The Site of the model answering this request (the same one for the whole request)."""
+    return current_site()
 
 
 # ---- reading a request ------------------------------------------------------------------------------------
@@ -224,6 +225,7 @@ def healthz():
         "backbone": s.info.get("backbone"),
         "max_length": s.predictor.max_length,
         "model_version": s.page["model_version"],
+        "serving": current_app.extensions[MODELS_KEY].status(),   # {"mode": "bundle" | "registry", ...}
     })
 
 

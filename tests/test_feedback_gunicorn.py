@@ -20,19 +20,12 @@ import pytest
 import requests
 from tests.ci import require
 from tests.feedback_helpers import migrated
+from tests.live_server import free_port, wait_until_healthy
 
 from deployment.version import bundle_version
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = 8
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +43,7 @@ def server(tiny_bundle, tmp_path_factory):
                              "flask_app:create_app()"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.seek(0) or log.read()[-3000:]
-            time.sleep(0.3)
+        wait_until_healthy(base, proc, log)
         yield {"url": base, "db": path, "tokens": tokens, "pid": proc.pid, "version": bundle_version(tiny_bundle),
                "labels": requests.get(base + "/healthz", timeout=5).json()["labels"]}
     finally:

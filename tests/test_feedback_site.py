@@ -265,10 +265,11 @@ def test_the_site_refuses_to_start_on_an_out_of_date_schema(tiny_bundle, tmp_pat
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     migrated(url)
+    revision = schema.head_revision()
     monkeypatch.setattr(schema, "MIGRATIONS", newer_migrations(tmp_path))
     assert site_main(["--bundle", str(tiny_bundle), "--feedback", "--db", url]) == 2
     err = capsys.readouterr().err
-    assert "python -m feedback db upgrade" in err and "0001_corrections" in err
+    assert "python -m feedback db upgrade" in err and revision in err
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])

@@ -32,6 +32,7 @@ import regex
 
 
 SPLITS = ("train", "valid", "test")
+HELD_OUT_SPLITS = ("feedback",)             # test slices no model trains on (training/stable_split.py)
 HIERARCHY_SEP = " » "                       # canonical separator between levels of a hierarchical label
 _HIERARCHY_SPLIT = re.compile(r"\s*»\s*|\s+>\s+")  # "»" with any spacing, ">" only with spaces (keeps "<3" whole)
 LINE_COL = "_line"                          # internal column: 1-based line of the row in the input file

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from training.data import LINE_COL, SPLITS, PrepareError, encode_labels, parse_labels_cell
+from training.data import HELD_OUT_SPLITS, LINE_COL, SPLITS, PrepareError, encode_labels, parse_labels_cell
 from training.rawfiles import read_csv_rows, read_text_file
 
 
@@ -89,8 +89,8 @@ def load_prepared(processed_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         unknown = [x for x in row_labels if x not in known]
         if unknown:
             raise PrepareError(f"{where}: label {unknown[0]!r} is not in {labels_path.name}; {fix}")
-        if row["split"] not in SPLITS:
-            raise PrepareError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}; {fix}")
+        if row["split"] not in SPLITS + HELD_OUT_SPLITS:
+            raise PrepareError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS + HELD_OUT_SPLITS)}; {fix}")
         parsed.append(row_labels)
     df = pd.DataFrame(rows, columns=header)
     df["labels"] = pd.Series(parsed, dtype=object)

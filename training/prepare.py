@@ -18,6 +18,11 @@ Reads the scraper's details CSV (`url,title,text,labels`, labels a JSON list) or
   6. split train/valid/test by iterative stratification (training/split.py), then make sure every label
      appears in train.
 
+With --corrections FILE (`python -m feedback export`) a corrected text's labels replace its own and new texts join,
+before step 2 (training/corrections.py). When --out already holds a prepared data set (or --previous names one),
+its texts keep their split and only new texts are assigned, a share of the new corrected ones to a `feedback`
+test slice no model trains on (training/stable_split.py); --resplit splits everything anew.
+
 Writes into --out (default data/processed/<input name>): dataset.csv (text, labels, split + passthrough
 columns such as url/title/id), labels.json ({"label": index}, most frequent label first, ties by name),
 report.json (settings and every count) and label_frequencies.png. The folder is built beside --out and renamed
@@ -44,7 +49,7 @@ from deployment.cli_types import non_negative_float, non_negative_int, positive_
 from deployment.console import unbreakable_output
 from deployment.files import OutputError, replace_dir
 from deployment.formats import dumps
-from training import data, rawfiles
+from training import corrections, data, rawfiles, stable_split
 from training.data import SPLITS, PrepareError
 from training.dataset import write_dataset
 from training.split import ensure_labels_in_fold, iterative_stratification
@@ -70,6 +75,10 @@ class PrepareSettings:
     hierarchy: str = "keep"                             # keep | leaf | expand
     dedup: str = "near"                                 # near | exact | none
     min_words: int = 1                                  # drop texts shorter than this (placeholders), before dedup
+    corrections: Path | None = None                     # `python -m feedback export` JSONL (training/corrections.py)
+    feedback_share: float = stable_split.DEFAULT_FEEDBACK_SHARE   # of new corrected texts held out as `feedback`
+    previous: Path | None = None                        # keep this prepared folder's splits; None: --out's, if any
+    resplit: bool = False                               # ignore any previous splits (training/stable_split.py)
 
     def __post_init__(self) -> None:
         self.input = Path(self.input)
@@ -98,6 +107,8 @@ class PrepareSettings:
             raise PrepareError(f"--min-words {self.min_words}: give a word count of at least 1")
         if self.dedup not in ("near", "exact", "none"):
             raise PrepareError(f"--dedup {self.dedup}: choose near, exact or none")
+        if not 0 <= self.feedback_share < 1:
+            raise PrepareError(f"--feedback-share {self.feedback_share:g}: give a share in [0, 1)")
 
     def as_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
@@ -128,16 +139,22 @@ def prepare(
     label_map = rawfiles.load_label_map(settings.label_map) if settings.label_map else None   # fail before the long read
     raw = rawfiles.read_records(settings.input, settings.text_cols, settings.labels_col, settings.format, progress)
     steps: list[dict] = []
-    df = _clean(raw.frame, settings, label_map, steps, log)
+    fixes = corrections.read(settings.corrections, progress) if settings.corrections else None
+    df = _clean(raw.frame, settings, label_map, steps, log, fixes)
     labels = data.label_vocabulary(df["labels"])
     y = data.encode_labels(df["labels"], labels)
-    df, folds = _split(df, y, labels, settings, steps, progress, log)
+    previous = stable_split.previous_dir(settings.out, settings.previous, settings.resplit)
+    if previous is not None or fixes is not None:   # old texts keep their split; a feedback slice of corrections
+        df, folds = stable_split.split(df, y, labels, settings, steps, previous, log)
+    else:
+        df, folds = _split(df, y, labels, settings, steps, progress, log)
     report = _report(settings, raw, df, labels, y, folds, steps, command)
     report["elapsed_s"] = round(time.perf_counter() - started, 2)   # run() adds the writing time
     return df, labels, report
 
 
-def _clean(df: pd.DataFrame, settings: PrepareSettings, label_map, steps: list[dict], log) -> pd.DataFrame:
+def _clean(df: pd.DataFrame, settings: PrepareSettings, label_map, steps: list[dict], log,
+           fixes: corrections.Corrections | None = None) -> pd.DataFrame:
     """The cleaning steps in order, each recorded in `steps` with its counts; PrepareError when no row is left."""
     def step(name: str, fn, *args):
         nonlocal df
@@ -152,6 +169,8 @@ def _clean(df: pd.DataFrame, settings: PrepareSettings, label_map, steps: list[d
 
     step("normalise_text", data.normalise_texts)
     step("drop_empty_text", data.drop_empty_text)
+    if fixes is not None:
+        step("corrections", corrections.merge, fixes, settings.dedup)
     if settings.min_words > 1:
         step("drop_short_text", data.drop_short_text, settings.min_words)
     step("deduplicate", data.deduplicate, settings.dedup)
@@ -361,6 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "after normalisation; none = keep all")
     p.add_argument("--min-words", type=positive_int, default=d["min_words"], metavar="N",
                    help="drop texts with fewer than N words before deduplication (e.g. 5 drops 'To be added.' placeholders)")
+    p.add_argument("--corrections", type=Path, default=None, metavar="FILE",
+                   help="corrections exported by `python -m feedback export` (JSONL): each replaces its text's "
+                        "labels, new texts join; a share of the new ones is held out as the `feedback` split")
+    p.add_argument("--feedback-share", type=probability, default=d["feedback_share"], metavar="F",
+                   help="share of newly corrected texts held out as the `feedback` test slice (no model trains on it)")
+    p.add_argument("--previous", type=Path, default=None, metavar="DIR",
+                   help="an earlier prepared folder whose texts keep their split (default: --out, when it holds one)")
+    p.add_argument("--resplit", action="store_true",
+                   help="split every text anew, ignoring the previous splits (old and new models can no longer be "
+                        "compared fairly)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary line")
     return p
 
@@ -379,7 +408,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             input=args.input, out=args.out, name=args.name, text_cols=_columns(args.text_col),
             labels_col=args.labels_col, format=args.format, min_label_freq=args.min_label_freq,
             split=tuple(args.split), seed=args.seed, label_map=args.label_map, hierarchy=args.hierarchy,
-            dedup=args.dedup, min_words=args.min_words,
+            dedup=args.dedup, min_words=args.min_words, corrections=args.corrections,
+            feedback_share=args.feedback_share, previous=args.previous, resplit=args.resplit,
         )
         log("training.prepare settings:")
         for key, value in settings.as_dict().items():
@@ -394,7 +424,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     print(
         f"prepared {report['name']}: {report['rows_in']} rows in -> {report['rows_out']} out "
         f"({report['duplicates_merged']} duplicates merged), {report['labels_in']} labels -> {report['labels_out']}, "
-        f"train/valid/test {sizes['train']}/{sizes['valid']}/{sizes['test']}, "
+        f"train/valid/test {sizes['train']}/{sizes['valid']}/{sizes['test']}"
+        + (f" + feedback {sizes['feedback']}" if sizes.get("feedback") else "") + ", "
         f"{time.perf_counter() - started:.1f}s -> {settings.out}"
     )
     return 0

@@ -160,5 +160,6 @@ bench-feedback: install ## corrections/s and p99 at 8 clients, SQLite vs Postgre
 bench-consistency: install ## one text, one answer: label sets alone vs in one call, served (one window per call) vs padded batches
 	$(PY) -m bench.consistency --bundle $(BUNDLE)
 
-clean: ## remove derived data and models (keeps .venv and data/sample)
-	rm -rf data/processed models test-artifacts bench/results
+clean: ## remove derived data and models (keeps .venv, data/sample, the corrections database and the registry's copies it points to)
+	rm -rf data/processed test-artifacts bench/results
+	[ ! -d models ] || find models -mindepth 1 -maxdepth 1 ! -name registry -exec rm -rf {} +

@@ -23,7 +23,7 @@ from deployment.files import LocationError
 ENV_HINT = ("build the executors' environment with `make spark-env` and pass `--archives build/spark-env.tar.gz#env "
             "--conf spark.pyspark.python=./env/bin/python` (to spark-submit; `--conf spark.archives=build/spark-env"
             ".tar.gz#env` to this command), or point spark.pyspark.python at a Python 3.11 on every worker that has "
-            "the project installed (README: Spark, 'On a cluster')")
+            "the project installed (docs/SPARK.md)")
 PROBE_PATIENCE_S = 60.0   # seconds before the executors' check says it is still waiting for an executor
 
 

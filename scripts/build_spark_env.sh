@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Spark executors' Python environment (README, "Spark on a cluster"): a fresh virtualenv with only what
+# Builds the Spark executors' Python environment (docs/SPARK.md): a fresh virtualenv with only what
 # deployment/spark_worker.py needs (deployment/requirements-spark.txt: onnxruntime, tokenizers, numpy, pandas,
 # pyarrow, their dependencies pinned by constraints.txt) and the project's deployment/ package; no torch. Packed
 # as a .tar.gz with the environment at its root, shipped with `--archives build/spark-env.tar.gz#env` and used

@@ -1,4 +1,4 @@
-"""Spark on a real standalone cluster: the README's cluster commands, run as written, on loopback.
+"""Spark on a real standalone cluster: the cluster guide's commands (docs/SPARK.md), run as written, on loopback.
 
 A master and two workers (1 core, 1 GB each) start from the pip package's own `bin/spark-class` on 127.0.0.1, with
 nothing of the project on their PATH (their `python3` is the system's, without numpy or the project). The
@@ -32,7 +32,7 @@ from tests.tiny_bundle import TINY_LABELS, sample_texts
 pytestmark = pytest.mark.slow
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
-# The README's placeholders, replaced by this cluster's values; the README must still hold each of them.
+# The guide's placeholders, replaced by this cluster's values; docs/SPARK.md must still hold each of them.
 PLACEHOLDERS = ("spark://head:7077", "build/spark-env.tar.gz", "models/books/bundle", "/shared/corpus.csv",
                 "/shared/preds/books/")
 DAEMON_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(SPARK_HOME),
@@ -153,8 +153,8 @@ def spark_env(setup) -> Path:
 
 
 def readme_command(start: str) -> str:
-    """The README's shell lines from the one starting with `start` to the end of its command (backslash lines)."""
-    lines = (config.ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    """docs/SPARK.md's shell lines from the one starting with `start` to the end of its command (backslash lines)."""
+    lines = (config.ROOT / "docs" / "SPARK.md").read_text(encoding="utf-8").splitlines()
     i = next(i for i, line in enumerate(lines) if line.startswith(start))
     block = [lines[i]]
     while block[-1].rstrip().endswith("\\"):
@@ -284,7 +284,7 @@ def test_without_the_environment_the_executors_fail_fast_with_one_paragraph(clus
 
 
 def test_a_worker_killed_mid_job_still_leaves_every_row_once(cluster, spark_env, tiny_bundle, tmp_path):
-    """The CLI form of the README's command; worker 1 (its executor and Python workers) is killed with SIGKILL
+    """The CLI form of the guide's command; worker 1 (its executor and Python workers) is killed with SIGKILL
     once the job has committed its first tasks. Spark reruns the lost work on worker 0."""
     src, out = tmp_path / "corpus.csv", tmp_path / "preds"
     rows = write_input(src, 2000, seed=13)

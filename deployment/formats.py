@@ -6,6 +6,9 @@ or text after a closing quote is a `CsvError` naming the line where the broken r
 merge; the batch CLI (`deployment.predict`) and `training.prepare` both read through it, so they accept and
 refuse the same files.
 
+`repeated(names)` finds repeated column names or keys in linear time; `unique_keys` refuses an object that
+repeats a key.
+
 JSON: every JSON the project writes is RFC 8259 JSON that any strict reader takes: no bare `NaN`, `Infinity` or
 `-Infinity`. `finite(value)` replaces each non-finite float in a value by `null`, except a number read from an
 input that no double can hold (`1e999`), which `json_number` keeps as a `BigNumber` and which is written back as
@@ -16,7 +19,7 @@ a string of its original spelling (`"1e999"`), so nothing the input said is lost
     with open(path, newline="", encoding="utf-8-sig") as fh:
         for line, values in csv_records(fh):    # CsvError(line, reason) on broken quoting
             ...
-    obj = json.loads(text, parse_float=json_number)
+    obj = json.loads(text, parse_float=json_number, object_pairs_hook=unique_keys)
     fh.write(dumps(obj, ensure_ascii=False) + "\\n")
 
 Standard library only (the Space, which is the deployment/ folder alone, reads and writes files too).
@@ -26,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import Counter
 from typing import Any, Iterable, Iterator
 
 try:
@@ -70,6 +74,20 @@ def csv_records(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
                 raise CsvError(start, _reason(exc)) from None
             yield start, values
             start = reader.line_num + 1
+
+
+def repeated(names: Iterable[str]) -> list[str]:
+    """The names that occur more than once, sorted; linear time (a header or an object may have 100,000 names)."""
+    return sorted(name for name, n in Counter(names).items() if n > 1)
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """`object_pairs_hook` for json.loads: an object that repeats a key is a ValueError (json.loads would keep the
+    last value silently)."""
+    keys = repeated(k for k, _ in pairs)
+    if keys:
+        raise ValueError(f"key(s) {', '.join(map(repr, keys))} appear more than once in one object")
+    return dict(pairs)
 
 
 class BigNumber(float):

@@ -42,13 +42,13 @@ try:  # run as `python -m deployment.predict` or from inside the deployment/ fol
     from deployment.cli_types import non_negative_int, positive_int, probability
     from deployment.console import SafeStream, unbreakable_output
     from deployment.files import LocationError, clean_stale, replace_file
-    from deployment.formats import CsvError, csv_records, dumps, finite, json_number
+    from deployment.formats import CsvError, csv_records, dumps, finite, json_number, repeated, unique_keys
     from deployment.predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, BundleError, Predictor
 except ImportError:  # pragma: no cover
     from cli_types import non_negative_int, positive_int, probability
     from console import SafeStream, unbreakable_output
     from files import LocationError, clean_stale, replace_file
-    from formats import CsvError, csv_records, dumps, finite, json_number
+    from formats import CsvError, csv_records, dumps, finite, json_number, repeated, unique_keys
     from predictor import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, BundleError, Predictor
 
 CHUNK = 256                       # rows read, predicted and written at a time (bounded memory on big files)
@@ -87,13 +87,6 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not a JSON value")   # Python reads NaN/Infinity; strict readers of our output don't
 
 
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    keys = [k for k, _ in pairs]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:   # json.loads would keep the last one silently
-        raise ValueError(f"duplicate key(s) {', '.join(map(repr, dupes))}")
-    return dict(pairs)
-
 
 def _csv_rows(fh, path: Path, text_column: str) -> Iterator[Row]:
     # Strict quoting (deployment/formats.py, training.prepare's reader too): an unclosed quote is an error naming
@@ -102,7 +95,7 @@ def _csv_rows(fh, path: Path, text_column: str) -> Iterator[Row]:
     _, header = next(records, (1, None))
     if not header or text_column not in header:
         raise LocationError(f"{path}: no {text_column!r} column (columns: {header})", hint="pick one with --text-col")
-    dupes = sorted({h for h in header if header.count(h) > 1})
+    dupes = repeated(header)
     if dupes:   # a dict per row would keep one of them and lose the others' cells
         raise LocationError(f"{path}: the header repeats column name(s) {', '.join(map(repr, dupes))}; rename them")
     for line, values in records:
@@ -124,7 +117,7 @@ def _jsonl_rows(fh, text_column: str) -> Iterator[Row]:
             continue
         try:
             # parse_float: a number no double holds (1e999) keeps its spelling, written back as that string
-            obj = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constants,
+            obj = json.loads(line, object_pairs_hook=unique_keys, parse_constant=_no_constants,
                              parse_float=json_number)
         except json.JSONDecodeError as exc:
             yield {"line": n, "raw": line.rstrip("\r\n")}, None, f"invalid JSON on line {n}: {exc.msg}"

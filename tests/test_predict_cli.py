@@ -207,7 +207,7 @@ def test_malformed_csv_rows_are_flagged_and_their_cells_kept(tiny_bundle, tmp_pa
 
 
 @pytest.mark.parametrize("line,fragment", [
-    ('{"text": "a", "text": "b"}', "duplicate key(s) 'text'"),
+    ('{"text": "a", "text": "b"}', "key(s) 'text' appear more than once"),
     ('{"text": "a", "score": NaN}', "NaN is not a JSON value"),
     ('{"text": 1' + "0" * 5000 + "}", "Exceeds the limit (4300 digits)"),
     ('{"text": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),

@@ -95,3 +95,55 @@ def test_the_batch_cli_and_prepare_agree_on_broken_and_odd_csv(tiny_bundle, tmp_
         with open(prepared / "dataset.csv", newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
         assert {r["id"]: r["text"] for r in rows} == {i: normalise_text(t) for i, t in expected.items()}, where
+
+
+def test_a_header_or_an_object_of_150000_names_is_read_whole_and_a_repeated_name_found(tiny_bundle, tmp_path):
+    """Repeated column names and keys are looked for in linear time: a 1.5 MB header or JSON object used to take
+    minutes (every name counted against every other). Run as commands, each under a timeout far above a linear
+    read, so a quadratic search fails the test instead of holding the suite."""
+    import subprocess
+    import sys
+
+    import config
+
+    n = 150_000
+    names = [f"c{i}" for i in range(n)]
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=config.ROOT,
+                              timeout=90)
+
+    def write(name: str, text: str):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        return str(tmp_path / name)
+
+    def jsonl_line(keys: list[str], text: str) -> str:
+        return "{" + ",".join([f'"text": "{text}"', '"labels": ["A"]', *(f'"{k}": 1' for k in keys)]) + "}\n"
+
+    wide_csv = write("wide.csv", ",".join(["text", *names]) + "\n" + ",".join(["a dragon book", *"x" * n]) + "\n")
+    proc = run("deployment.predict", "--bundle", str(tiny_bundle), "--input", wide_csv,
+               "--out", str(tmp_path / "wide.out.csv"), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "wide.out.csv", newline="", encoding="utf-8") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["text"] == "a dragon book" and row[names[-1]] == "x" and not row["error"]
+
+    repeated_key = write("keys.jsonl", jsonl_line([*names, names[n // 2]], "a dragon book"))
+    proc = run("deployment.predict", "--bundle", str(tiny_bundle), "--input", repeated_key,
+               "--out", str(tmp_path / "keys.out.jsonl"), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (got,) = [json.loads(line) for line in (tmp_path / "keys.out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert got["error"] == f"invalid JSON on line 1: key(s) '{names[n // 2]}' appear more than once in one object"
+
+    repeated_column = write("repeated.csv", ",".join(["text", "labels", *names, names[7]]) + "\n"
+                            + ",".join(["a dragon book", '"[""A""]"', *"x" * (n + 1)]) + "\n")
+    proc = run("training.prepare", "--input", repeated_column, "--out", str(tmp_path / "p1"), "--quiet")
+    assert proc.returncode == 2 and f"column name(s) '{names[7]}' appear more than once" in proc.stderr, proc.stderr
+
+    rows = "".join(jsonl_line([], f"{WORDS[i % len(WORDS)]} book {i}") for i in range(5))
+    wide_object = write("wide.jsonl", jsonl_line(names, "a wide dragon book") + rows)
+    proc = run("training.prepare", "--input", wide_object, "--out", str(tmp_path / "p2"), "--quiet",
+               "--min-label-freq", "1", "--split", "1", "0", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "p2" / "dataset.csv", newline="", encoding="utf-8") as fh:
+        assert "a wide dragon book" in {r["text"] for r in csv.DictReader(fh)}

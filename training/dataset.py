@@ -27,15 +27,13 @@ from training.rawfiles import read_csv_rows, read_text_file
 # --------------------------------------------------------------------------------------------- writing
 def dataset_frame(df: pd.DataFrame, passthrough: Sequence[str]) -> pd.DataFrame:
     """The dataset.csv columns: text, labels (JSON lists), split, then the passthrough columns."""
-    out = pd.DataFrame({
+    # One construction: adding columns one by one copies the block list each time (quadratic in columns).
+    return pd.DataFrame({
         "text": df["text"],
-        "labels": [json.dumps(x, ensure_ascii=False) for x in df["labels"]],
+        "labels": pd.Series([json.dumps(x, ensure_ascii=False) for x in df["labels"]], index=df.index, dtype=object),
         "split": df["split"],
+        **{col: df[col] for col in passthrough if col in df and col != LINE_COL},
     })
-    for col in passthrough:
-        if col in df and col != LINE_COL:
-            out[col] = df[col]
-    return out
 
 
 def write_dataset(folder: Path, df: pd.DataFrame, labels: Sequence[str], passthrough: Sequence[str]) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from deployment.formats import CsvError, csv_records
+from deployment.formats import CsvError, csv_records, repeated, unique_keys
 from training.data import LINE_COL, PARTS_COL, TEXT_JOIN, PrepareError, normalise_label, parse_labels_cell
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -77,10 +77,10 @@ def _csv_rows(path: Path, records) -> tuple[list[str], list[dict[str, str]], lis
     if header is None:
         raise PrepareError(f"{path}: empty file; expected a header line like url,title,text,labels")
     header = [h.strip() for h in header]
-    repeated = sorted({h for h in header if header.count(h) > 1})
-    if repeated:   # a dict per row keeps one of them: the other column's cells would vanish without a word
+    repeats = repeated(header)
+    if repeats:   # a dict per row keeps one of them: the other column's cells would vanish without a word
         raise PrepareError(
-            f"{path} line 1 (header): column name(s) {', '.join(map(repr, repeated))} appear more than once; "
+            f"{path} line 1 (header): column name(s) {', '.join(map(repr, repeats))} appear more than once; "
             "rename them so each column has its own name"
         )
     rows, lines = [], []
@@ -95,13 +95,6 @@ def _csv_rows(path: Path, records) -> tuple[list[str], list[dict[str, str]], lis
             lines.append(start)
     return header, rows, lines
 
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
-    keys = [k for k, _ in pairs]
-    repeated = sorted({k for k in keys if keys.count(k) > 1})
-    if repeated:   # json.loads would keep the last value silently
-        raise ValueError(f"key(s) {', '.join(map(repr, repeated))} appear more than once in one object")
-    return dict(pairs)
 
 
 def _lone_surrogate(value: Any, key: str = "") -> tuple[str, str] | None:
@@ -130,7 +123,7 @@ def _read_jsonl_rows(path: Path, text: str) -> tuple[list[str], list[dict[str, A
         try:
             # strict=False: raw control characters inside strings (some producers write them) are read;
             # normalise_text drops them from the text anyway.
-            obj = json.loads(line, strict=False, object_pairs_hook=_unique_keys)
+            obj = json.loads(line, strict=False, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as e:
             raise PrepareError(
                 f"{path} line {number}: not valid JSON ({e.msg} at column {e.colno}); each line must be one JSON object"
@@ -233,11 +226,9 @@ def read_records(
         name = f"source_{col}" if col in ("text", "labels", "split", LINE_COL) else col
         data[name] = pd.Series(values, dtype=object)   # as read: ids stay "007", ints don't become floats
         passthrough.append(name)
-    frame = pd.DataFrame({"text": texts, LINE_COL: lines})
-    for name, values in data.items():
-        frame[name] = values
-    frame["labels"] = pd.Series(labels, dtype=object)
-    frame[PARTS_COL] = pd.Series(parts_per_row, dtype=object)
+    # One construction: adding columns one by one costs a copy of the block list each (quadratic in columns).
+    frame = pd.DataFrame({"text": texts, LINE_COL: lines, **data, "labels": pd.Series(labels, dtype=object),
+                          PARTS_COL: pd.Series(parts_per_row, dtype=object)})
     return RawData(frame, list(columns), fmt, passthrough, dropped, raw)
 
 

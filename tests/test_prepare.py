@@ -732,3 +732,26 @@ def test_every_file_prepare_writes_reads_back_exactly_whatever_the_content(tmp_p
     assert 'Say "hi", » you' in labels
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["rows_out"] == len(rows) and report["labels_out"] == len(labels)
+
+
+def test_columns_named_like_the_outputs_own_are_kept_under_source_names_never_lost(tmp_path, capsys):
+    """Every column of the stage's own names comes back as source_<name> with its cells; a file that already has
+    that source_ name is refused (one of the two would vanish)."""
+    own = ["labels", "split", "_line", "_parts"]
+    header = ["title", *own, "id"]
+    rows = [[f"book number {i} about dragons", '["A"]', f"s{i}", f"l{i}", f"p{i}", str(i)] for i in range(6)]
+    src = tmp_path / "own.csv"
+    with open(src, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    args = ["--text-col", "title", "--quiet", "--min-label-freq", "1", "--split", "1", "0", "0"]
+    assert main(["--input", str(src), "--out", str(tmp_path / "out"), *args]) == 0
+    with open(tmp_path / "out" / "dataset.csv", newline="", encoding="utf-8") as fh:
+        got = list(csv.DictReader(fh))
+    assert sorted((r["source_split"], r["source__line"], r["source__parts"], r["id"]) for r in got) == sorted(
+        (f"s{i}", f"l{i}", f"p{i}", str(i)) for i in range(6))
+    with open(src, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([[*header, "source_split"], *[[*r, "x"] for r in rows]])
+    capsys.readouterr()
+    assert main(["--input", str(src), "--out", str(tmp_path / "out2"), *args]) == 2
+    assert "column 'split' is kept as 'source_split'" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()

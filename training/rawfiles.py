@@ -178,8 +178,8 @@ def read_records(
     `_parts` (the raw text columns), `labels` (parsed, normalised lists), `_line`, and passthrough columns
     (the other scalar columns, as read).
 
-    Columns named like the output's own (`text`, `labels`, `split`) that are not the ones used are kept as
-    `source_<name>`; columns holding lists or objects (e.g. CMU's `label_ids`, which would go stale once labels
+    Columns named like the output's own (`text`, `labels`, `split`, `_line`, `_parts`) that are not the ones used are
+    kept as `source_<name>` (a file that also has that name is refused); columns holding lists or objects (e.g. CMU's `label_ids`, which would go stale once labels
     are merged and pruned) are left out and listed in `dropped_columns`.
     """
     path = Path(path)
@@ -223,7 +223,10 @@ def read_records(
         if any(isinstance(v, (list, dict)) for v in values):
             dropped.append(col)
             continue
-        name = f"source_{col}" if col in ("text", "labels", "split", LINE_COL) else col
+        name = f"source_{col}" if col in ("text", "labels", "split", LINE_COL, PARTS_COL) else col
+        if name != col and name in columns:   # two columns under one name: one would vanish without a word
+            raise PrepareError(f"{path}: column '{col}' is kept as '{name}' (the output uses its name), but the file "
+                               f"also has a column '{name}'; rename one of them")
         data[name] = pd.Series(values, dtype=object)   # as read: ids stay "007", ints don't become floats
         passthrough.append(name)
     # One construction: adding columns one by one costs a copy of the block list each (quadratic in columns).
